@@ -1,0 +1,527 @@
+//! The ports: what billing-core needs from the outside world, as traits adapters implement.
+//!
+//! Every async port is an `#[async_trait]` trait; with the `mock` feature each has a mockall
+//! mock (`MockLedgerStore`, …). Each trait states its error contract: which failures come
+//! back as values and which as [`StoreError`] (or the port's own error type).
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::catalog::TokenUsage;
+use crate::ids::{AccountId, SubscriptionId, TaskId, Ulid, UserId};
+use crate::ledger::{AccountSnapshot, LedgerError, LedgerRequest, Receipt, Transaction};
+use crate::money::Money;
+use crate::quota::{QuotaCheck, QuotaError, Window};
+use crate::records::{
+    Account, AuditRecord, Balance, Page, PageRequest, Task, TaskStatus, User, WebhookEvent,
+    WebhookStatus,
+};
+use crate::subscription::Subscription;
+
+/// A failure of a store itself (not a refusal by the domain).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The record does not exist (only where a method says it returns this rather than
+    /// `None`).
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule would be broken (an email already registered, say); names it.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database cannot be reached or timed out; the operation did not happen and may be
+    /// retried.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else; the operation did not happen.
+    #[error("store failure: {0}")]
+    Other(String),
+}
+
+/// The time. Adapters read the system clock; tests fix it.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+pub trait Clock: Send + Sync {
+    /// Now, in UTC.
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// Fresh ULIDs for ids. Must be unique; should be monotonic within a process.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+pub trait IdGenerator: Send + Sync {
+    /// A new ULID.
+    fn ulid(&self) -> Ulid;
+}
+
+/// What a ledger request came to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", content = "result", rename_all = "snake_case")]
+pub enum LedgerOutcome {
+    /// Decided and (if `Ok`) applied now.
+    Executed(Result<Receipt, LedgerError>),
+    /// The key was seen with the same command: the first outcome, unchanged.
+    Replayed(Result<Receipt, LedgerError>),
+    /// The key was seen with a different command; nothing happened.
+    Conflict,
+}
+
+impl LedgerOutcome {
+    /// The receipt or refusal, whether fresh or replayed; `None` for a conflict.
+    pub fn result(&self) -> Option<&Result<Receipt, LedgerError>> {
+        match self {
+            Self::Executed(r) | Self::Replayed(r) => Some(r),
+            Self::Conflict => None,
+        }
+    }
+}
+
+/// The credit ledger's storage.
+///
+/// Contract: [`execute`](LedgerStore::execute) is atomic and serializable per account. In one
+/// database transaction it looks the idempotency key up (same command → `Replayed` with the
+/// stored result; other command → `Conflict`), loads the [`LedgerView`](crate::ledger::LedgerView)
+/// with the account locked, calls [`decide`](crate::ledger::decide), applies the decision and
+/// stores the outcome — refusals included — under the key. Domain refusals are values inside
+/// the outcome, never `Err`; `Err` means nothing happened. Concurrent requests on one account
+/// must never overspend; deadlocks and serialization failures are retried inside the store.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait LedgerStore: Send + Sync {
+    /// Runs one request atomically and idempotently.
+    async fn execute(&self, request: LedgerRequest) -> Result<LedgerOutcome, StoreError>;
+    /// Balance, live grants and pending holds.
+    async fn balance(&self, account: &AccountId) -> Result<Balance, StoreError>;
+    /// The journal, newest first.
+    async fn journal(
+        &self,
+        account: &AccountId,
+        page: PageRequest,
+    ) -> Result<Page<Transaction>, StoreError>;
+    /// Everything [`verify`](crate::ledger::verify) checks, for one account.
+    async fn snapshot(&self, account: &AccountId) -> Result<AccountSnapshot, StoreError>;
+    /// Pending holds whose time is up, oldest first, for the expiry worker.
+    async fn expired_holds(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(AccountId, crate::ids::HoldId)>, StoreError>;
+}
+
+/// Accounts and their users.
+///
+/// Contract: emails are stored lowercased and unique (a duplicate is
+/// `StoreError::Conflict("email")`); lookups return `Ok(None)` when absent.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Creates an account with its first user, atomically.
+    async fn create(&self, account: Account, user: User) -> Result<(), StoreError>;
+    /// An account by id.
+    async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError>;
+    /// Sets the plan in force.
+    async fn set_plan(&self, id: &AccountId, plan: &str) -> Result<(), StoreError>;
+    /// A user by id.
+    async fn user(&self, id: &UserId) -> Result<Option<User>, StoreError>;
+    /// A user by email (case-insensitive).
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
+    /// A user by external identity subject.
+    async fn user_by_subject(&self, subject: &str) -> Result<Option<User>, StoreError>;
+    /// Replaces a user's mutable fields (name, role, verification, password hash).
+    async fn update_user(&self, user: &User) -> Result<(), StoreError>;
+    /// Users whose email or name contains `search`, newest first.
+    async fn list_users(
+        &self,
+        search: Option<String>,
+        page: PageRequest,
+    ) -> Result<Page<User>, StoreError>;
+    /// Account ids on plans in `plans`, after `after`, for batch work (period resets).
+    async fn accounts_on_plans(
+        &self,
+        plans: Vec<String>,
+        after: Option<AccountId>,
+        limit: u32,
+    ) -> Result<Vec<AccountId>, StoreError>;
+}
+
+/// A usage record to add to a meter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackRequest {
+    /// The account.
+    pub account: AccountId,
+    /// The meter.
+    pub meter: String,
+    /// Units to add (≥ 1).
+    pub amount: u64,
+    /// The period it counts in.
+    pub window: Window,
+    /// The limit to enforce atomically; `None` records without a limit.
+    pub limit: Option<u64>,
+    /// The same key again records nothing more.
+    pub key: String,
+}
+
+/// What tracking came to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum TrackOutcome {
+    /// Recorded; the period's new total.
+    Recorded {
+        /// Units used in the period now.
+        used: u64,
+    },
+    /// The key was already recorded with the same amount; the total then.
+    Replayed {
+        /// Units used in the period when it was first recorded.
+        used: u64,
+    },
+    /// Refused; nothing recorded.
+    Rejected {
+        /// Why.
+        error: QuotaError,
+    },
+    /// The key was used for another meter or amount.
+    Conflict,
+}
+
+/// Quota meters' storage.
+///
+/// Contract: [`track`](QuotaStore::track) checks the limit and records in one atomic step
+/// (using [`decide_track`](crate::quota::decide_track)), so concurrent tracking never passes a
+/// limit; keys are unique per account.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait QuotaStore: Send + Sync {
+    /// Units of `meter` used in the window that starts at `window_start`.
+    async fn usage(
+        &self,
+        account: &AccountId,
+        meter: &str,
+        window_start: OffsetDateTime,
+    ) -> Result<u64, StoreError>;
+    /// Records usage idempotently, enforcing the limit.
+    async fn track(&self, request: TrackRequest) -> Result<TrackOutcome, StoreError>;
+}
+
+/// Subscriptions' storage.
+///
+/// Contract: one live (not canceled) subscription per account; `save` replaces the record
+/// whole and fails with `Conflict` if `expected_status` no longer matches (optimistic
+/// concurrency between webhooks).
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait SubscriptionStore: Send + Sync {
+    /// The account's live subscription, if any.
+    async fn current(&self, account: &AccountId) -> Result<Option<Subscription>, StoreError>;
+    /// A subscription by id.
+    async fn get(&self, id: &SubscriptionId) -> Result<Option<Subscription>, StoreError>;
+    /// A subscription by the payment provider's id.
+    async fn by_external_id(&self, external_id: &str) -> Result<Option<Subscription>, StoreError>;
+    /// Creates or replaces a subscription.
+    async fn save(
+        &self,
+        subscription: &Subscription,
+        expected_status: Option<crate::subscription::SubscriptionStatus>,
+    ) -> Result<(), StoreError>;
+}
+
+/// A stored HTTP response, for idempotent replays at the API edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Response body.
+    pub body: String,
+}
+
+/// What an idempotency key holds at the API edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum KeyState {
+    /// Unseen: claimed now for this request.
+    Claimed,
+    /// Seen with the same request and finished: replay this.
+    Completed {
+        /// The stored response.
+        response: StoredResponse,
+    },
+    /// Seen with the same request, still running.
+    InProgress,
+    /// Seen with a different request.
+    Conflict,
+}
+
+/// Idempotency records for API requests (scope: the caller).
+///
+/// Contract: `claim` is atomic: of concurrent claims of one key, exactly one gets `Claimed`.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// Claims a key for a request with this fingerprint, or reports what it holds.
+    async fn claim(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<KeyState, StoreError>;
+    /// Stores the response of a claimed key.
+    async fn complete(
+        &self,
+        scope: &str,
+        key: &str,
+        response: StoredResponse,
+    ) -> Result<(), StoreError>;
+    /// Releases a claimed key whose request failed before doing anything.
+    async fn release(&self, scope: &str, key: &str) -> Result<(), StoreError>;
+}
+
+/// Received webhook events (verify, store, map, apply).
+///
+/// Contract: `record` is idempotent on the provider's event id: a second delivery returns
+/// `false` and stores nothing.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait WebhookEventStore: Send + Sync {
+    /// Stores a verified event; `false` if it was already stored.
+    async fn record(&self, event: WebhookEvent) -> Result<bool, StoreError>;
+    /// Marks how applying it went.
+    async fn mark(
+        &self,
+        external_id: &str,
+        status: WebhookStatus,
+        error: Option<String>,
+    ) -> Result<(), StoreError>;
+    /// Events with a status, oldest first (failed ones, for retry).
+    async fn with_status(
+        &self,
+        status: WebhookStatus,
+        page: PageRequest,
+    ) -> Result<Page<WebhookEvent>, StoreError>;
+}
+
+/// Asynchronous tasks' storage.
+///
+/// Contract: `transition` changes status only if it is still `from` (returns `false`
+/// otherwise), so two workers cannot both finish a task.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait TaskStore: Send + Sync {
+    /// Stores a new task.
+    async fn create(&self, task: &Task) -> Result<(), StoreError>;
+    /// A task by id.
+    async fn get(&self, id: &TaskId) -> Result<Option<Task>, StoreError>;
+    /// Moves a task from `from` to the state in `task`, if it is still `from`.
+    async fn transition(&self, task: &Task, from: TaskStatus) -> Result<bool, StoreError>;
+    /// An account's tasks, newest first.
+    async fn list(&self, account: &AccountId, page: PageRequest) -> Result<Page<Task>, StoreError>;
+}
+
+/// The audit log. Append-only.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Appends a record.
+    async fn append(&self, record: &AuditRecord) -> Result<(), StoreError>;
+    /// Records, newest first, optionally only those about `target`.
+    async fn list(
+        &self,
+        target: Option<String>,
+        page: PageRequest,
+    ) -> Result<Page<AuditRecord>, StoreError>;
+}
+
+/// A work queue for tasks. At-least-once: a consumer must tolerate a task twice (the task
+/// store's `transition` makes that safe).
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait TaskQueue: Send + Sync {
+    /// Queues a task.
+    async fn enqueue(&self, task: &TaskId) -> Result<(), StoreError>;
+    /// Takes the next task, if any.
+    async fn dequeue(&self) -> Result<Option<TaskId>, StoreError>;
+}
+
+/// A hosted checkout to start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckoutRequest {
+    /// The paying account.
+    pub account: AccountId,
+    /// The customer's email.
+    pub email: Option<String>,
+    /// What is bought.
+    pub item: CheckoutItem,
+    /// Where the provider sends the customer after paying.
+    pub success_url: String,
+    /// Where it sends them if they give up.
+    pub cancel_url: String,
+}
+
+/// What a checkout sells.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CheckoutItem {
+    /// A credit pack, paid once.
+    Pack {
+        /// Pack id.
+        pack: String,
+        /// Its price.
+        price: Money,
+        /// The provider's price id, if configured.
+        provider_price: Option<String>,
+    },
+    /// A subscription.
+    Subscription {
+        /// Plan id.
+        plan: String,
+        /// The provider's price id.
+        provider_price: String,
+        /// Trial days.
+        trial_days: u32,
+        /// Allow promotion codes.
+        allow_promotion_codes: bool,
+    },
+}
+
+/// A started checkout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckoutSession {
+    /// The provider's session id.
+    pub id: String,
+    /// Where to send the customer.
+    pub url: String,
+}
+
+/// A failure of the payment provider.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PaymentError {
+    /// A webhook's signature is missing, malformed, wrong or too old.
+    #[error("invalid webhook signature: {0}")]
+    InvalidSignature(String),
+    /// The provider refused the request (names why, without secrets).
+    #[error("payment provider refused: {0}")]
+    Rejected(String),
+    /// The provider could not be reached; nothing is known to have happened.
+    #[error("payment provider unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The payment provider.
+///
+/// Contract: requests carry an idempotency key derived from the caller's, so a retried call
+/// creates nothing twice; secrets never appear in errors.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait PaymentGateway: Send + Sync {
+    /// Starts a hosted checkout.
+    async fn create_checkout(
+        &self,
+        request: CheckoutRequest,
+        idempotency_key: String,
+    ) -> Result<CheckoutSession, PaymentError>;
+    /// A link to the provider's customer portal.
+    async fn portal_url(
+        &self,
+        account: &AccountId,
+        return_url: String,
+    ) -> Result<String, PaymentError>;
+    /// Ends a subscription, now or at the period's end.
+    async fn cancel_subscription(
+        &self,
+        external_id: &str,
+        at_period_end: bool,
+    ) -> Result<(), PaymentError>;
+    /// Checks a webhook's signature and returns its parsed body.
+    fn verify_webhook(
+        &self,
+        payload: &[u8],
+        signature: &str,
+        now: OffsetDateTime,
+    ) -> Result<serde_json::Value, PaymentError>;
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+/// A chat call to a provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    /// The provider's model name.
+    pub upstream_model: String,
+    /// The conversation.
+    pub messages: Vec<ChatMessage>,
+    /// A cap on output tokens.
+    pub max_output_tokens: Option<u32>,
+}
+
+/// A provider's answer with what it used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatResponse {
+    /// The reply.
+    pub content: String,
+    /// Tokens used, as the provider reports them.
+    pub usage: TokenUsage,
+}
+
+/// A failure of an LLM provider.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LlmError {
+    /// The provider refused the request as invalid.
+    #[error("provider rejected the request: {0}")]
+    Rejected(String),
+    /// The provider is rate limiting; retry after the given seconds.
+    #[error("provider rate limited")]
+    RateLimited {
+        /// Seconds to wait, if the provider said.
+        retry_after: Option<u64>,
+    },
+    /// The provider could not be reached or failed; no usage is known.
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// An LLM provider.
+///
+/// Contract: on `Ok` the usage is what the provider billed; on `Err` the provider billed
+/// nothing that Tollgate knows of (the caller voids its hold).
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait LlmProvider: Send + Sync {
+    /// Sends a chat call.
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, LlmError>;
+}
+
+/// An email to send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mail {
+    /// Recipient.
+    pub to: String,
+    /// Subject line.
+    pub subject: String,
+    /// Plain-text body.
+    pub body: String,
+}
+
+/// Sends email. Contract: `Err` means it was not sent; the caller decides whether to retry.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait Mailer: Send + Sync {
+    /// Sends one message.
+    async fn send(&self, mail: Mail) -> Result<(), StoreError>;
+}
+
+/// A quota check with the store's current usage (helper for use cases and the API).
+pub async fn quota_status(
+    store: &dyn QuotaStore,
+    account: &AccountId,
+    meter: &str,
+    rule: Option<&crate::catalog::QuotaRule>,
+    requested: u64,
+    window: Window,
+) -> Result<QuotaCheck, StoreError> {
+    let used = store.usage(account, meter, window.start).await?;
+    Ok(crate::quota::check(meter, rule, used, requested, window))
+}

@@ -1,0 +1,691 @@
+//! Subscriptions: their states, the transitions payment events cause, plan changes, and what
+//! each does to credits.
+//!
+//! A transition is pure: [`apply`] takes a subscription and an event and returns the new
+//! subscription and the [`SubscriptionEffect`]s to carry out (grant a period's allowance,
+//! notify). An allowance grant carries an idempotency key built from the subscription and the
+//! period's start, so a replayed or reordered webhook cannot grant the same period twice.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::catalog::{Cadence, Catalog, Interval};
+use crate::ids::{AccountId, SubscriptionId};
+use crate::ledger::Credits;
+use crate::quota::Window;
+
+/// Where a subscription stands (Stripe's states, `incomplete_expired` folded into canceled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionStatus {
+    /// Created; the first payment has not succeeded yet.
+    Incomplete,
+    /// In a free trial.
+    Trialing,
+    /// Paid up.
+    Active,
+    /// A renewal payment failed; Stripe is retrying. Access continues meanwhile.
+    PastDue,
+    /// Retries are exhausted; access is suspended until a payment succeeds.
+    Unpaid,
+    /// Ended. Final.
+    Canceled,
+    /// Paused by the customer or the operator.
+    Paused,
+}
+
+impl SubscriptionStatus {
+    /// Whether the subscription's plan applies (trialing, active, or in the past-due grace).
+    pub fn grants_access(self) -> bool {
+        matches!(self, Self::Trialing | Self::Active | Self::PastDue)
+    }
+
+    /// The snake_case name used in storage, the API and by Stripe.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Incomplete => "incomplete",
+            Self::Trialing => "trialing",
+            Self::Active => "active",
+            Self::PastDue => "past_due",
+            Self::Unpaid => "unpaid",
+            Self::Canceled => "canceled",
+            Self::Paused => "paused",
+        }
+    }
+
+    /// Parses Stripe's status names.
+    pub fn from_stripe(status: &str) -> Option<Self> {
+        Some(match status {
+            "incomplete" => Self::Incomplete,
+            "trialing" => Self::Trialing,
+            "active" => Self::Active,
+            "past_due" => Self::PastDue,
+            "unpaid" => Self::Unpaid,
+            "canceled" | "incomplete_expired" => Self::Canceled,
+            "paused" => Self::Paused,
+            _ => return None,
+        })
+    }
+}
+
+/// A subscription to a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// Its id.
+    pub id: SubscriptionId,
+    /// The subscribing account.
+    pub account: AccountId,
+    /// The plan in force.
+    pub plan: String,
+    /// Billed monthly or yearly.
+    pub interval: Interval,
+    /// Where it stands.
+    pub status: SubscriptionStatus,
+    /// The period paid for (or the trial).
+    pub current_period: Option<Window>,
+    /// When the trial ends, if there is one.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub trial_end: Option<OffsetDateTime>,
+    /// Ends at the period's end instead of renewing.
+    pub cancel_at_period_end: bool,
+    /// A downgrade that takes effect at the next period.
+    pub pending_plan: Option<String>,
+    /// The payment provider's id (`sub_…` at Stripe).
+    pub external_id: Option<String>,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it ended.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub canceled_at: Option<OffsetDateTime>,
+}
+
+/// Something that happened to a subscription, as the payment provider reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum SubscriptionEvent {
+    /// A trial began for `period`.
+    TrialStarted {
+        /// The trial period.
+        period: Window,
+    },
+    /// An invoice for `period` was paid (the first, or a renewal).
+    PaymentSucceeded {
+        /// The period paid for.
+        period: Window,
+    },
+    /// An invoice payment failed; `final_attempt` when no retry remains.
+    PaymentFailed {
+        /// No retry remains.
+        final_attempt: bool,
+    },
+    /// The customer asked to end (or not) at the period's end.
+    CancelAtPeriodEnd {
+        /// Whether it ends at the period's end.
+        enabled: bool,
+    },
+    /// The subscription ended.
+    Canceled,
+    /// Paused.
+    Paused,
+    /// Resumed after a pause, for `period`.
+    Resumed {
+        /// The period it resumes into.
+        period: Window,
+    },
+    /// The trial ends soon (Stripe sends this three days before).
+    TrialWillEnd,
+}
+
+impl SubscriptionEvent {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::TrialStarted { .. } => "trial_started",
+            Self::PaymentSucceeded { .. } => "payment_succeeded",
+            Self::PaymentFailed { .. } => "payment_failed",
+            Self::CancelAtPeriodEnd { .. } => "cancel_at_period_end",
+            Self::Canceled => "canceled",
+            Self::Paused => "paused",
+            Self::Resumed { .. } => "resumed",
+            Self::TrialWillEnd => "trial_will_end",
+        }
+    }
+}
+
+/// What a transition asks the rest of the system to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "effect", rename_all = "snake_case")]
+pub enum SubscriptionEffect {
+    /// Grant credits for a period, once: `key` is the idempotency key.
+    GrantAllowance {
+        /// The account.
+        account: AccountId,
+        /// Credits to grant.
+        credits: Credits,
+        /// The rollover cap of the plan's allowance.
+        rollover_cap: Credits,
+        /// The period; the credits expire at its end.
+        period: Window,
+        /// Idempotency key.
+        key: String,
+    },
+    /// The account's plan is now this one (the subscription's, or the default plan when
+    /// access ends).
+    SetAccountPlan {
+        /// The account.
+        account: AccountId,
+        /// The plan.
+        plan: String,
+    },
+    /// Tell the customer a payment failed.
+    NotifyPaymentFailed {
+        /// The account.
+        account: AccountId,
+        /// No retry remains.
+        final_attempt: bool,
+    },
+    /// Tell the customer the trial ends soon.
+    NotifyTrialEnding {
+        /// The account.
+        account: AccountId,
+        /// When it ends.
+        #[serde(with = "time::serde::rfc3339::option")]
+        trial_end: Option<OffsetDateTime>,
+    },
+}
+
+/// The result of a transition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// The subscription as it now is.
+    pub subscription: Subscription,
+    /// What to carry out.
+    pub effects: Vec<SubscriptionEffect>,
+}
+
+/// Why a transition or plan change is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "code", rename_all = "snake_case")]
+pub enum SubscriptionError {
+    /// The event cannot happen in this state.
+    #[error("`{event}` cannot happen to a {from:?} subscription")]
+    InvalidTransition {
+        /// The state.
+        from: SubscriptionStatus,
+        /// The event.
+        event: String,
+    },
+    /// The plan is not in the catalog.
+    #[error("unknown plan `{plan}`")]
+    UnknownPlan {
+        /// The plan named.
+        plan: String,
+    },
+    /// The plan is free; there is nothing to subscribe to.
+    #[error("plan `{plan}` has no price for `{interval:?}`")]
+    NotForSale {
+        /// The plan named.
+        plan: String,
+        /// The interval asked for.
+        interval: Interval,
+    },
+    /// Already on that plan.
+    #[error("already on plan `{plan}`")]
+    SamePlan {
+        /// The plan named.
+        plan: String,
+    },
+}
+
+fn invalid(sub: &Subscription, event: &str) -> SubscriptionError {
+    SubscriptionError::InvalidTransition {
+        from: sub.status,
+        event: event.to_owned(),
+    }
+}
+
+/// The idempotency key of a subscription period's allowance grant.
+pub fn allowance_key(sub: &SubscriptionId, period: &Window) -> String {
+    format!("allowance:{sub}:{}", period.start.unix_timestamp())
+}
+
+fn allowance_effect(
+    catalog: &Catalog,
+    sub: &Subscription,
+    period: Window,
+) -> Option<SubscriptionEffect> {
+    let allowance = catalog.plan(&sub.plan)?.allowance.as_ref()?;
+    // Day and month cadences are granted by the period reset, whatever the subscription.
+    (allowance.cadence == Cadence::BillingPeriod).then(|| SubscriptionEffect::GrantAllowance {
+        account: sub.account.clone(),
+        credits: allowance.credits,
+        rollover_cap: allowance.rollover_cap,
+        period,
+        key: allowance_key(&sub.id, &period),
+    })
+}
+
+/// Applies a payment event to a subscription.
+pub fn apply(
+    sub: &Subscription,
+    event: &SubscriptionEvent,
+    catalog: &Catalog,
+    now: OffsetDateTime,
+) -> Result<Transition, SubscriptionError> {
+    use SubscriptionStatus::*;
+    let mut next = sub.clone();
+    let mut effects = Vec::new();
+    let before = sub.status;
+    match event {
+        SubscriptionEvent::TrialStarted { period } => {
+            if !matches!(before, Incomplete | Trialing) {
+                return Err(invalid(sub, event.name()));
+            }
+            next.status = Trialing;
+            next.current_period = Some(*period);
+            next.trial_end = Some(period.end);
+            effects.extend(allowance_effect(catalog, &next, *period));
+        }
+        SubscriptionEvent::PaymentSucceeded { period } => {
+            if before == Canceled {
+                return Err(invalid(sub, event.name()));
+            }
+            let new_period = sub.current_period.is_none_or(|p| period.start >= p.end);
+            if new_period {
+                if let Some(plan) = next.pending_plan.take() {
+                    next.plan = plan;
+                }
+            }
+            next.status = Active;
+            next.current_period = Some(*period);
+            effects.extend(allowance_effect(catalog, &next, *period));
+        }
+        SubscriptionEvent::PaymentFailed { final_attempt } => {
+            next.status = match before {
+                Incomplete => Incomplete,
+                Trialing | Active | PastDue if !final_attempt => PastDue,
+                Trialing | Active | PastDue | Unpaid => Unpaid,
+                Canceled | Paused => return Err(invalid(sub, event.name())),
+            };
+            effects.push(SubscriptionEffect::NotifyPaymentFailed {
+                account: sub.account.clone(),
+                final_attempt: *final_attempt,
+            });
+        }
+        SubscriptionEvent::CancelAtPeriodEnd { enabled } => {
+            if !matches!(before, Trialing | Active | PastDue) {
+                return Err(invalid(sub, event.name()));
+            }
+            next.cancel_at_period_end = *enabled;
+        }
+        SubscriptionEvent::Canceled => {
+            if before != Canceled {
+                next.status = Canceled;
+                next.canceled_at = Some(now);
+                next.pending_plan = None;
+            }
+        }
+        SubscriptionEvent::Paused => {
+            if !matches!(before, Trialing | Active | PastDue | Paused) {
+                return Err(invalid(sub, event.name()));
+            }
+            next.status = Paused;
+        }
+        SubscriptionEvent::Resumed { period } => {
+            if before != Paused {
+                return Err(invalid(sub, event.name()));
+            }
+            next.status = Active;
+            next.current_period = Some(*period);
+            effects.extend(allowance_effect(catalog, &next, *period));
+        }
+        SubscriptionEvent::TrialWillEnd => {
+            if before != Trialing {
+                return Err(invalid(sub, event.name()));
+            }
+            effects.push(SubscriptionEffect::NotifyTrialEnding {
+                account: sub.account.clone(),
+                trial_end: sub.trial_end,
+            });
+        }
+    }
+    // Keep the account's plan in step with access.
+    let had_access = before.grants_access();
+    let has_access = next.status.grants_access();
+    if has_access && (!had_access || next.plan != sub.plan) {
+        effects.push(SubscriptionEffect::SetAccountPlan {
+            account: sub.account.clone(),
+            plan: next.plan.clone(),
+        });
+    } else if had_access && !has_access {
+        effects.push(SubscriptionEffect::SetAccountPlan {
+            account: sub.account.clone(),
+            plan: catalog.default_plan.clone(),
+        });
+    }
+    Ok(Transition {
+        subscription: next,
+        effects,
+    })
+}
+
+/// Whether moving between two plans is an upgrade: a higher `tier`, or on equal tiers a
+/// higher monthly-equivalent price.
+pub fn is_upgrade(catalog: &Catalog, from: &str, to: &str) -> bool {
+    let monthly = |id: &str| {
+        catalog.plan(id).and_then(|p| {
+            p.prices
+                .get(&Interval::Month)
+                .map(|price| price.amount)
+                .or_else(|| {
+                    p.prices
+                        .get(&Interval::Year)
+                        .map(|price| price.amount / rust_decimal::Decimal::from(12))
+                })
+        })
+    };
+    let tier = |id: &str| catalog.plan(id).map_or(0, |p| p.tier);
+    match tier(to).cmp(&tier(from)) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => monthly(to) > monthly(from),
+    }
+}
+
+/// Changes the plan of a live subscription: an upgrade applies at once and tops the current
+/// period's allowance up by the difference (once per period and plan); a downgrade waits for
+/// the period's end.
+pub fn change_plan(
+    sub: &Subscription,
+    to: &str,
+    catalog: &Catalog,
+) -> Result<Transition, SubscriptionError> {
+    let Some(plan) = catalog.plan(to) else {
+        return Err(SubscriptionError::UnknownPlan {
+            plan: to.to_owned(),
+        });
+    };
+    if !plan.prices.contains_key(&sub.interval) {
+        return Err(SubscriptionError::NotForSale {
+            plan: to.to_owned(),
+            interval: sub.interval,
+        });
+    }
+    if sub.plan == to && sub.pending_plan.is_none() {
+        return Err(SubscriptionError::SamePlan {
+            plan: to.to_owned(),
+        });
+    }
+    if !matches!(
+        sub.status,
+        SubscriptionStatus::Trialing | SubscriptionStatus::Active
+    ) {
+        return Err(invalid(sub, "change_plan"));
+    }
+    let mut next = sub.clone();
+    let mut effects = Vec::new();
+    if sub.plan == to {
+        // Cancels a pending downgrade.
+        next.pending_plan = None;
+    } else if is_upgrade(catalog, &sub.plan, to) {
+        let credits = |id: &str| {
+            catalog
+                .plan(id)
+                .and_then(|p| p.allowance.as_ref())
+                .filter(|a| a.cadence == Cadence::BillingPeriod)
+                .map_or(0, |a| a.credits)
+        };
+        let top_up = credits(to).saturating_sub(credits(&sub.plan));
+        next.plan = to.to_owned();
+        next.pending_plan = None;
+        if let (Some(period), true) = (sub.current_period, top_up > 0) {
+            effects.push(SubscriptionEffect::GrantAllowance {
+                account: sub.account.clone(),
+                credits: top_up,
+                rollover_cap: 0,
+                period,
+                key: format!("{}:upgrade:{to}", allowance_key(&sub.id, &period)),
+            });
+        }
+        effects.push(SubscriptionEffect::SetAccountPlan {
+            account: sub.account.clone(),
+            plan: to.to_owned(),
+        });
+    } else {
+        next.pending_plan = Some(to.to_owned());
+    }
+    Ok(Transition {
+        subscription: next,
+        effects,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::ids::{PrefixedId, Ulid};
+    use crate::testing::sample_catalog;
+
+    fn period(start: OffsetDateTime) -> Window {
+        Window {
+            start,
+            end: start + time::Duration::days(30),
+        }
+    }
+
+    fn sub(status: SubscriptionStatus, plan: &str) -> Subscription {
+        Subscription {
+            id: SubscriptionId::from_ulid(Ulid(1)),
+            account: AccountId::from_ulid(Ulid(2)),
+            plan: plan.into(),
+            interval: Interval::Month,
+            status,
+            current_period: Some(period(datetime!(2026-01-01 0:00 UTC))),
+            trial_end: None,
+            cancel_at_period_end: false,
+            pending_plan: None,
+            external_id: None,
+            created_at: datetime!(2026-01-01 0:00 UTC),
+            canceled_at: None,
+        }
+    }
+
+    const NOW: OffsetDateTime = datetime!(2026-01-15 0:00 UTC);
+
+    #[test]
+    fn first_payment_activates_and_grants_the_period_once() {
+        let catalog = sample_catalog();
+        let mut s = sub(SubscriptionStatus::Incomplete, "pro");
+        s.current_period = None;
+        let p = period(datetime!(2026-01-01 0:00 UTC));
+        let t = apply(
+            &s,
+            &SubscriptionEvent::PaymentSucceeded { period: p },
+            &catalog,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(t.subscription.status, SubscriptionStatus::Active);
+        let grants: Vec<_> = t
+            .effects
+            .iter()
+            .filter_map(|e| match e {
+                SubscriptionEffect::GrantAllowance { credits, key, .. } => {
+                    Some((*credits, key.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(grants, [(1000, allowance_key(&s.id, &p))]);
+        assert!(t.effects.contains(&SubscriptionEffect::SetAccountPlan {
+            account: s.account.clone(),
+            plan: "pro".into()
+        }));
+        // The same invoice again yields the same key, so the ledger grants it once.
+        let again = apply(
+            &t.subscription,
+            &SubscriptionEvent::PaymentSucceeded { period: p },
+            &catalog,
+            NOW,
+        )
+        .unwrap();
+        assert!(again.effects.iter().any(|e| matches!(e,
+            SubscriptionEffect::GrantAllowance { key, .. } if *key == allowance_key(&s.id, &p))));
+    }
+
+    #[test]
+    fn failures_move_to_past_due_then_unpaid_and_drop_access() {
+        let catalog = sample_catalog();
+        let s = sub(SubscriptionStatus::Active, "pro");
+        let t = apply(
+            &s,
+            &SubscriptionEvent::PaymentFailed {
+                final_attempt: false,
+            },
+            &catalog,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(t.subscription.status, SubscriptionStatus::PastDue);
+        assert!(t.subscription.status.grants_access());
+        let t = apply(
+            &t.subscription,
+            &SubscriptionEvent::PaymentFailed {
+                final_attempt: true,
+            },
+            &catalog,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(t.subscription.status, SubscriptionStatus::Unpaid);
+        assert!(t.effects.contains(&SubscriptionEffect::SetAccountPlan {
+            account: s.account.clone(),
+            plan: "free".into()
+        }));
+        let p = period(datetime!(2026-02-01 0:00 UTC));
+        let t = apply(
+            &t.subscription,
+            &SubscriptionEvent::PaymentSucceeded { period: p },
+            &catalog,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(t.subscription.status, SubscriptionStatus::Active);
+    }
+
+    #[test]
+    fn canceled_is_final() {
+        let catalog = sample_catalog();
+        let s = sub(SubscriptionStatus::Active, "pro");
+        let t = apply(&s, &SubscriptionEvent::Canceled, &catalog, NOW).unwrap();
+        assert_eq!(t.subscription.status, SubscriptionStatus::Canceled);
+        assert_eq!(t.subscription.canceled_at, Some(NOW));
+        let p = period(datetime!(2026-02-01 0:00 UTC));
+        assert!(
+            apply(
+                &t.subscription,
+                &SubscriptionEvent::PaymentSucceeded { period: p },
+                &catalog,
+                NOW
+            )
+            .is_err()
+        );
+        assert!(apply(&t.subscription, &SubscriptionEvent::Canceled, &catalog, NOW).is_ok());
+    }
+
+    #[test]
+    fn trials_grant_and_warn() {
+        let catalog = sample_catalog();
+        let mut s = sub(SubscriptionStatus::Incomplete, "pro");
+        s.current_period = None;
+        let p = period(datetime!(2026-01-01 0:00 UTC));
+        let t = apply(
+            &s,
+            &SubscriptionEvent::TrialStarted { period: p },
+            &catalog,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(t.subscription.status, SubscriptionStatus::Trialing);
+        assert_eq!(t.subscription.trial_end, Some(p.end));
+        let w = apply(
+            &t.subscription,
+            &SubscriptionEvent::TrialWillEnd,
+            &catalog,
+            NOW,
+        )
+        .unwrap();
+        assert!(matches!(
+            w.effects[..],
+            [SubscriptionEffect::NotifyTrialEnding { .. }]
+        ));
+        assert!(
+            apply(
+                &sub(SubscriptionStatus::Active, "pro"),
+                &SubscriptionEvent::TrialWillEnd,
+                &catalog,
+                NOW
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn upgrade_now_with_top_up_downgrade_at_period_end() {
+        let catalog = sample_catalog();
+        let s = sub(SubscriptionStatus::Active, "pro");
+        let up = change_plan(&s, "max", &catalog).unwrap();
+        assert_eq!(up.subscription.plan, "max");
+        assert!(
+            up.effects
+                .iter()
+                .any(|e| matches!(e, SubscriptionEffect::GrantAllowance { credits: 4000, .. }))
+        );
+        let down = change_plan(&up.subscription, "pro", &catalog).unwrap();
+        assert_eq!(down.subscription.plan, "max");
+        assert_eq!(down.subscription.pending_plan.as_deref(), Some("pro"));
+        assert!(down.effects.is_empty());
+        // The downgrade lands with the next period's payment.
+        let next = period(datetime!(2026-01-31 0:00 UTC));
+        let t = apply(
+            &down.subscription,
+            &SubscriptionEvent::PaymentSucceeded { period: next },
+            &catalog,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(t.subscription.plan, "pro");
+        assert!(
+            t.effects
+                .iter()
+                .any(|e| matches!(e, SubscriptionEffect::GrantAllowance { credits: 1000, .. }))
+        );
+        assert!(matches!(
+            change_plan(&s, "pro", &catalog),
+            Err(SubscriptionError::SamePlan { .. })
+        ));
+        assert!(matches!(
+            change_plan(&s, "gold", &catalog),
+            Err(SubscriptionError::UnknownPlan { .. })
+        ));
+        assert!(matches!(
+            change_plan(&s, "free", &catalog),
+            Err(SubscriptionError::NotForSale { .. })
+        ));
+    }
+
+    #[test]
+    fn stripe_status_names_parse() {
+        assert_eq!(
+            SubscriptionStatus::from_stripe("past_due"),
+            Some(SubscriptionStatus::PastDue)
+        );
+        assert_eq!(
+            SubscriptionStatus::from_stripe("incomplete_expired"),
+            Some(SubscriptionStatus::Canceled)
+        );
+        assert_eq!(SubscriptionStatus::from_stripe("bogus"), None);
+    }
+}

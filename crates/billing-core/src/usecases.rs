@@ -1,0 +1,586 @@
+//! Use cases: the operations the API and workers call, composed from the ports.
+//!
+//! Each moves credits only through [`LedgerStore::execute`] with an idempotency key, so a
+//! retried request, a replayed webhook or a re-run worker never moves credits twice.
+
+use std::sync::Arc;
+
+use time::{Duration, OffsetDateTime};
+
+use crate::catalog::{Cadence, Catalog, Plan};
+use crate::ids::{AccountId, HoldId, PrefixedId, TxnId, UserId};
+use crate::ledger::{
+    Credits, GrantSource, IdempotencyKey, LedgerCommand, LedgerError, LedgerPolicy, LedgerRequest,
+    Receipt,
+};
+use crate::ports::{
+    AccountStore, Clock, IdGenerator, LedgerOutcome, LedgerStore, StoreError, SubscriptionStore,
+};
+use crate::quota::Window;
+use crate::records::{Account, Role, User};
+use crate::subscription::{self, SubscriptionEffect, SubscriptionError, SubscriptionEvent};
+
+/// Why a use case did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BillingError {
+    /// A field is invalid; names it.
+    #[error("invalid `{field}`: {message}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// No such account.
+    #[error("account not found")]
+    AccountNotFound,
+    /// No such subscription.
+    #[error("subscription not found")]
+    SubscriptionNotFound,
+    /// The catalog has no such action.
+    #[error("unknown action `{0}`")]
+    UnknownAction(String),
+    /// The catalog has no such pack.
+    #[error("unknown pack `{0}`")]
+    UnknownPack(String),
+    /// The email address is already registered.
+    #[error("email already registered")]
+    EmailTaken,
+    /// The ledger refused.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The idempotency key was used for a different request.
+    #[error("idempotency key reused with different parameters")]
+    IdempotencyConflict,
+    /// The subscription cannot do that.
+    #[error(transparent)]
+    Subscription(#[from] SubscriptionError),
+    /// A store failed; nothing happened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A ledger result with whether it was a replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    /// What the ledger did (the first time).
+    pub receipt: Receipt,
+    /// `true` when this was a replay of an earlier request with the same key.
+    pub replayed: bool,
+}
+
+/// A new sign-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignUp {
+    /// Email address.
+    pub email: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// An argon2id PHC string (hashed by the caller), or `None` for external identities.
+    pub password_hash: Option<String>,
+    /// The external identity's subject (Clerk), if any.
+    pub external_subject: Option<String>,
+}
+
+/// The result of a sign-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedUp {
+    /// The user.
+    pub user: User,
+    /// Their account.
+    pub account: Account,
+    /// The welcome grant, if the plan gives one.
+    pub welcome: Option<Receipt>,
+    /// The first period's allowance, if the plan gives one by day or month.
+    pub allowance: Option<Receipt>,
+}
+
+/// A completed purchase of a credit pack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurchaseCompleted {
+    /// The buyer.
+    pub account: AccountId,
+    /// The pack id.
+    pub pack: String,
+    /// The provider's payment id (checkout session or payment intent); the grant's key.
+    pub payment_id: String,
+}
+
+/// The billing use cases, over injected ports.
+#[derive(Clone)]
+pub struct Billing {
+    /// The catalog.
+    pub catalog: Arc<Catalog>,
+    /// Accounts and users.
+    pub accounts: Arc<dyn AccountStore>,
+    /// The ledger.
+    pub ledger: Arc<dyn LedgerStore>,
+    /// Subscriptions.
+    pub subscriptions: Arc<dyn SubscriptionStore>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Id generation.
+    pub ids: Arc<dyn IdGenerator>,
+    /// How long a hold lasts when the caller does not say.
+    pub default_hold_ttl: Duration,
+}
+
+impl std::fmt::Debug for Billing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Billing").finish_non_exhaustive()
+    }
+}
+
+fn key(text: String) -> Result<IdempotencyKey, BillingError> {
+    IdempotencyKey::new(text).map_err(|e| BillingError::Invalid {
+        field: "idempotency_key",
+        message: e.to_string(),
+    })
+}
+
+fn moved(outcome: LedgerOutcome) -> Result<Moved, BillingError> {
+    match outcome {
+        LedgerOutcome::Executed(result) => Ok(Moved {
+            receipt: result?,
+            replayed: false,
+        }),
+        LedgerOutcome::Replayed(result) => Ok(Moved {
+            receipt: result?,
+            replayed: true,
+        }),
+        LedgerOutcome::Conflict => Err(BillingError::IdempotencyConflict),
+    }
+}
+
+/// A minimal structural email check; the address is proven by verification, not by syntax.
+fn normalize_email(email: &str) -> Result<String, BillingError> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        })
+        && !email.chars().any(char::is_whitespace);
+    if valid {
+        Ok(email)
+    } else {
+        Err(BillingError::Invalid {
+            field: "email",
+            message: "is not an email address".into(),
+        })
+    }
+}
+
+impl Billing {
+    fn plan_of(&self, account: &Account) -> Result<&Plan, BillingError> {
+        self.catalog
+            .plan(&account.plan)
+            .or_else(|| self.catalog.default_plan())
+            .ok_or(BillingError::AccountNotFound)
+    }
+
+    async fn account(&self, id: &AccountId) -> Result<Account, BillingError> {
+        self.accounts
+            .account(id)
+            .await?
+            .ok_or(BillingError::AccountNotFound)
+    }
+
+    async fn policy(&self, id: &AccountId) -> Result<LedgerPolicy, BillingError> {
+        let account = self.account(id).await?;
+        Ok(LedgerPolicy {
+            overdraft_limit: self.plan_of(&account)?.overdraft,
+        })
+    }
+
+    async fn run(
+        &self,
+        account: &AccountId,
+        key: IdempotencyKey,
+        command: LedgerCommand,
+        policy: LedgerPolicy,
+    ) -> Result<Moved, BillingError> {
+        let request = LedgerRequest {
+            account: account.clone(),
+            key,
+            command,
+            policy,
+        };
+        moved(self.ledger.execute(request).await?)
+    }
+
+    /// Signs a user up on the default plan, grants the plan's welcome credits (once, keyed by
+    /// the account) and, for a daily or monthly allowance, the current period's.
+    pub async fn sign_up(&self, input: SignUp) -> Result<SignedUp, BillingError> {
+        let email = normalize_email(&input.email)?;
+        let now = self.clock.now();
+        let account = Account {
+            id: AccountId::from_ulid(self.ids.ulid()),
+            plan: self.catalog.default_plan.clone(),
+            created_at: now,
+        };
+        let user = User {
+            id: UserId::from_ulid(self.ids.ulid()),
+            account: account.id.clone(),
+            email,
+            name: input
+                .name
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty()),
+            role: Role::User,
+            email_verified: false,
+            password_hash: input.password_hash,
+            external_subject: input.external_subject,
+            created_at: now,
+        };
+        match self.accounts.create(account.clone(), user.clone()).await {
+            Err(StoreError::Conflict(what)) if what.contains("email") => {
+                return Err(BillingError::EmailTaken);
+            }
+            other => other?,
+        }
+        let plan = self.plan_of(&account)?;
+        let welcome = if plan.welcome_credits > 0 {
+            let command = LedgerCommand::Grant {
+                amount: plan.welcome_credits,
+                source: GrantSource::Welcome,
+                priority: 0,
+                expires_at: None,
+                rollover_cap: 0,
+                reference: Some("welcome".into()),
+                memo: Some("welcome credits".into()),
+            };
+            let k = key(format!("welcome:{}", account.id))?;
+            Some(
+                self.run(&account.id, k, command, LedgerPolicy::default())
+                    .await?
+                    .receipt,
+            )
+        } else {
+            None
+        };
+        let allowance = self
+            .grant_calendar_allowance(&account)
+            .await?
+            .map(|m| m.receipt);
+        Ok(SignedUp {
+            user,
+            account,
+            welcome,
+            allowance,
+        })
+    }
+
+    /// Grants the current day's or month's allowance of the account's plan, once per period
+    /// (keyed by account and period start). `None` if the plan has no such allowance.
+    pub async fn grant_calendar_allowance(
+        &self,
+        account: &Account,
+    ) -> Result<Option<Moved>, BillingError> {
+        let plan = self.plan_of(account)?;
+        let Some(allowance) = &plan.allowance else {
+            return Ok(None);
+        };
+        let tz = self.catalog.tz().map_err(|message| BillingError::Invalid {
+            field: "timezone",
+            message,
+        })?;
+        let now = self.clock.now();
+        let window = match allowance.cadence {
+            Cadence::Day => Window::day(now, tz),
+            Cadence::Month => Window::month(now, tz),
+            Cadence::BillingPeriod => return Ok(None),
+        };
+        let command = LedgerCommand::Grant {
+            amount: allowance.credits,
+            source: GrantSource::PeriodAllowance,
+            priority: 0,
+            expires_at: Some(window.end),
+            rollover_cap: allowance.rollover_cap,
+            reference: Some(format!(
+                "{}:{}",
+                account.plan,
+                window.start.unix_timestamp()
+            )),
+            memo: Some(format!("{} allowance", account.plan)),
+        };
+        let k = key(format!(
+            "allowance:{}:{}",
+            account.id,
+            window.start.unix_timestamp()
+        ))?;
+        self.run(&account.id, k, command, LedgerPolicy::default())
+            .await
+            .map(Some)
+    }
+
+    /// The period reset for one account (run by a scheduler at each day or month start, and
+    /// safe to run any number of times).
+    pub async fn period_reset(&self, account: &AccountId) -> Result<Option<Moved>, BillingError> {
+        let account = self.account(account).await?;
+        self.grant_calendar_allowance(&account).await
+    }
+
+    /// Spends an action's configured cost. Insufficient credits come back as
+    /// `BillingError::Ledger(LedgerError::InsufficientCredits { .. })` with the balance.
+    pub async fn spend_action(
+        &self,
+        account: &AccountId,
+        action: &str,
+        idempotency_key: &str,
+    ) -> Result<Moved, BillingError> {
+        let cost = self
+            .catalog
+            .action_cost(action)
+            .ok_or_else(|| BillingError::UnknownAction(action.to_owned()))?;
+        let policy = self.policy(account).await?;
+        let command = LedgerCommand::Debit {
+            amount: cost,
+            reference: Some(action.to_owned()),
+            memo: None,
+        };
+        self.run(
+            account,
+            key(format!("spend:{idempotency_key}"))?,
+            command,
+            policy,
+        )
+        .await
+    }
+
+    /// Reserves credits for work whose cost is known later; the hold lapses after `ttl`
+    /// (the default if `None`).
+    pub async fn reserve(
+        &self,
+        account: &AccountId,
+        amount: Credits,
+        reference: Option<String>,
+        ttl: Option<Duration>,
+        idempotency_key: &str,
+    ) -> Result<Moved, BillingError> {
+        let policy = self.policy(account).await?;
+        let expires_at = self.clock.now() + ttl.unwrap_or(self.default_hold_ttl);
+        let command = LedgerCommand::Reserve {
+            amount,
+            expires_at,
+            reference,
+            memo: None,
+        };
+        self.run(
+            account,
+            key(format!("reserve:{idempotency_key}"))?,
+            command,
+            policy,
+        )
+        .await
+    }
+
+    /// Settles a hold: captures `Some(cost)` (≤ the reserve; the rest returns) or voids
+    /// with `None`.
+    pub async fn settle(
+        &self,
+        account: &AccountId,
+        hold: &HoldId,
+        cost: Option<Credits>,
+        idempotency_key: &str,
+    ) -> Result<Moved, BillingError> {
+        let command = match cost {
+            Some(amount) => LedgerCommand::Capture {
+                hold: hold.clone(),
+                amount,
+                memo: None,
+            },
+            None => LedgerCommand::Void {
+                hold: hold.clone(),
+                memo: None,
+            },
+        };
+        self.run(
+            account,
+            key(format!("settle:{idempotency_key}"))?,
+            command,
+            LedgerPolicy::default(),
+        )
+        .await
+    }
+
+    /// Gives back credits for an earlier debit or capture.
+    pub async fn refund(
+        &self,
+        account: &AccountId,
+        txn: &TxnId,
+        amount: Credits,
+        reason: Option<String>,
+        idempotency_key: &str,
+    ) -> Result<Moved, BillingError> {
+        let command = LedgerCommand::Refund {
+            txn: txn.clone(),
+            amount,
+            memo: reason,
+        };
+        self.run(
+            account,
+            key(format!("refund:{idempotency_key}"))?,
+            command,
+            LedgerPolicy::default(),
+        )
+        .await
+    }
+
+    /// An admin's manual adjustment: a positive delta grants (never expiring), a negative one
+    /// debits (never into an overdraft the plan does not allow). The reason is required.
+    pub async fn adjust(
+        &self,
+        account: &AccountId,
+        delta: i64,
+        reason: &str,
+        idempotency_key: &str,
+    ) -> Result<Moved, BillingError> {
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(BillingError::Invalid {
+                field: "reason",
+                message: "an adjustment needs a reason".into(),
+            });
+        }
+        let amount = delta.unsigned_abs();
+        let command = if delta > 0 {
+            LedgerCommand::Grant {
+                amount,
+                source: GrantSource::Adjustment,
+                priority: 0,
+                expires_at: None,
+                rollover_cap: 0,
+                reference: Some("adjustment".into()),
+                memo: Some(reason.to_owned()),
+            }
+        } else {
+            LedgerCommand::Debit {
+                amount,
+                reference: Some("adjustment".into()),
+                memo: Some(reason.to_owned()),
+            }
+        };
+        let policy = self.policy(account).await?;
+        self.run(
+            account,
+            key(format!("adjust:{idempotency_key}"))?,
+            command,
+            policy,
+        )
+        .await
+    }
+
+    /// A pack was paid for: grant its credits and bonus once per payment.
+    pub async fn purchase_completed(
+        &self,
+        purchase: PurchaseCompleted,
+    ) -> Result<Moved, BillingError> {
+        let pack = self
+            .catalog
+            .packs
+            .get(&purchase.pack)
+            .ok_or_else(|| BillingError::UnknownPack(purchase.pack.clone()))?;
+        self.account(&purchase.account).await?;
+        let expires_at = pack
+            .expires_after_days
+            .map(|days| self.clock.now() + Duration::days(i64::from(days)));
+        let command = LedgerCommand::Grant {
+            amount: pack.total_credits(),
+            source: GrantSource::Purchase,
+            priority: 0,
+            expires_at,
+            rollover_cap: 0,
+            reference: Some(purchase.pack.clone()),
+            memo: Some(format!(
+                "{} pack ({} + {} bonus)",
+                pack.name, pack.credits, pack.bonus_credits
+            )),
+        };
+        let k = key(format!("purchase:{}", purchase.payment_id))?;
+        self.run(&purchase.account, k, command, LedgerPolicy::default())
+            .await
+    }
+
+    /// Applies a payment event to a subscription (found by the provider's id) and carries
+    /// out its effects: period grants (keyed per period, so replays grant nothing more) and
+    /// the account's plan.
+    pub async fn subscription_event(
+        &self,
+        external_id: &str,
+        event: SubscriptionEvent,
+    ) -> Result<Vec<SubscriptionEffect>, BillingError> {
+        let current = self
+            .subscriptions
+            .by_external_id(external_id)
+            .await?
+            .ok_or(BillingError::SubscriptionNotFound)?;
+        let now = self.clock.now();
+        let transition = subscription::apply(&current, &event, &self.catalog, now)?;
+        self.subscriptions
+            .save(&transition.subscription, Some(current.status))
+            .await?;
+        self.carry_out(&transition.effects).await?;
+        Ok(transition.effects)
+    }
+
+    /// An invoice for `period` was paid.
+    pub async fn invoice_paid(
+        &self,
+        external_id: &str,
+        period: Window,
+    ) -> Result<Vec<SubscriptionEffect>, BillingError> {
+        self.subscription_event(external_id, SubscriptionEvent::PaymentSucceeded { period })
+            .await
+    }
+
+    async fn carry_out(&self, effects: &[SubscriptionEffect]) -> Result<(), BillingError> {
+        for effect in effects {
+            match effect {
+                SubscriptionEffect::GrantAllowance {
+                    account,
+                    credits,
+                    rollover_cap,
+                    period,
+                    key: k,
+                } => {
+                    if period.end <= self.clock.now() {
+                        // A late replay of a period that is over grants nothing.
+                        continue;
+                    }
+                    let command = LedgerCommand::Grant {
+                        amount: *credits,
+                        source: GrantSource::PeriodAllowance,
+                        priority: 0,
+                        expires_at: Some(period.end),
+                        rollover_cap: *rollover_cap,
+                        reference: Some(k.clone()),
+                        memo: Some("subscription period allowance".into()),
+                    };
+                    self.run(account, key(k.clone())?, command, LedgerPolicy::default())
+                        .await?;
+                }
+                SubscriptionEffect::SetAccountPlan { account, plan } => {
+                    self.accounts.set_plan(account, plan).await?;
+                }
+                // Notifications are delivered by the mailer adapter's caller (HTTP/worker).
+                SubscriptionEffect::NotifyPaymentFailed { .. }
+                | SubscriptionEffect::NotifyTrialEnding { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// When the next day or month begins for an account's calendar allowance (for
+    /// schedulers).
+    pub fn next_reset(&self, plan: &Plan, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        let tz = self.catalog.tz().ok()?;
+        match plan.allowance.as_ref()?.cadence {
+            Cadence::Day => Some(Window::day(now, tz).end),
+            Cadence::Month => Some(Window::month(now, tz).end),
+            Cadence::BillingPeriod => None,
+        }
+    }
+}

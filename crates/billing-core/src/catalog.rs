@@ -686,16 +686,16 @@ impl Catalog {
                     p.add(format!("{key}.charge.markup"), "must be greater than zero");
                 }
                 let currency = model.currency.unwrap_or(self.currency);
-                if let Some(value) = &self.credit_value {
-                    if value.currency != currency {
-                        p.add(
-                            format!("{key}.currency"),
-                            format!(
-                                "the model is priced in {currency} but a credit is valued in {}",
-                                value.currency
-                            ),
-                        );
-                    }
+                if let Some(value) = &self.credit_value
+                    && value.currency != currency
+                {
+                    p.add(
+                        format!("{key}.currency"),
+                        format!(
+                            "the model is priced in {currency} but a credit is valued in {}",
+                            value.currency
+                        ),
+                    );
                 }
             }
             Charge::Tokens {

@@ -291,10 +291,8 @@ pub fn apply(
                 return Err(invalid(sub, event.name()));
             }
             let new_period = sub.current_period.is_none_or(|p| period.start >= p.end);
-            if new_period {
-                if let Some(plan) = next.pending_plan.take() {
-                    next.plan = plan;
-                }
+            if new_period && let Some(plan) = next.pending_plan.take() {
+                next.plan = plan;
             }
             next.status = Active;
             next.current_period = Some(*period);

@@ -584,3 +584,424 @@ impl Billing {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::catalog::Interval;
+    use crate::ids::{SubscriptionId, Ulid};
+    use crate::ledger::{AccountBook, TxnKind};
+    use crate::ports::{MockAccountStore, MockLedgerStore, MockSubscriptionStore};
+    use crate::subscription::{Subscription, SubscriptionStatus};
+    use crate::testing::{FixedClock, SequentialIds, sample_catalog};
+
+    const NOW: OffsetDateTime = datetime!(2026-04-10 15:00 UTC);
+
+    fn account(plan: &str) -> Account {
+        Account {
+            id: AccountId::from_ulid(Ulid(42)),
+            plan: plan.into(),
+            created_at: NOW,
+        }
+    }
+
+    struct Mocks {
+        accounts: MockAccountStore,
+        ledger: MockLedgerStore,
+        subscriptions: MockSubscriptionStore,
+    }
+
+    impl Mocks {
+        fn new() -> Self {
+            Self {
+                accounts: MockAccountStore::new(),
+                ledger: MockLedgerStore::new(),
+                subscriptions: MockSubscriptionStore::new(),
+            }
+        }
+
+        /// The account exists on `plan`.
+        fn with_account(mut self, plan: &'static str) -> Self {
+            self.accounts
+                .expect_account()
+                .returning(move |_| Ok(Some(account(plan))));
+            self
+        }
+
+        /// The ledger mock forwards to a real in-memory book and records every request.
+        fn with_book(mut self, seen: Arc<Mutex<Vec<LedgerRequest>>>) -> Self {
+            let book = Mutex::new(AccountBook::new(account("free").id));
+            let ids = SequentialIds::default();
+            self.ledger.expect_execute().returning(move |request| {
+                seen.lock().unwrap().push(request.clone());
+                Ok(book.lock().unwrap().execute(&request, NOW, &ids))
+            });
+            self
+        }
+
+        fn billing(self) -> Billing {
+            Billing {
+                catalog: Arc::new(sample_catalog()),
+                accounts: Arc::new(self.accounts),
+                ledger: Arc::new(self.ledger),
+                subscriptions: Arc::new(self.subscriptions),
+                clock: Arc::new(FixedClock::new(NOW)),
+                ids: Arc::new(SequentialIds::default()),
+                default_hold_ttl: Duration::minutes(10),
+            }
+        }
+    }
+
+    fn seen() -> Arc<Mutex<Vec<LedgerRequest>>> {
+        Arc::new(Mutex::new(Vec::new()))
+    }
+
+    #[tokio::test]
+    async fn sign_up_creates_the_account_and_grants_welcome_and_todays_allowance_once() {
+        let requests = seen();
+        let mut mocks = Mocks::new().with_book(requests.clone());
+        mocks
+            .accounts
+            .expect_create()
+            .withf(|account, user| {
+                account.plan == "free"
+                    && user.email == "ada@example.com"
+                    && user.account == account.id
+            })
+            .times(1)
+            .returning(|_, _| Ok(()));
+        let billing = mocks.billing();
+        let out = billing
+            .sign_up(SignUp {
+                email: "  Ada@Example.com ".into(),
+                name: Some("Ada".into()),
+                password_hash: Some("$argon2id$…".into()),
+                external_subject: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(out.welcome.unwrap().amount, 50);
+        let allowance = out.allowance.unwrap();
+        assert_eq!(allowance.amount, 20);
+        assert_eq!(allowance.balance, 70);
+        let requests = requests.lock().unwrap();
+        assert_eq!(
+            requests[0].key.as_str(),
+            format!("welcome:{}", out.account.id)
+        );
+        let day_start = datetime!(2026-04-10 0:00 UTC).unix_timestamp();
+        assert_eq!(
+            requests[1].key.as_str(),
+            format!("allowance:{}:{day_start}", out.account.id)
+        );
+        assert!(matches!(
+            requests[1].command,
+            LedgerCommand::Grant { source: GrantSource::PeriodAllowance, expires_at: Some(e), .. }
+                if e == datetime!(2026-04-11 0:00 UTC)
+        ));
+    }
+
+    #[tokio::test]
+    async fn sign_up_refuses_a_taken_email_and_a_malformed_one() {
+        let mut mocks = Mocks::new();
+        mocks
+            .accounts
+            .expect_create()
+            .returning(|_, _| Err(StoreError::Conflict("email".into())));
+        let billing = mocks.billing();
+        let input = |email: &str| SignUp {
+            email: email.into(),
+            name: None,
+            password_hash: None,
+            external_subject: Some("user_2abc".into()),
+        };
+        assert_eq!(
+            billing.sign_up(input("ada@example.com")).await,
+            Err(BillingError::EmailTaken)
+        );
+        assert!(matches!(
+            billing.sign_up(input("not-an-email")).await,
+            Err(BillingError::Invalid { field: "email", .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn spending_an_action_debits_its_cost_with_the_plans_overdraft() {
+        let mut mocks = Mocks::new().with_account("max");
+        mocks
+            .ledger
+            .expect_execute()
+            .withf(|r| {
+                r.key.as_str() == "spend:req-1"
+                    && r.policy.overdraft_limit == 100
+                    && matches!(&r.command, LedgerCommand::Debit { amount: 20, reference: Some(a), .. } if a == "long_chat")
+            })
+            .times(1)
+            .returning(|_| {
+                Ok(LedgerOutcome::Executed(Err(LedgerError::InsufficientCredits {
+                    balance: -90,
+                    required: 20,
+                })))
+            });
+        let billing = mocks.billing();
+        let id = account("max").id;
+        assert_eq!(
+            billing.spend_action(&id, "long_chat", "req-1").await,
+            Err(BillingError::Ledger(LedgerError::InsufficientCredits {
+                balance: -90,
+                required: 20
+            }))
+        );
+        // An unknown action never reaches the ledger (the mock allows one call only).
+        assert_eq!(
+            billing.spend_action(&id, "teleport", "req-2").await,
+            Err(BillingError::UnknownAction("teleport".into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn replays_and_conflicts_surface_as_such() {
+        let mut mocks = Mocks::new().with_account("free");
+        let mut n = 0;
+        mocks.ledger.expect_execute().returning(move |_| {
+            n += 1;
+            Ok(if n == 1 {
+                LedgerOutcome::Replayed(Ok(Receipt {
+                    txn: None,
+                    kind: Some(TxnKind::Debit),
+                    amount: 5,
+                    balance: 10,
+                    hold: None,
+                    grant: None,
+                    at: NOW,
+                }))
+            } else {
+                LedgerOutcome::Conflict
+            })
+        });
+        let billing = mocks.billing();
+        let id = account("free").id;
+        assert!(
+            billing
+                .spend_action(&id, "short_chat", "k")
+                .await
+                .unwrap()
+                .replayed
+        );
+        assert_eq!(
+            billing.spend_action(&id, "short_chat", "k").await,
+            Err(BillingError::IdempotencyConflict)
+        );
+    }
+
+    #[tokio::test]
+    async fn reserve_then_settle_captures_the_real_cost() {
+        let requests = seen();
+        let billing = Mocks::new()
+            .with_account("free")
+            .with_book(requests.clone())
+            .billing();
+        let id = account("free").id;
+        billing.adjust(&id, 100, "goodwill", "adj-1").await.unwrap();
+        let hold = billing
+            .reserve(&id, 40, Some("task".into()), None, "r1")
+            .await
+            .unwrap();
+        assert_eq!(hold.receipt.balance, 60);
+        let hold_id = hold.receipt.hold.unwrap();
+        let captured = billing.settle(&id, &hold_id, Some(15), "s1").await.unwrap();
+        assert_eq!(captured.receipt.balance, 85);
+        let requests = requests.lock().unwrap();
+        assert!(matches!(
+            requests[1].command,
+            LedgerCommand::Reserve { amount: 40, expires_at, .. } if expires_at == NOW + Duration::minutes(10)
+        ));
+    }
+
+    #[tokio::test]
+    async fn adjustments_need_a_reason_and_negative_ones_debit() {
+        let requests = seen();
+        let billing = Mocks::new()
+            .with_account("free")
+            .with_book(requests.clone())
+            .billing();
+        let id = account("free").id;
+        assert!(matches!(
+            billing.adjust(&id, 5, "  ", "a0").await,
+            Err(BillingError::Invalid {
+                field: "reason",
+                ..
+            })
+        ));
+        billing
+            .adjust(&id, 30, "support ticket 12", "a1")
+            .await
+            .unwrap();
+        let down = billing.adjust(&id, -10, "clawback", "a2").await.unwrap();
+        assert_eq!(down.receipt.kind, Some(TxnKind::Debit));
+        assert_eq!(down.receipt.balance, 20);
+        assert_eq!(requests.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_completed_purchase_grants_pack_and_bonus_once_per_payment() {
+        let requests = seen();
+        let billing = Mocks::new()
+            .with_account("free")
+            .with_book(requests.clone())
+            .billing();
+        let purchase = PurchaseCompleted {
+            account: account("free").id,
+            pack: "starter".into(),
+            payment_id: "cs_test_1".into(),
+        };
+        let first = billing.purchase_completed(purchase.clone()).await.unwrap();
+        assert_eq!(first.receipt.amount, 110);
+        let again = billing.purchase_completed(purchase).await.unwrap();
+        assert!(again.replayed);
+        assert_eq!(again.receipt, first.receipt);
+        {
+            let requests = requests.lock().unwrap();
+            assert_eq!(requests[0].key.as_str(), "purchase:cs_test_1");
+            assert!(matches!(
+                requests[0].command,
+                LedgerCommand::Grant { source: GrantSource::Purchase, expires_at: Some(e), .. } if e == NOW + Duration::days(365)
+            ));
+        }
+        let unknown = PurchaseCompleted {
+            account: account("free").id,
+            pack: "mega".into(),
+            payment_id: "cs_2".into(),
+        };
+        drop(requests);
+        assert_eq!(
+            billing.purchase_completed(unknown).await,
+            Err(BillingError::UnknownPack("mega".into()))
+        );
+    }
+
+    fn pro_subscription(status: SubscriptionStatus) -> Subscription {
+        Subscription {
+            id: SubscriptionId::from_ulid(Ulid(9)),
+            account: account("free").id,
+            plan: "pro".into(),
+            interval: Interval::Month,
+            status,
+            current_period: None,
+            trial_end: None,
+            cancel_at_period_end: false,
+            pending_plan: None,
+            external_id: Some("sub_123".into()),
+            created_at: NOW,
+            canceled_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_paid_invoice_activates_grants_the_period_and_sets_the_plan() {
+        let requests = seen();
+        let mut mocks = Mocks::new().with_book(requests.clone());
+        mocks
+            .subscriptions
+            .expect_by_external_id()
+            .withf(|id| id == "sub_123")
+            .returning(|_| Ok(Some(pro_subscription(SubscriptionStatus::Incomplete))));
+        mocks
+            .subscriptions
+            .expect_save()
+            .withf(|s, expected| {
+                s.status == SubscriptionStatus::Active
+                    && *expected == Some(SubscriptionStatus::Incomplete)
+            })
+            .times(1)
+            .returning(|_, _| Ok(()));
+        mocks
+            .accounts
+            .expect_set_plan()
+            .withf(|_, plan| plan == "pro")
+            .times(1)
+            .returning(|_, _| Ok(()));
+        let billing = mocks.billing();
+        let period = Window {
+            start: datetime!(2026-04-10 0:00 UTC),
+            end: datetime!(2026-05-10 0:00 UTC),
+        };
+        billing.invoice_paid("sub_123", period).await.unwrap();
+        let requests = requests.lock().unwrap();
+        assert_eq!(requests.len(), 1);
+        assert_eq!(
+            requests[0].key.as_str(),
+            subscription::allowance_key(&pro_subscription(SubscriptionStatus::Active).id, &period)
+        );
+        assert!(matches!(
+            requests[0].command,
+            LedgerCommand::Grant { amount: 1000, rollover_cap: 200, expires_at: Some(e), .. } if e == period.end
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_invoice_for_an_unknown_subscription_is_reported() {
+        let mut mocks = Mocks::new();
+        mocks
+            .subscriptions
+            .expect_by_external_id()
+            .returning(|_| Ok(None));
+        let period = Window {
+            start: NOW,
+            end: NOW + Duration::days(30),
+        };
+        assert_eq!(
+            mocks.billing().invoice_paid("sub_nope", period).await,
+            Err(BillingError::SubscriptionNotFound)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_period_reset_grants_each_day_once() {
+        let requests = seen();
+        let billing = Mocks::new()
+            .with_account("free")
+            .with_book(requests.clone())
+            .billing();
+        let id = account("free").id;
+        let first = billing.period_reset(&id).await.unwrap().unwrap();
+        let second = billing.period_reset(&id).await.unwrap().unwrap();
+        assert!(!first.replayed);
+        assert!(second.replayed);
+        assert_eq!(second.receipt.balance, 20);
+        // A plan without a calendar allowance has nothing to reset.
+        let none = Mocks::new().with_account("pro").billing();
+        assert_eq!(none.period_reset(&id).await, Ok(None));
+        assert_eq!(
+            billing.next_reset(&billing.catalog.plans["free"], NOW),
+            Some(datetime!(2026-04-11 0:00 UTC))
+        );
+    }
+
+    #[tokio::test]
+    async fn refunds_go_through_the_ledger_with_their_key() {
+        let requests = seen();
+        let billing = Mocks::new()
+            .with_account("free")
+            .with_book(requests.clone())
+            .billing();
+        let id = account("free").id;
+        billing.adjust(&id, 50, "seed", "a").await.unwrap();
+        let spend = billing.spend_action(&id, "long_chat", "s").await.unwrap();
+        let txn = spend.receipt.txn.unwrap();
+        let refund = billing
+            .refund(&id, &txn, 20, Some("task canceled".into()), "task-1")
+            .await
+            .unwrap();
+        assert_eq!(refund.receipt.kind, Some(TxnKind::Refund));
+        assert_eq!(refund.receipt.balance, 50);
+        assert_eq!(
+            requests.lock().unwrap().last().unwrap().key.as_str(),
+            "refund:task-1"
+        );
+    }
+}

@@ -125,7 +125,7 @@ type Expect = Result<i64, LedgerError>;
 
 impl Model {
     fn balance(&self) -> i64 {
-        self.grants.iter().map(|g| g.remaining as i64).sum()
+        self.grants.iter().map(|g| g.remaining.cast_signed()).sum()
     }
 
     fn sweep(&mut self, now: u32) {
@@ -138,7 +138,7 @@ impl Model {
 
     fn take(&mut self, amount: Credits, now: u32) -> Result<Vec<(usize, Credits)>, LedgerError> {
         let balance = self.balance();
-        if amount as i64 > balance {
+        if amount.cast_signed() > balance {
             return Err(LedgerError::InsufficientCredits {
                 balance,
                 required: amount,
@@ -199,7 +199,7 @@ impl Model {
             if k > 0 {
                 kept.push((g, k));
             }
-            if !self.grants[g].expires.is_some_and(|e| e <= now) {
+            if self.grants[g].expires.is_none_or(|e| e > now) {
                 self.grants[g].remaining += n - k;
             }
         }
@@ -404,7 +404,7 @@ impl Harness {
 
     /// Picks an existing index, or (one time in eight, or when there are none) a missing one.
     fn pick(len: usize, raw: usize) -> Option<usize> {
-        (len > 0 && raw % 8 != 0).then(|| raw % len)
+        (len > 0 && !raw.is_multiple_of(8)).then(|| raw % len)
     }
 
     fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
@@ -489,10 +489,10 @@ impl Harness {
             (Ok(receipt), Ok(balance)) => {
                 prop_assert_eq!(receipt.balance, *balance, "receipt balance for {:?}", op);
                 self.model = next;
-                if let Some(h) = &receipt.hold {
-                    if matches!(op, Op::Reserve { .. }) {
-                        self.holds.push(h.clone());
-                    }
+                if let Some(h) = &receipt.hold
+                    && matches!(op, Op::Reserve { .. })
+                {
+                    self.holds.push(h.clone());
                 }
                 if matches!(op, Op::Debit { .. } | Op::Capture { .. }) {
                     self.spends

@@ -110,10 +110,10 @@ impl AccountBook {
             }
         }
         self.debt = self.debt.saturating_add_signed(decision.debt_delta());
-        if let Some((txn, amount)) = &decision.refunded {
-            if let Some(t) = self.transactions.iter_mut().find(|t| &t.id == txn) {
-                t.refunded += amount;
-            }
+        if let Some((txn, amount)) = &decision.refunded
+            && let Some(t) = self.transactions.iter_mut().find(|t| &t.id == txn)
+        {
+            t.refunded += amount;
         }
     }
 

@@ -131,13 +131,13 @@ pub fn verify(snapshot: &AccountSnapshot, overdraft_limit: Credits) -> Vec<Viola
     let known: HashMap<&GrantId, &Grant> = snapshot.grants.iter().map(|g| (&g.id, g)).collect();
     for txn in &snapshot.transactions {
         for leg in &txn.legs {
-            if let Some(grant) = &leg.grant {
-                if !known.contains_key(grant) {
-                    violations.push(Violation::UnknownGrant {
-                        txn: txn.id.clone(),
-                        grant: grant.clone(),
-                    });
-                }
+            if let Some(grant) = &leg.grant
+                && !known.contains_key(grant)
+            {
+                violations.push(Violation::UnknownGrant {
+                    txn: txn.id.clone(),
+                    grant: grant.clone(),
+                });
             }
         }
     }

@@ -1,0 +1,8 @@
+//! The `tollgate` application: configuration, wiring and the HTTP server. The binary in
+//! `main.rs` is a thin command-line front to this library, which tests use directly.
+
+pub mod server;
+pub mod settings;
+pub mod telemetry;
+
+pub use server::Application;

@@ -1,0 +1,420 @@
+//! Layered configuration.
+//!
+//! Layers, later ones overriding earlier ones key by key:
+//!
+//! 1. `config/default.toml` (the copy built into the binary if the file is absent);
+//! 2. `config/{TOLLGATE_ENV}.toml`, if present (`TOLLGATE_ENV` defaults to `development`);
+//! 3. files named with `--config FILE` or in `TOLLGATE_CONFIG` (comma-separated);
+//! 4. environment variables `TOLLGATE__SECTION__KEY` (`TOLLGATE__SERVER__PORT=9000`).
+//!
+//! The `config/` folder is `TOLLGATE_CONFIG_DIR` if set. The catalog is different: it is
+//! taken whole from the last file that has a `[catalog]` table, never merged key by key, so
+//! a product's file replaces the default catalog instead of adding plans to it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use billing_core::catalog::Catalog;
+use serde::Deserialize;
+
+/// The built-in copy of `config/default.toml`.
+const EMBEDDED_DEFAULT: &str = include_str!("../../../config/default.toml");
+
+/// Everything but the catalog.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The HTTP server.
+    pub server: ServerSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// The catalog is read separately (see the module docs); this only lets the key exist.
+    #[serde(default, rename = "catalog")]
+    _catalog: Option<serde::de::IgnoredAny>,
+}
+
+/// The HTTP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind; 0 picks a free one.
+    pub port: u16,
+    /// Seconds in-flight requests get to finish after a shutdown signal.
+    pub shutdown_timeout_seconds: u64,
+    /// Worker threads; the number of cores if omitted.
+    #[serde(default)]
+    pub workers: Option<usize>,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `pretty` for people, `json` for machines.
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `app=debug,actix_web=info`); `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A file.
+    File(PathBuf),
+    /// The copy of default.toml built into the binary.
+    Embedded,
+    /// The environment.
+    Environment,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Embedded => f.write_str("built-in config/default.toml"),
+            Self::Environment => f.write_str("environment"),
+        }
+    }
+}
+
+/// One configuration problem: where, which key, what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The file (or the environment).
+    pub origin: Origin,
+    /// The key, when known.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "{}: {key}: {}", self.origin, self.message),
+            None => write!(f, "{}: {}", self.origin, self.message),
+        }
+    }
+}
+
+/// Where to look for configuration.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// The `config/` folder.
+    pub dir: PathBuf,
+    /// `TOLLGATE_ENV`.
+    pub environment: String,
+    /// Extra files, in order.
+    pub files: Vec<PathBuf>,
+}
+
+impl Sources {
+    /// From the process environment, plus files given on the command line.
+    pub fn from_env(cli_files: &[PathBuf]) -> Self {
+        let dir = std::env::var_os("TOLLGATE_CONFIG_DIR")
+            .map_or_else(|| PathBuf::from("config"), PathBuf::from);
+        let environment =
+            std::env::var("TOLLGATE_ENV").unwrap_or_else(|_| "development".to_owned());
+        let mut files: Vec<PathBuf> = std::env::var("TOLLGATE_CONFIG")
+            .ok()
+            .map(|list| {
+                list.split(',')
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|s| PathBuf::from(s.trim()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.extend(cli_files.iter().cloned());
+        Self {
+            dir,
+            environment,
+            files,
+        }
+    }
+}
+
+/// The loaded configuration.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// Settings.
+    pub settings: Settings,
+    /// The validated catalog.
+    pub catalog: Catalog,
+    /// The file the catalog came from.
+    pub catalog_origin: Origin,
+    /// Every file layer used, in order.
+    pub layers: Vec<Origin>,
+    /// `TOLLGATE_ENV`.
+    pub environment: String,
+}
+
+struct Layer {
+    origin: Origin,
+    text: String,
+}
+
+fn read_layers(sources: &Sources) -> Result<Vec<Layer>, Vec<ConfigProblem>> {
+    let mut layers = Vec::new();
+    let mut problems = Vec::new();
+    let default = sources.dir.join("default.toml");
+    match std::fs::read_to_string(&default) {
+        Ok(text) => layers.push(Layer {
+            origin: Origin::File(default),
+            text,
+        }),
+        Err(_) => layers.push(Layer {
+            origin: Origin::Embedded,
+            text: EMBEDDED_DEFAULT.to_owned(),
+        }),
+    }
+    let env_file = sources.dir.join(format!("{}.toml", sources.environment));
+    if env_file.is_file() {
+        push_file(&mut layers, &mut problems, &env_file);
+    }
+    for file in &sources.files {
+        push_file(&mut layers, &mut problems, file);
+    }
+    if problems.is_empty() {
+        Ok(layers)
+    } else {
+        Err(problems)
+    }
+}
+
+fn push_file(layers: &mut Vec<Layer>, problems: &mut Vec<ConfigProblem>, path: &Path) {
+    match std::fs::read_to_string(path) {
+        Ok(text) => layers.push(Layer {
+            origin: Origin::File(path.to_owned()),
+            text,
+        }),
+        Err(err) => problems.push(ConfigProblem {
+            origin: Origin::File(path.to_owned()),
+            key: None,
+            message: format!("cannot read: {err}"),
+        }),
+    }
+}
+
+/// Loads settings and catalog, and validates both. Every problem found is returned, each
+/// with its file and key.
+pub fn load(sources: &Sources) -> Result<Loaded, Vec<ConfigProblem>> {
+    let layers = read_layers(sources)?;
+    let mut problems = Vec::new();
+
+    // Each file must be valid TOML on its own, so errors name the file and line.
+    let mut parsed = Vec::new();
+    for layer in &layers {
+        match layer.text.parse::<toml::Table>() {
+            Ok(table) => parsed.push(table),
+            Err(err) => {
+                problems.push(ConfigProblem {
+                    origin: layer.origin.clone(),
+                    key: None,
+                    message: one_line(&err.to_string()),
+                });
+                parsed.push(toml::Table::new());
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+
+    let settings = load_settings(&layers).map_err(|p| vec![p]);
+    let catalog = load_catalog(&layers, &parsed);
+    match (settings, catalog) {
+        (Ok(settings), Ok((catalog, catalog_origin))) => {
+            let mut extra = validate_settings(&settings, &layers);
+            if extra.is_empty() {
+                Ok(Loaded {
+                    settings,
+                    catalog,
+                    catalog_origin,
+                    layers: layers.into_iter().map(|l| l.origin).collect(),
+                    environment: sources.environment.clone(),
+                })
+            } else {
+                problems.append(&mut extra);
+                Err(problems)
+            }
+        }
+        (settings, catalog) => {
+            problems.extend(settings.err().into_iter().flatten());
+            problems.extend(catalog.err().into_iter().flatten());
+            Err(problems)
+        }
+    }
+}
+
+fn load_settings(layers: &[Layer]) -> Result<Settings, ConfigProblem> {
+    let mut builder = config::Config::builder();
+    for layer in layers {
+        let source = config::File::from_str(&layer.text, config::FileFormat::Toml);
+        builder = builder.add_source(source);
+    }
+    builder = builder.add_source(
+        config::Environment::with_prefix("TOLLGATE")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true),
+    );
+    let built = builder.build().map_err(|err| problem_from(&err, layers))?;
+    built
+        .try_deserialize::<Settings>()
+        .map_err(|err| problem_from(&err, layers))
+}
+
+/// Turns a `config` error into a problem naming the key and the layer that set it last.
+fn problem_from(err: &config::ConfigError, layers: &[Layer]) -> ConfigProblem {
+    let text = err.to_string();
+    let key = match err {
+        config::ConfigError::Type { key: Some(key), .. } => Some(key.clone()),
+        _ => extract_key(&text),
+    };
+    let origin = key
+        .as_deref()
+        .map_or(Origin::Environment, |k| origin_of(k, layers));
+    ConfigProblem {
+        origin,
+        key,
+        message: one_line(&text),
+    }
+}
+
+/// The key in a message like "missing field `port` for key `server`".
+fn extract_key(message: &str) -> Option<String> {
+    let start = message.find("for key `")? + "for key `".len();
+    let end = message[start..].find('`')? + start;
+    Some(message[start..end].to_owned())
+}
+
+/// Which layer set `key` last: the environment if a variable names it, else the last file
+/// that has it (or, for a missing key, the file of its nearest existing parent).
+fn origin_of(key: &str, layers: &[Layer]) -> Origin {
+    let var = format!("TOLLGATE__{}", key.replace('.', "__").to_uppercase());
+    if std::env::var_os(&var).is_some() {
+        return Origin::Environment;
+    }
+    let parts: Vec<&str> = key.split('.').collect();
+    for depth in (1..=parts.len()).rev() {
+        for layer in layers.iter().rev() {
+            if let Ok(table) = layer.text.parse::<toml::Table>()
+                && lookup(&table, &parts[..depth]).is_some()
+            {
+                return layer.origin.clone();
+            }
+        }
+    }
+    layers
+        .last()
+        .map_or(Origin::Environment, |l| l.origin.clone())
+}
+
+fn lookup<'a>(table: &'a toml::Table, path: &[&str]) -> Option<&'a toml::Value> {
+    let (first, rest) = path.split_first()?;
+    let value = table.get(*first)?;
+    if rest.is_empty() {
+        return Some(value);
+    }
+    lookup(value.as_table()?, rest)
+}
+
+fn load_catalog(
+    layers: &[Layer],
+    parsed: &[toml::Table],
+) -> Result<(Catalog, Origin), Vec<ConfigProblem>> {
+    let Some(layer) = layers
+        .iter()
+        .zip(parsed)
+        .rev()
+        .find_map(|(layer, table)| table.contains_key("catalog").then_some(layer))
+    else {
+        return Err(vec![ConfigProblem {
+            origin: layers.last().map_or(Origin::Embedded, |l| l.origin.clone()),
+            key: Some("catalog".into()),
+            message: "no file defines a [catalog]".into(),
+        }]);
+    };
+    let origin = layer.origin.clone();
+    // Deserialize from the file's own text so errors point at its lines.
+    let catalog = match toml::from_str::<CatalogOnly>(&layer.text) {
+        Ok(file) => file.catalog,
+        Err(err) => {
+            return Err(vec![ConfigProblem {
+                origin,
+                key: None,
+                message: describe_toml_error(&err, &layer.text),
+            }]);
+        }
+    };
+    match catalog.validate("catalog") {
+        Ok(()) => Ok((catalog, origin)),
+        Err(errors) => Err(errors
+            .into_iter()
+            .map(|e| ConfigProblem {
+                origin: origin.clone(),
+                key: Some(e.key),
+                message: e.message,
+            })
+            .collect()),
+    }
+}
+
+/// Reads only the catalog of a file; its other sections are the settings' business.
+#[derive(Deserialize)]
+struct CatalogOnly {
+    catalog: Catalog,
+}
+
+fn describe_toml_error(err: &toml::de::Error, text: &str) -> String {
+    let message = err.message().to_owned();
+    match err.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {message}")
+        }
+        None => message,
+    }
+}
+
+fn validate_settings(settings: &Settings, layers: &[Layer]) -> Vec<ConfigProblem> {
+    let mut problems = Vec::new();
+    if let Err(err) = tracing_subscriber::EnvFilter::try_new(&settings.log.level) {
+        problems.push(ConfigProblem {
+            origin: origin_of("log.level", layers),
+            key: Some("log.level".into()),
+            message: format!("not a valid log filter: {err}"),
+        });
+    }
+    if settings.server.host.trim().is_empty() {
+        problems.push(ConfigProblem {
+            origin: origin_of("server.host", layers),
+            key: Some("server.host".into()),
+            message: "must not be empty".into(),
+        });
+    }
+    if settings.server.workers == Some(0) {
+        problems.push(ConfigProblem {
+            origin: origin_of("server.workers", layers),
+            key: Some("server.workers".into()),
+            message: "must be at least 1".into(),
+        });
+    }
+    problems
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}

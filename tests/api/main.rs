@@ -1,0 +1,3 @@
+//! Black-box tests of the composed server over HTTP.
+
+mod health;

@@ -232,6 +232,24 @@ pub fn load(sources: &Sources) -> Result<Loaded, Vec<ConfigProblem>> {
         return Err(problems);
     }
 
+    // Secrets come only from the environment; a file that holds one is refused before
+    // anything else, and the value is never repeated.
+    for (layer, table) in layers.iter().zip(&parsed) {
+        for key in secret_keys(table) {
+            problems.push(ConfigProblem {
+                origin: layer.origin.clone(),
+                key: Some(key.clone()),
+                message: format!(
+                    "secrets are read only from the environment; remove it here and set {}",
+                    env_var(&key)
+                ),
+            });
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+
     let settings = load_settings(&layers).map_err(|p| vec![p]);
     let catalog = load_catalog(&layers, &parsed);
     match (settings, catalog) {
@@ -303,8 +321,7 @@ fn extract_key(message: &str) -> Option<String> {
 /// Which layer set `key` last: the environment if a variable names it, else the last file
 /// that has it (or, for a missing key, the file of its nearest existing parent).
 fn origin_of(key: &str, layers: &[Layer]) -> Origin {
-    let var = format!("TOLLGATE__{}", key.replace('.', "__").to_uppercase());
-    if std::env::var_os(&var).is_some() {
+    if std::env::var_os(env_var(key)).is_some() {
         return Origin::Environment;
     }
     let parts: Vec<&str> = key.split('.').collect();
@@ -413,6 +430,57 @@ fn validate_settings(settings: &Settings, layers: &[Layer]) -> Vec<ConfigProblem
         });
     }
     problems
+}
+
+/// Whether a settings key names a secret (by its last segment).
+fn is_secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "secret",
+        "password",
+        "passwd",
+        "token",
+        "api_key",
+        "apikey",
+        "private_key",
+    ]
+    .iter()
+    .any(|word| name.ends_with(word))
+}
+
+/// Keys of a file's settings (the catalog excluded) that name secrets.
+fn secret_keys(table: &toml::Table) -> Vec<String> {
+    fn walk(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+        for (name, value) in table {
+            let key = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}.{name}")
+            };
+            match value {
+                toml::Value::Table(inner) => walk(&key, inner, out),
+                _ if is_secret_name(name) => out.push(key),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (name, value) in table {
+        if name == "catalog" {
+            continue;
+        }
+        match value {
+            toml::Value::Table(inner) => walk(name, inner, &mut out),
+            _ if is_secret_name(name) => out.push(name.clone()),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The environment variable that sets a key.
+pub fn env_var(key: &str) -> String {
+    format!("TOLLGATE__{}", key.replace('.', "__").to_uppercase())
 }
 
 fn one_line(text: &str) -> String {

@@ -252,3 +252,26 @@ fn serve_answers_health_and_stops_gracefully_on_sigterm() {
     std::thread::sleep(Duration::from_millis(50));
     assert!(std::net::TcpStream::connect(&address).is_err());
 }
+
+#[test]
+fn a_secret_in_a_file_is_refused_without_repeating_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("leaky.toml");
+    std::fs::write(
+        &file,
+        "[payments]\nwebhook_secret = \"whsec_do_not_print_me\"\n",
+    )
+    .unwrap();
+    let out = check(&[&file]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("payments.webhook_secret: secrets are read only from the environment"),
+        "{err}"
+    );
+    assert!(err.contains("TOLLGATE__PAYMENTS__WEBHOOK_SECRET"), "{err}");
+    assert!(
+        !err.contains("whsec_do_not_print_me"),
+        "the secret was echoed: {err}"
+    );
+}

@@ -1,0 +1,346 @@
+//! Connections to either backend, and the few places where the dialects really differ.
+//!
+//! One body of query code serves both backends (see [`crate::sql`]): the schema uses only
+//! SQL types that mean the same on both, so the same code type-checks twice. The dialects
+//! differ only in:
+//!
+//! * how a transaction begins: PostgreSQL `BEGIN` (READ COMMITTED) with the account row
+//!   locked `FOR UPDATE`; SQLite `BEGIN IMMEDIATE`, which takes the database's write lock at
+//!   once ([`sqlite_begin_immediate`], `sql::{pg,sqlite}::lock_account`);
+//! * which errors mean "try again": PostgreSQL serialization failures and deadlocks, SQLite
+//!   `database is locked` ([`is_retryable`]);
+//! * connection setup: SQLite pragmas (WAL, busy_timeout, foreign keys) on every connection.
+
+use std::path::Path;
+use std::time::Duration;
+
+use billing_core::ports::StoreError;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sqlite::SqliteConnection;
+use diesel_async::AsyncPgConnection;
+use diesel_async::pooled_connection::deadpool::{Object, Pool as DeadPool};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+use time::OffsetDateTime;
+
+/// A SQLite connection usable from async code (each call runs on a blocking thread).
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+
+/// How to reach the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseConfig {
+    /// `postgres://…`, `sqlite://path`, `sqlite:path` or a plain file path.
+    pub url: String,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// How long to wait for a free connection (and to connect).
+    pub connect_timeout: Duration,
+    /// SQLite: how long a writer waits for the lock before `database is locked`.
+    pub busy_timeout: Duration,
+}
+
+impl DatabaseConfig {
+    /// The backend the URL names.
+    pub fn backend(&self) -> Backend {
+        if self.url.starts_with("postgres://") || self.url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+
+    /// For SQLite, the file path (without any `sqlite:` prefix).
+    pub fn sqlite_path(&self) -> &str {
+        self.url
+            .strip_prefix("sqlite://")
+            .or_else(|| self.url.strip_prefix("sqlite:"))
+            .unwrap_or(&self.url)
+    }
+}
+
+/// Which database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL.
+    Postgres,
+    /// SQLite.
+    Sqlite,
+}
+
+impl Backend {
+    /// `postgres` or `sqlite`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// A pool of connections to one backend.
+#[derive(Clone)]
+pub(crate) enum Pool {
+    Pg(DeadPool<AsyncPgConnection>),
+    Sqlite {
+        pool: DeadPool<SqliteConn>,
+        /// SQLite allows one writer at a time; writers queue here instead of spinning on
+        /// `database is locked` (busy_timeout still covers other processes).
+        write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    },
+}
+
+/// A pooled connection to one backend.
+pub(crate) enum Conn {
+    Pg(Object<AsyncPgConnection>),
+    Sqlite(Object<SqliteConn>),
+}
+
+/// The error inside a transaction: a database error (which rolls back, and may be retried)
+/// or a store error to report as is (which also rolls back).
+#[derive(Debug)]
+pub(crate) enum TxError {
+    Db(DieselError),
+    Store(StoreError),
+}
+
+impl From<DieselError> for TxError {
+    fn from(err: DieselError) -> Self {
+        Self::Db(err)
+    }
+}
+
+impl From<StoreError> for TxError {
+    fn from(err: StoreError) -> Self {
+        Self::Store(err)
+    }
+}
+
+/// SQLite's `BEGIN IMMEDIATE`, through diesel's transaction manager so that its state is
+/// tracked: a connection dropped mid-transaction is discarded by the pool, never reused.
+pub(crate) async fn sqlite_begin_immediate(conn: &mut SqliteConn) -> Result<(), TxError> {
+    use diesel::connection::AnsiTransactionManager;
+    conn.spawn_blocking(|c| AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE"))
+        .await?;
+    Ok(())
+}
+
+/// Commits after success, rolls back after failure (pairs with [`sqlite_begin_immediate`]).
+pub(crate) async fn sqlite_finish<R>(
+    conn: &mut SqliteConn,
+    result: Result<R, TxError>,
+) -> Result<R, TxError> {
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    match result {
+        Ok(value) => {
+            conn.spawn_blocking(AnsiTransactionManager::commit_transaction)
+                .await?;
+            Ok(value)
+        }
+        Err(err) => {
+            if let Err(rollback) = conn
+                .spawn_blocking(AnsiTransactionManager::rollback_transaction)
+                .await
+            {
+                tracing::warn!(error = %rollback, "rollback failed");
+            }
+            Err(err)
+        }
+    }
+}
+
+/// Whether a failed transaction should simply be run again.
+pub(crate) fn is_retryable(err: &DieselError) -> bool {
+    match err {
+        DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
+        DieselError::DatabaseError(_, info) => {
+            let message = info.message();
+            message.contains("deadlock detected")
+                || message.contains("database is locked")
+                || message.contains("database table is locked")
+        }
+        _ => false,
+    }
+}
+
+/// How often a transaction is tried before its failure is reported.
+pub(crate) const MAX_ATTEMPTS: u32 = 8;
+
+/// A short, growing pause between attempts.
+pub(crate) async fn backoff(attempt: u32) {
+    let millis = 2u64.saturating_pow(attempt.min(7)) + u64::from(attempt);
+    tokio::time::sleep(Duration::from_millis(millis)).await;
+}
+
+/// Maps a database error to the port's error contract.
+pub(crate) fn store_error(err: DieselError) -> StoreError {
+    match err {
+        DieselError::NotFound => StoreError::NotFound,
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
+            StoreError::Conflict(conflict_name(info.constraint_name(), info.message()))
+        }
+        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+            StoreError::Unavailable(info.message().to_owned())
+        }
+        other if is_retryable(&other) => StoreError::Unavailable(other.to_string()),
+        other => StoreError::Other(other.to_string()),
+    }
+}
+
+/// A short name for a uniqueness violation (`email`, `external_id`…): PostgreSQL names the
+/// constraint, SQLite names the columns in its message.
+fn conflict_name(constraint: Option<&str>, message: &str) -> String {
+    let text = constraint.unwrap_or(message);
+    // PostgreSQL gives the index name; SQLite lists the columns.
+    let names = [
+        ("one_period_allowance", "one_period_allowance"),
+        (
+            "grants.account_id, grants.reference",
+            "one_period_allowance",
+        ),
+        ("one_live", "one_live"),
+        ("subscriptions.account_id", "one_live"),
+        ("external_subject", "external_subject"),
+        ("external_id", "external_id"),
+        ("email", "email"),
+    ];
+    names
+        .iter()
+        .find(|(pattern, _)| text.contains(pattern))
+        .map_or_else(|| text.to_owned(), |(_, name)| (*name).to_owned())
+}
+
+pub(crate) fn tx_error(err: TxError) -> StoreError {
+    match err {
+        TxError::Db(err) => store_error(err),
+        TxError::Store(err) => err,
+    }
+}
+
+impl Pool {
+    /// Connects and checks the connection works.
+    pub(crate) async fn connect(config: &DatabaseConfig) -> Result<Self, StoreError> {
+        let pool = match config.backend() {
+            Backend::Postgres => {
+                let manager =
+                    AsyncDieselConnectionManager::<AsyncPgConnection>::new(config.url.clone());
+                let pool = DeadPool::builder(manager)
+                    .max_size(config.pool_size)
+                    .wait_timeout(Some(config.connect_timeout))
+                    .create_timeout(Some(config.connect_timeout))
+                    .runtime(deadpool::Runtime::Tokio1)
+                    .build()
+                    .map_err(|e| StoreError::Other(e.to_string()))?;
+                Self::Pg(pool)
+            }
+            Backend::Sqlite => {
+                let path = config.sqlite_path().to_owned();
+                if let Some(parent) = Path::new(&path)
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                {
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
+                    })?;
+                }
+                let busy = config.busy_timeout.as_millis();
+                let mut manager_config = ManagerConfig::<SqliteConn>::default();
+                manager_config.custom_setup = Box::new(move |url| {
+                    let url = url.to_owned();
+                    Box::pin(async move {
+                        let mut conn = SqliteConn::establish(&url).await?;
+                        conn.batch_execute(&format!(
+                            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {busy}; \
+                             PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;"
+                        ))
+                        .await
+                        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                        Ok(conn)
+                    })
+                });
+                let manager = AsyncDieselConnectionManager::<SqliteConn>::new_with_config(
+                    path,
+                    manager_config,
+                );
+                let pool = DeadPool::builder(manager)
+                    .max_size(config.pool_size)
+                    .wait_timeout(Some(config.connect_timeout))
+                    .create_timeout(Some(config.connect_timeout))
+                    .runtime(deadpool::Runtime::Tokio1)
+                    .build()
+                    .map_err(|e| StoreError::Other(e.to_string()))?;
+                Self::Sqlite {
+                    pool,
+                    write_lock: std::sync::Arc::new(tokio::sync::Mutex::new(())),
+                }
+            }
+        };
+        pool.ping().await?;
+        Ok(pool)
+    }
+
+    pub(crate) fn backend(&self) -> Backend {
+        match self {
+            Self::Pg(_) => Backend::Postgres,
+            Self::Sqlite { .. } => Backend::Sqlite,
+        }
+    }
+
+    /// A connection from the pool.
+    pub(crate) async fn get(&self) -> Result<Conn, StoreError> {
+        let unavailable = |e: diesel_async::pooled_connection::deadpool::PoolError| {
+            StoreError::Unavailable(e.to_string())
+        };
+        Ok(match self {
+            Self::Pg(pool) => Conn::Pg(pool.get().await.map_err(unavailable)?),
+            Self::Sqlite { pool, .. } => Conn::Sqlite(pool.get().await.map_err(unavailable)?),
+        })
+    }
+
+    /// For SQLite, the in-process writer queue; `None` for PostgreSQL.
+    pub(crate) async fn write_guard(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match self {
+            Self::Pg(_) => None,
+            Self::Sqlite { write_lock, .. } => Some(write_lock.clone().lock_owned().await),
+        }
+    }
+
+    /// Checks that a connection can be had and answers.
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        let result = match self.get().await? {
+            Conn::Pg(mut object) => object.batch_execute("SELECT 1").await,
+            Conn::Sqlite(mut object) => object.batch_execute("SELECT 1").await,
+        };
+        result.map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+}
+
+/// Microseconds since the Unix epoch, UTC: how every timestamp is stored.
+pub(crate) fn ts(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
+}
+
+/// The inverse of [`ts`].
+pub(crate) fn from_ts(micros: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+pub(crate) fn credits(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+pub(crate) fn signed(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Reads an enum stored as its snake_case serde name.
+pub(crate) fn parse_enum<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|e| StoreError::Other(format!("unexpected stored value `{text}`: {e}")))
+}
+
+/// Reads a stored id, refusing a corrupt one.
+pub(crate) fn parse_id<T: billing_core::ids::PrefixedId>(text: &str) -> Result<T, StoreError> {
+    T::parse(text).map_err(|e| StoreError::Other(format!("corrupt id `{text}`: {e}")))
+}

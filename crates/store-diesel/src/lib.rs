@@ -1,0 +1,19 @@
+//! # store-diesel
+//!
+//! Every persistence port of `billing-core` — ledger, accounts, quotas, subscriptions, API
+//! idempotency, webhook events, tasks, audit — on PostgreSQL (diesel-async's
+//! `AsyncPgConnection`) and SQLite (`SyncConnectionWrapper<SqliteConnection>`), pooled by
+//! deadpool. One body of query code serves both (see `sql`); migrations for each backend are
+//! embedded (see [`migrate`]).
+
+mod accounts;
+mod db;
+mod ledger;
+pub mod migrate;
+mod records;
+mod schema;
+mod sql;
+mod store;
+
+pub use db::{Backend, DatabaseConfig};
+pub use store::DieselStore;

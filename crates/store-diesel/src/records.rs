@@ -1,0 +1,588 @@
+//! Quotas, subscriptions, API idempotency, webhook events, tasks and the audit log.
+
+use billing_core::catalog::Interval;
+use billing_core::ports::StoreError;
+use billing_core::quota::Window;
+use billing_core::records::{AuditRecord, Task, WebhookEvent};
+use billing_core::subscription::{Subscription, SubscriptionStatus};
+use diesel::prelude::*;
+
+use crate::db::{credits, from_ts, parse_enum, parse_id, signed, ts};
+use crate::schema::{audit_log, subscriptions, tasks, webhook_events};
+
+fn json_text(value: &serde_json::Value) -> String {
+    value.to_string()
+}
+
+fn json_value(text: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Other(format!("corrupt JSON: {e}")))
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = subscriptions, treat_none_as_default_value = false, treat_none_as_null = true)]
+pub(crate) struct SubscriptionRow {
+    pub id: String,
+    pub account_id: String,
+    pub plan: String,
+    pub billing_interval: String,
+    pub status: String,
+    pub period_start: Option<i64>,
+    pub period_end: Option<i64>,
+    pub trial_end: Option<i64>,
+    pub cancel_at_period_end: bool,
+    pub pending_plan: Option<String>,
+    pub external_id: Option<String>,
+    pub created_at: i64,
+    pub canceled_at: Option<i64>,
+}
+
+impl SubscriptionRow {
+    pub(crate) fn from_domain(s: &Subscription) -> Self {
+        Self {
+            id: s.id.to_string(),
+            account_id: s.account.to_string(),
+            plan: s.plan.clone(),
+            billing_interval: s.interval.as_str().to_owned(),
+            status: s.status.as_str().to_owned(),
+            period_start: s.current_period.map(|p| ts(p.start)),
+            period_end: s.current_period.map(|p| ts(p.end)),
+            trial_end: s.trial_end.map(ts),
+            cancel_at_period_end: s.cancel_at_period_end,
+            pending_plan: s.pending_plan.clone(),
+            external_id: s.external_id.clone(),
+            created_at: ts(s.created_at),
+            canceled_at: s.canceled_at.map(ts),
+        }
+    }
+
+    pub(crate) fn into_domain(self) -> Result<Subscription, StoreError> {
+        let current_period = match (self.period_start, self.period_end) {
+            (Some(start), Some(end)) => Some(Window {
+                start: from_ts(start),
+                end: from_ts(end),
+            }),
+            _ => None,
+        };
+        Ok(Subscription {
+            id: parse_id(&self.id)?,
+            account: parse_id(&self.account_id)?,
+            plan: self.plan,
+            interval: parse_enum::<Interval>(&self.billing_interval)?,
+            status: parse_enum::<SubscriptionStatus>(&self.status)?,
+            current_period,
+            trial_end: self.trial_end.map(from_ts),
+            cancel_at_period_end: self.cancel_at_period_end,
+            pending_plan: self.pending_plan,
+            external_id: self.external_id,
+            created_at: from_ts(self.created_at),
+            canceled_at: self.canceled_at.map(from_ts),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = webhook_events, treat_none_as_default_value = false)]
+pub(crate) struct WebhookRow {
+    pub id: String,
+    pub external_id: String,
+    pub kind: String,
+    pub payload: String,
+    pub status: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub received_at: i64,
+}
+
+impl WebhookRow {
+    pub(crate) fn from_domain(e: &WebhookEvent) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: e.id.to_string(),
+            external_id: e.external_id.clone(),
+            kind: e.kind.clone(),
+            payload: json_text(&e.payload),
+            status: serde_json::to_value(e.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            attempts: i32::try_from(e.attempts).unwrap_or(i32::MAX),
+            last_error: e.last_error.clone(),
+            received_at: ts(e.received_at),
+        })
+    }
+
+    pub(crate) fn into_domain(self) -> Result<WebhookEvent, StoreError> {
+        Ok(WebhookEvent {
+            id: parse_id(&self.id)?,
+            external_id: self.external_id,
+            kind: self.kind,
+            payload: json_value(&self.payload)?,
+            status: parse_enum(&self.status)?,
+            attempts: u32::try_from(self.attempts).unwrap_or(0),
+            last_error: self.last_error,
+            received_at: from_ts(self.received_at),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = tasks, treat_none_as_default_value = false)]
+pub(crate) struct TaskRow {
+    pub id: String,
+    pub account_id: String,
+    pub kind: String,
+    pub status: String,
+    pub input: String,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub hold_id: Option<String>,
+    pub credits_charged: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+pub(crate) fn enum_text<T: serde::Serialize>(value: T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+impl TaskRow {
+    pub(crate) fn from_domain(t: &Task) -> Self {
+        Self {
+            id: t.id.to_string(),
+            account_id: t.account.to_string(),
+            kind: t.kind.clone(),
+            status: enum_text(t.status),
+            input: json_text(&t.input),
+            output: t.output.as_ref().map(json_text),
+            error: t.error.clone(),
+            hold_id: t.hold.as_ref().map(ToString::to_string),
+            credits_charged: t.credits_charged.map(signed),
+            created_at: ts(t.created_at),
+            updated_at: ts(t.updated_at),
+        }
+    }
+
+    pub(crate) fn into_domain(self) -> Result<Task, StoreError> {
+        Ok(Task {
+            id: parse_id(&self.id)?,
+            account: parse_id(&self.account_id)?,
+            kind: self.kind,
+            status: parse_enum(&self.status)?,
+            input: json_value(&self.input)?,
+            output: self.output.as_deref().map(json_value).transpose()?,
+            error: self.error,
+            hold: self.hold_id.as_deref().map(parse_id).transpose()?,
+            credits_charged: self.credits_charged.map(credits),
+            created_at: from_ts(self.created_at),
+            updated_at: from_ts(self.updated_at),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = audit_log, treat_none_as_default_value = false)]
+pub(crate) struct AuditRow {
+    pub id: String,
+    pub actor: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub request_id: Option<String>,
+    pub details: String,
+    pub at: i64,
+}
+
+impl AuditRow {
+    pub(crate) fn from_domain(r: &AuditRecord) -> Self {
+        Self {
+            id: r.id.to_string(),
+            actor: r.actor.clone(),
+            action: r.action.clone(),
+            target: r.target.clone(),
+            request_id: r.request_id.clone(),
+            details: json_text(&r.details),
+            at: ts(r.at),
+        }
+    }
+
+    pub(crate) fn into_domain(self) -> Result<AuditRecord, StoreError> {
+        Ok(AuditRecord {
+            id: parse_id(&self.id)?,
+            actor: self.actor,
+            action: self.action,
+            target: self.target,
+            request_id: self.request_id,
+            details: json_value(&self.details)?,
+            at: from_ts(self.at),
+        })
+    }
+}
+
+/// What a quota event key already holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TrackResult {
+    Recorded(u64),
+    Replayed(u64),
+    Rejected(billing_core::quota::QuotaError),
+    Conflict,
+}
+
+/// Queries for the records above; stamped into `sql::pg` and `sql::sqlite`.
+macro_rules! record_queries {
+    () => {
+        use crate::records::{AuditRow, SubscriptionRow, TaskRow, TrackResult, WebhookRow};
+        use crate::schema::{
+            api_idempotency, audit_log, quota_events, quota_usage, subscriptions, tasks,
+            webhook_events,
+        };
+        use billing_core::ports::TrackRequest;
+
+        pub(crate) async fn quota_usage_get(
+            c: &mut Conn,
+            account: String,
+            meter: String,
+            window_start: i64,
+        ) -> Result<i64, TxError> {
+            Ok(quota_usage::table
+                .find((account, meter, window_start))
+                .select(quota_usage::used)
+                .first::<i64>(c)
+                .await
+                .optional()?
+                .unwrap_or(0))
+        }
+
+        /// Checks the limit and records usage, under the account lock, idempotently by key.
+        pub(crate) async fn quota_track(
+            c: &mut Conn,
+            request: TrackRequest,
+            now: i64,
+        ) -> Result<TrackResult, TxError> {
+            let account = request.account.as_str();
+            if lock_account(c, account).await?.is_none() {
+                return Err(TxError::Store(billing_core::ports::StoreError::NotFound));
+            }
+            let seen: Option<(String, i64, i64)> = quota_events::table
+                .find((account, request.key.as_str()))
+                .select((
+                    quota_events::meter,
+                    quota_events::amount,
+                    quota_events::used_after,
+                ))
+                .first(c)
+                .await
+                .optional()?;
+            if let Some((meter, amount, used_after)) = seen {
+                let same = meter == request.meter && amount == crate::db::signed(request.amount);
+                return Ok(if same {
+                    TrackResult::Replayed(crate::db::credits(used_after))
+                } else {
+                    TrackResult::Conflict
+                });
+            }
+            let start = crate::db::ts(request.window.start);
+            let used: Option<i64> = quota_usage::table
+                .find((account, request.meter.as_str(), start))
+                .select(quota_usage::used)
+                .first(c)
+                .await
+                .optional()?;
+            let rule = billing_core::catalog::QuotaRule {
+                limit: request.limit,
+                period: billing_core::quota::QuotaPeriod::Day,
+            };
+            let check = billing_core::quota::check(
+                &request.meter,
+                Some(&rule),
+                crate::db::credits(used.unwrap_or(0)),
+                request.amount,
+                request.window,
+            );
+            let total = match billing_core::quota::decide_track(&check) {
+                Ok(total) => crate::db::signed(total),
+                Err(refusal) => return Ok(TrackResult::Rejected(refusal)),
+            };
+            if used.is_some() {
+                diesel::update(quota_usage::table.find((account, request.meter.as_str(), start)))
+                    .set(quota_usage::used.eq(total))
+                    .execute(c)
+                    .await?;
+            } else {
+                diesel::insert_into(quota_usage::table)
+                    .values((
+                        quota_usage::account_id.eq(account),
+                        quota_usage::meter.eq(request.meter.as_str()),
+                        quota_usage::window_start.eq(start),
+                        quota_usage::window_end.eq(crate::db::ts(request.window.end)),
+                        quota_usage::used.eq(total),
+                    ))
+                    .execute(c)
+                    .await?;
+            }
+            diesel::insert_into(quota_events::table)
+                .values((
+                    quota_events::account_id.eq(account),
+                    quota_events::key.eq(request.key.as_str()),
+                    quota_events::meter.eq(request.meter.as_str()),
+                    quota_events::amount.eq(crate::db::signed(request.amount)),
+                    quota_events::window_start.eq(start),
+                    quota_events::used_after.eq(total),
+                    quota_events::created_at.eq(now),
+                ))
+                .execute(c)
+                .await?;
+            Ok(TrackResult::Recorded(crate::db::credits(total)))
+        }
+
+        pub(crate) async fn subscription_by(
+            c: &mut Conn,
+            field: SubscriptionField,
+            value: String,
+        ) -> Result<Option<SubscriptionRow>, TxError> {
+            let query = subscriptions::table
+                .select(SubscriptionRow::as_select())
+                .into_boxed();
+            let query = match field {
+                SubscriptionField::Id => query.filter(subscriptions::id.eq(value)),
+                SubscriptionField::External => query.filter(subscriptions::external_id.eq(value)),
+                SubscriptionField::LiveForAccount => query
+                    .filter(subscriptions::account_id.eq(value))
+                    .filter(subscriptions::status.ne("canceled")),
+            };
+            Ok(query.first(c).await.optional()?)
+        }
+
+        /// Inserts, or replaces if the stored status is still `expected`; `false` if it is not.
+        pub(crate) async fn subscription_save(
+            c: &mut Conn,
+            row: SubscriptionRow,
+            expected: Option<String>,
+        ) -> Result<bool, TxError> {
+            match expected {
+                None => {
+                    diesel::insert_into(subscriptions::table)
+                        .values(&row)
+                        .execute(c)
+                        .await?;
+                    Ok(true)
+                }
+                Some(status) => {
+                    let changed = diesel::update(
+                        subscriptions::table
+                            .find(row.id.clone())
+                            .filter(subscriptions::status.eq(status)),
+                    )
+                    .set(&row)
+                    .execute(c)
+                    .await?;
+                    Ok(changed == 1)
+                }
+            }
+        }
+
+        /// Claims a key: `None` if newly claimed, else what it holds.
+        pub(crate) async fn api_key_claim(
+            c: &mut Conn,
+            scope: String,
+            key: String,
+            fingerprint: String,
+            now: i64,
+        ) -> Result<Option<(String, Option<i32>, Option<String>)>, TxError> {
+            let inserted = diesel::insert_into(api_idempotency::table)
+                .values((
+                    api_idempotency::scope.eq(&scope),
+                    api_idempotency::key.eq(&key),
+                    api_idempotency::fingerprint.eq(&fingerprint),
+                    api_idempotency::created_at.eq(now),
+                ))
+                .on_conflict_do_nothing()
+                .execute(c)
+                .await?;
+            if inserted == 1 {
+                return Ok(None);
+            }
+            Ok(Some(
+                api_idempotency::table
+                    .find((scope, key))
+                    .select((
+                        api_idempotency::fingerprint,
+                        api_idempotency::status,
+                        api_idempotency::body,
+                    ))
+                    .first(c)
+                    .await?,
+            ))
+        }
+
+        pub(crate) async fn api_key_complete(
+            c: &mut Conn,
+            scope: String,
+            key: String,
+            status: i32,
+            body: String,
+        ) -> Result<usize, TxError> {
+            Ok(diesel::update(api_idempotency::table.find((scope, key)))
+                .set((
+                    api_idempotency::status.eq(Some(status)),
+                    api_idempotency::body.eq(Some(body)),
+                ))
+                .execute(c)
+                .await?)
+        }
+
+        pub(crate) async fn api_key_release(
+            c: &mut Conn,
+            scope: String,
+            key: String,
+        ) -> Result<usize, TxError> {
+            Ok(diesel::delete(
+                api_idempotency::table
+                    .find((scope, key))
+                    .filter(api_idempotency::status.is_null()),
+            )
+            .execute(c)
+            .await?)
+        }
+
+        pub(crate) async fn webhook_record(c: &mut Conn, row: WebhookRow) -> Result<bool, TxError> {
+            let inserted = diesel::insert_into(webhook_events::table)
+                .values(&row)
+                .on_conflict_do_nothing()
+                .execute(c)
+                .await?;
+            Ok(inserted == 1)
+        }
+
+        pub(crate) async fn webhook_mark(
+            c: &mut Conn,
+            external_id: String,
+            status: String,
+            error: Option<String>,
+        ) -> Result<usize, TxError> {
+            Ok(diesel::update(
+                webhook_events::table.filter(webhook_events::external_id.eq(external_id)),
+            )
+            .set((
+                webhook_events::status.eq(status),
+                webhook_events::last_error.eq(error),
+                webhook_events::attempts.eq(webhook_events::attempts + 1),
+            ))
+            .execute(c)
+            .await?)
+        }
+
+        pub(crate) async fn webhooks_with_status(
+            c: &mut Conn,
+            status: String,
+            after: Option<String>,
+            limit: i64,
+        ) -> Result<Vec<WebhookRow>, TxError> {
+            let mut query = webhook_events::table
+                .filter(webhook_events::status.eq(status))
+                .select(WebhookRow::as_select())
+                .into_boxed();
+            if let Some(after) = after {
+                query = query.filter(webhook_events::id.gt(after));
+            }
+            Ok(query
+                .order(webhook_events::id.asc())
+                .limit(limit)
+                .load(c)
+                .await?)
+        }
+
+        pub(crate) async fn task_create(c: &mut Conn, row: TaskRow) -> Result<(), TxError> {
+            diesel::insert_into(tasks::table)
+                .values(&row)
+                .execute(c)
+                .await?;
+            Ok(())
+        }
+
+        pub(crate) async fn task_get(c: &mut Conn, id: String) -> Result<Option<TaskRow>, TxError> {
+            Ok(tasks::table
+                .find(id)
+                .select(TaskRow::as_select())
+                .first(c)
+                .await
+                .optional()?)
+        }
+
+        pub(crate) async fn task_transition(
+            c: &mut Conn,
+            row: TaskRow,
+            from: String,
+        ) -> Result<bool, TxError> {
+            let changed = diesel::update(
+                tasks::table
+                    .find(row.id.clone())
+                    .filter(tasks::status.eq(from)),
+            )
+            .set((
+                tasks::status.eq(row.status),
+                tasks::output.eq(row.output),
+                tasks::error.eq(row.error),
+                tasks::hold_id.eq(row.hold_id),
+                tasks::credits_charged.eq(row.credits_charged),
+                tasks::updated_at.eq(row.updated_at),
+            ))
+            .execute(c)
+            .await?;
+            Ok(changed == 1)
+        }
+
+        pub(crate) async fn tasks_list(
+            c: &mut Conn,
+            account: String,
+            after: Option<String>,
+            limit: i64,
+        ) -> Result<Vec<TaskRow>, TxError> {
+            let mut query = tasks::table
+                .filter(tasks::account_id.eq(account))
+                .select(TaskRow::as_select())
+                .into_boxed();
+            if let Some(after) = after {
+                query = query.filter(tasks::id.lt(after));
+            }
+            Ok(query.order(tasks::id.desc()).limit(limit).load(c).await?)
+        }
+
+        pub(crate) async fn audit_append(c: &mut Conn, row: AuditRow) -> Result<(), TxError> {
+            diesel::insert_into(audit_log::table)
+                .values(&row)
+                .execute(c)
+                .await?;
+            Ok(())
+        }
+
+        pub(crate) async fn audit_list(
+            c: &mut Conn,
+            target: Option<String>,
+            after: Option<String>,
+            limit: i64,
+        ) -> Result<Vec<AuditRow>, TxError> {
+            let mut query = audit_log::table.select(AuditRow::as_select()).into_boxed();
+            if let Some(target) = target {
+                query = query.filter(audit_log::target.eq(target));
+            }
+            if let Some(after) = after {
+                query = query.filter(audit_log::id.lt(after));
+            }
+            Ok(query
+                .order(audit_log::id.desc())
+                .limit(limit)
+                .load(c)
+                .await?)
+        }
+    };
+}
+pub(crate) use record_queries;
+
+/// Which column a subscription is looked up by.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SubscriptionField {
+    Id,
+    External,
+    LiveForAccount,
+}

@@ -1,0 +1,203 @@
+//! The tables, one definition for both backends: the SQL types used (Text, BigInt,
+//! Integer, Bool) mean the same on PostgreSQL and SQLite, so every query in this crate
+//! compiles for both.
+
+diesel::table! {
+    accounts (id) {
+        id -> Text,
+        plan -> Text,
+        debt -> BigInt,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> Text,
+        account_id -> Text,
+        email -> Text,
+        name -> Nullable<Text>,
+        role -> Text,
+        email_verified -> Bool,
+        password_hash -> Nullable<Text>,
+        external_subject -> Nullable<Text>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    grants (id) {
+        id -> Text,
+        account_id -> Text,
+        source -> Text,
+        amount -> BigInt,
+        remaining -> BigInt,
+        priority -> Integer,
+        expires_at -> Nullable<BigInt>,
+        rollover_cap -> BigInt,
+        reference -> Nullable<Text>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    holds (id) {
+        id -> Text,
+        account_id -> Text,
+        amount -> BigInt,
+        captured -> BigInt,
+        status -> Text,
+        allocations -> Text,
+        reference -> Nullable<Text>,
+        expires_at -> BigInt,
+        created_at -> BigInt,
+        resolved_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    ledger_transactions (id) {
+        id -> Text,
+        account_id -> Text,
+        kind -> Text,
+        amount -> BigInt,
+        delta -> BigInt,
+        hold_id -> Nullable<Text>,
+        grant_id -> Nullable<Text>,
+        refund_of -> Nullable<Text>,
+        refunded -> BigInt,
+        refund_expires_at -> Nullable<BigInt>,
+        reference -> Nullable<Text>,
+        memo -> Nullable<Text>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    ledger_legs (txn_id, position) {
+        txn_id -> Text,
+        position -> Integer,
+        account_id -> Text,
+        grant_id -> Nullable<Text>,
+        delta -> BigInt,
+    }
+}
+
+diesel::table! {
+    ledger_idempotency (account_id, key) {
+        account_id -> Text,
+        key -> Text,
+        fingerprint -> Text,
+        outcome -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    quota_usage (account_id, meter, window_start) {
+        account_id -> Text,
+        meter -> Text,
+        window_start -> BigInt,
+        window_end -> BigInt,
+        used -> BigInt,
+    }
+}
+
+diesel::table! {
+    quota_events (account_id, key) {
+        account_id -> Text,
+        key -> Text,
+        meter -> Text,
+        amount -> BigInt,
+        window_start -> BigInt,
+        used_after -> BigInt,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    subscriptions (id) {
+        id -> Text,
+        account_id -> Text,
+        plan -> Text,
+        billing_interval -> Text,
+        status -> Text,
+        period_start -> Nullable<BigInt>,
+        period_end -> Nullable<BigInt>,
+        trial_end -> Nullable<BigInt>,
+        cancel_at_period_end -> Bool,
+        pending_plan -> Nullable<Text>,
+        external_id -> Nullable<Text>,
+        created_at -> BigInt,
+        canceled_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    api_idempotency (scope, key) {
+        scope -> Text,
+        key -> Text,
+        fingerprint -> Text,
+        status -> Nullable<Integer>,
+        body -> Nullable<Text>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    webhook_events (id) {
+        id -> Text,
+        external_id -> Text,
+        kind -> Text,
+        payload -> Text,
+        status -> Text,
+        attempts -> Integer,
+        last_error -> Nullable<Text>,
+        received_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    tasks (id) {
+        id -> Text,
+        account_id -> Text,
+        kind -> Text,
+        status -> Text,
+        input -> Text,
+        output -> Nullable<Text>,
+        error -> Nullable<Text>,
+        hold_id -> Nullable<Text>,
+        credits_charged -> Nullable<BigInt>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    audit_log (id) {
+        id -> Text,
+        actor -> Text,
+        action -> Text,
+        target -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        details -> Text,
+        at -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    accounts,
+    users,
+    grants,
+    holds,
+    ledger_transactions,
+    ledger_legs,
+    ledger_idempotency,
+    quota_usage,
+    quota_events,
+    subscriptions,
+    api_idempotency,
+    webhook_events,
+    tasks,
+    audit_log,
+);

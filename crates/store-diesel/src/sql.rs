@@ -1,0 +1,106 @@
+//! The query code, written once and stamped into one module per backend.
+//!
+//! Each store file defines a `*_queries!` macro holding its query functions, written
+//! against a connection type named `Conn`. The `pg` and `sqlite` modules below each define
+//! `Conn` and the few dialect-specific functions, then invoke every macro; the compiler
+//! checks each query against both backends. [`call!`] and [`transaction_call!`] pick the
+//! module that matches a pooled connection.
+
+use billing_core::ids::PrefixedId;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use crate::db::TxError;
+use crate::schema::accounts;
+
+/// PostgreSQL.
+pub(crate) mod pg {
+    use super::*;
+
+    pub(crate) type Conn = diesel_async::AsyncPgConnection;
+
+    /// Locks the account row for the rest of the transaction and returns its debt; every
+    /// ledger transaction takes this one lock first, so they serialize per account and
+    /// cannot deadlock.
+    pub(crate) async fn lock_account(c: &mut Conn, id: &str) -> Result<Option<i64>, TxError> {
+        Ok(accounts::table
+            .find(id)
+            .select(accounts::debt)
+            .for_update()
+            .first::<i64>(c)
+            .await
+            .optional()?)
+    }
+
+    crate::ledger::ledger_queries!();
+    use crate::accounts::UserField;
+    crate::accounts::account_queries!();
+    use crate::records::SubscriptionField;
+    crate::records::record_queries!();
+}
+
+/// SQLite.
+pub(crate) mod sqlite {
+    use super::*;
+
+    pub(crate) type Conn = crate::db::SqliteConn;
+
+    /// SQLite has no row locks: `BEGIN IMMEDIATE` already holds the database's write lock,
+    /// so a plain read is enough.
+    pub(crate) async fn lock_account(c: &mut Conn, id: &str) -> Result<Option<i64>, TxError> {
+        Ok(accounts::table
+            .find(id)
+            .select(accounts::debt)
+            .first::<i64>(c)
+            .await
+            .optional()?)
+    }
+
+    crate::ledger::ledger_queries!();
+    use crate::accounts::UserField;
+    crate::accounts::account_queries!();
+    use crate::records::SubscriptionField;
+    crate::records::record_queries!();
+}
+
+/// Calls `$module::$func(conn, args…)` on the pooled connection's backend.
+macro_rules! call {
+    ($conn:expr, $func:ident ( $($arg:expr),* $(,)? )) => {
+        match $conn {
+            $crate::db::Conn::Pg(ref mut object) => {
+                $crate::sql::pg::$func(&mut *object, $($arg),*).await
+            }
+            $crate::db::Conn::Sqlite(ref mut object) => {
+                $crate::sql::sqlite::$func(&mut *object, $($arg),*).await
+            }
+        }
+    };
+}
+pub(crate) use call;
+
+/// Like [`call!`], inside one transaction (PostgreSQL `BEGIN`, SQLite `BEGIN IMMEDIATE`).
+macro_rules! transaction_call {
+    ($conn:expr, $func:ident ( $($arg:expr),* $(,)? )) => {{
+        use diesel_async::AsyncConnection as _;
+        match $conn {
+            $crate::db::Conn::Pg(ref mut object) => {
+                let pg: &mut diesel_async::AsyncPgConnection = &mut *object;
+                pg.transaction::<_, $crate::db::TxError, _>(async move |c| {
+                    $crate::sql::pg::$func(c, $($arg),*).await
+                })
+                .await
+            }
+            $crate::db::Conn::Sqlite(ref mut object) => {
+                let c: &mut $crate::db::SqliteConn = &mut *object;
+                match $crate::db::sqlite_begin_immediate(c).await {
+                    Err(err) => Err(err),
+                    Ok(()) => {
+                        let result = $crate::sql::sqlite::$func(c, $($arg),*).await;
+                        $crate::db::sqlite_finish(c, result).await
+                    }
+                }
+            }
+        }
+    }};
+}
+pub(crate) use transaction_call;

@@ -1,0 +1,584 @@
+//! [`DieselStore`]: every persistence port of billing-core, on PostgreSQL or SQLite.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use billing_core::ids::{AccountId, HoldId, SubscriptionId, TaskId, UserId};
+use billing_core::ledger::{
+    AccountSnapshot, Fingerprint, Grant, LedgerRequest, Transaction, Violation, burn_order, verify,
+};
+use billing_core::ports::{
+    AccountStore, AuditStore, Clock, IdGenerator, IdempotencyStore, KeyState, LedgerOutcome,
+    LedgerStore, QuotaStore, StoreError, StoredResponse, SubscriptionStore, TaskStore,
+    TrackOutcome, TrackRequest, WebhookEventStore,
+};
+use billing_core::records::{
+    Account, AuditRecord, Balance, Page, PageRequest, Task, TaskStatus, User, WebhookEvent,
+    WebhookStatus,
+};
+use billing_core::subscription::{Subscription, SubscriptionStatus};
+use time::OffsetDateTime;
+
+use crate::accounts::{AccountRow, UserField, UserRow};
+use crate::db::{self, Backend, DatabaseConfig, Pool, TxError, tx_error};
+use crate::ledger::{GrantRow, HoldRow, attach_legs, snapshot_of};
+use crate::records::{
+    AuditRow, SubscriptionField, SubscriptionRow, TaskRow, TrackResult, WebhookRow, enum_text,
+};
+use crate::sql::{call, transaction_call};
+
+/// The store: a connection pool plus the clock and id source the ledger needs.
+#[derive(Clone)]
+pub struct DieselStore {
+    pool: Pool,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdGenerator>,
+}
+
+impl std::fmt::Debug for DieselStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DieselStore")
+            .field("backend", &self.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+fn page_limit(page: &PageRequest) -> i64 {
+    i64::from(page.clamped_limit())
+}
+
+/// Builds a page: `rows` were fetched with one extra to learn whether more follow.
+fn paged<T, F: Fn(&T) -> String>(mut items: Vec<T>, limit: i64, cursor: F) -> Page<T> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let next = if more { items.last().map(cursor) } else { None };
+    Page { items, next }
+}
+
+impl DieselStore {
+    /// Connects to the database the config names (creating a SQLite file and its folder if
+    /// missing) and checks that it answers.
+    pub async fn connect(
+        config: &DatabaseConfig,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdGenerator>,
+    ) -> Result<Self, StoreError> {
+        let pool = Pool::connect(config).await?;
+        Ok(Self { pool, clock, ids })
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.pool.backend()
+    }
+
+    /// Checks that the database answers (for `/ready`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.pool.ping().await
+    }
+
+    /// Runs a transaction-wrapped query again while it fails for a retryable reason.
+    async fn retrying<T, F, Fut>(&self, mut attempt_once: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, TxError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match attempt_once().await {
+                Ok(value) => return Ok(value),
+                Err(TxError::Db(err)) if db::is_retryable(&err) && attempt < db::MAX_ATTEMPTS => {
+                    tracing::debug!(attempt, error = %err, "retrying transaction");
+                    db::backoff(attempt).await;
+                    attempt += 1;
+                }
+                Err(err) => return Err(tx_error(err)),
+            }
+        }
+    }
+
+    async fn execute_now(&self, request: LedgerRequest) -> Result<LedgerOutcome, StoreError> {
+        let fingerprint = Fingerprint::of(&request.command);
+        let _writer = self.pool.write_guard().await;
+        self.retrying(|| {
+            let request = request.clone();
+            let fingerprint = fingerprint.clone();
+            let ids = self.ids.clone();
+            let now = self.clock.now();
+            async move {
+                let mut conn = self.pool.get().await.map_err(TxError::Store)?;
+                transaction_call!(conn, ledger_execute(request, fingerprint, now, ids))
+            }
+        })
+        .await
+    }
+
+    /// Verifies every account's ledger against its journal (see
+    /// [`billing_core::ledger::verify`]); `overdraft_of` gives each plan's overdraft limit.
+    /// Returns the accounts checked and those that fail, with why.
+    pub async fn verify_ledger(
+        &self,
+        overdraft_of: impl Fn(&str) -> u64,
+    ) -> Result<(usize, Vec<(AccountId, Vec<Violation>)>), StoreError> {
+        let mut after: Option<String> = None;
+        let mut checked = 0;
+        let mut failures = Vec::new();
+        loop {
+            let mut conn = self.pool.get().await?;
+            let batch: Vec<(String, String)> =
+                call!(conn, account_ids(after.clone(), 500)).map_err(tx_error)?;
+            drop(conn);
+            let Some((last, _)) = batch.last() else { break };
+            after = Some(last.clone());
+            for (id, plan) in batch {
+                let account: AccountId = db::parse_id(&id)?;
+                let snapshot = self.snapshot(&account).await?;
+                let violations = verify(&snapshot, overdraft_of(&plan));
+                checked += 1;
+                if !violations.is_empty() {
+                    failures.push((account, violations));
+                }
+            }
+        }
+        Ok((checked, failures))
+    }
+}
+
+#[async_trait]
+impl LedgerStore for DieselStore {
+    async fn execute(&self, request: LedgerRequest) -> Result<LedgerOutcome, StoreError> {
+        // Run to completion even if the caller goes away: a transaction is never abandoned
+        // half way by a dropped request.
+        let store = self.clone();
+        tokio::spawn(async move { store.execute_now(request).await })
+            .await
+            .map_err(|e| StoreError::Other(format!("ledger task failed: {e}")))?
+    }
+
+    async fn balance(&self, account: &AccountId) -> Result<Balance, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let Some((debt, grants, holds)) =
+            call!(conn, ledger_balance(account.to_string())).map_err(tx_error)?
+        else {
+            return Err(StoreError::NotFound);
+        };
+        let now = self.clock.now();
+        let mut grants: Vec<Grant> = grants
+            .into_iter()
+            .map(GrantRow::into_domain)
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter(|g| !g.is_expired(now))
+            .collect();
+        grants.sort_by(burn_order);
+        let holds = holds
+            .into_iter()
+            .map(HoldRow::into_domain)
+            .collect::<Result<Vec<_>, _>>()?;
+        let live: u64 = grants.iter().map(|g| g.remaining).sum();
+        Ok(Balance {
+            available: db::signed(live) - debt,
+            held: holds.iter().map(|h| h.amount).sum(),
+            grants,
+            holds,
+        })
+    }
+
+    async fn journal(
+        &self,
+        account: &AccountId,
+        page: PageRequest,
+    ) -> Result<Page<Transaction>, StoreError> {
+        let limit = page_limit(&page);
+        let mut conn = self.pool.get().await?;
+        let (rows, legs) = call!(
+            conn,
+            ledger_journal(account.to_string(), page.after.clone(), limit + 1)
+        )
+        .map_err(tx_error)?;
+        Ok(paged(attach_legs(rows, legs)?, limit, |t| t.id.to_string()))
+    }
+
+    async fn snapshot(&self, account: &AccountId) -> Result<AccountSnapshot, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let Some((debt, grants, holds, txns, legs)) =
+            call!(conn, ledger_snapshot(account.to_string())).map_err(tx_error)?
+        else {
+            return Err(StoreError::NotFound);
+        };
+        snapshot_of(account.clone(), debt, grants, holds, txns, legs)
+    }
+
+    async fn expired_holds(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(AccountId, HoldId)>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(conn, ledger_expired_holds(db::ts(now), i64::from(limit))).map_err(tx_error)
+    }
+}
+
+#[async_trait]
+impl AccountStore for DieselStore {
+    async fn create(&self, account: Account, user: User) -> Result<(), StoreError> {
+        let account_row = AccountRow {
+            id: account.id.to_string(),
+            plan: account.plan.clone(),
+            debt: 0,
+            created_at: db::ts(account.created_at),
+        };
+        let user_row = UserRow::from_domain(&user);
+        let _writer = self.pool.write_guard().await;
+        self.retrying(|| {
+            let (a, u) = (account_row.clone(), user_row.clone());
+            async move {
+                let mut conn = self.pool.get().await.map_err(TxError::Store)?;
+                transaction_call!(conn, account_create(a, u))
+            }
+        })
+        .await
+    }
+
+    async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(conn, account_get(id.to_string()))
+            .map_err(tx_error)?
+            .map(AccountRow::into_domain)
+            .transpose()
+    }
+
+    async fn set_plan(&self, id: &AccountId, plan: &str) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        match call!(conn, account_set_plan(id.to_string(), plan.to_owned())).map_err(tx_error)? {
+            0 => Err(StoreError::NotFound),
+            _ => Ok(()),
+        }
+    }
+
+    async fn user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(conn, user_by(UserField::Id, id.to_string()))
+            .map_err(tx_error)?
+            .map(UserRow::into_domain)
+            .transpose()
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(conn, user_by(UserField::Email, email.to_owned()))
+            .map_err(tx_error)?
+            .map(UserRow::into_domain)
+            .transpose()
+    }
+
+    async fn user_by_subject(&self, subject: &str) -> Result<Option<User>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(conn, user_by(UserField::Subject, subject.to_owned()))
+            .map_err(tx_error)?
+            .map(UserRow::into_domain)
+            .transpose()
+    }
+
+    async fn update_user(&self, user: &User) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        match call!(conn, user_update(UserRow::from_domain(user))).map_err(tx_error)? {
+            0 => Err(StoreError::NotFound),
+            _ => Ok(()),
+        }
+    }
+
+    async fn list_users(
+        &self,
+        search: Option<String>,
+        page: PageRequest,
+    ) -> Result<Page<User>, StoreError> {
+        let limit = page_limit(&page);
+        let mut conn = self.pool.get().await?;
+        let rows =
+            call!(conn, users_list(search, page.after.clone(), limit + 1)).map_err(tx_error)?;
+        let users = rows
+            .into_iter()
+            .map(UserRow::into_domain)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(paged(users, limit, |u| u.id.to_string()))
+    }
+
+    async fn accounts_on_plans(
+        &self,
+        plans: Vec<String>,
+        after: Option<AccountId>,
+        limit: u32,
+    ) -> Result<Vec<AccountId>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let ids = call!(
+            conn,
+            accounts_on_plans(plans, after.map(|a| a.to_string()), i64::from(limit))
+        )
+        .map_err(tx_error)?;
+        ids.iter().map(|id| db::parse_id(id)).collect()
+    }
+}
+
+#[async_trait]
+impl QuotaStore for DieselStore {
+    async fn usage(
+        &self,
+        account: &AccountId,
+        meter: &str,
+        window_start: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let used = call!(
+            conn,
+            quota_usage_get(account.to_string(), meter.to_owned(), db::ts(window_start))
+        )
+        .map_err(tx_error)?;
+        Ok(db::credits(used))
+    }
+
+    async fn track(&self, request: TrackRequest) -> Result<TrackOutcome, StoreError> {
+        let _writer = self.pool.write_guard().await;
+        let result = self
+            .retrying(|| {
+                let request = request.clone();
+                let now = db::ts(self.clock.now());
+                async move {
+                    let mut conn = self.pool.get().await.map_err(TxError::Store)?;
+                    transaction_call!(conn, quota_track(request, now))
+                }
+            })
+            .await?;
+        Ok(match result {
+            TrackResult::Recorded(used) => TrackOutcome::Recorded { used },
+            TrackResult::Replayed(used) => TrackOutcome::Replayed { used },
+            TrackResult::Rejected(error) => TrackOutcome::Rejected { error },
+            TrackResult::Conflict => TrackOutcome::Conflict,
+        })
+    }
+}
+
+#[async_trait]
+impl SubscriptionStore for DieselStore {
+    async fn current(&self, account: &AccountId) -> Result<Option<Subscription>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(
+            conn,
+            subscription_by(SubscriptionField::LiveForAccount, account.to_string())
+        )
+        .map_err(tx_error)?
+        .map(SubscriptionRow::into_domain)
+        .transpose()
+    }
+
+    async fn get(&self, id: &SubscriptionId) -> Result<Option<Subscription>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(conn, subscription_by(SubscriptionField::Id, id.to_string()))
+            .map_err(tx_error)?
+            .map(SubscriptionRow::into_domain)
+            .transpose()
+    }
+
+    async fn by_external_id(&self, external_id: &str) -> Result<Option<Subscription>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(
+            conn,
+            subscription_by(SubscriptionField::External, external_id.to_owned())
+        )
+        .map_err(tx_error)?
+        .map(SubscriptionRow::into_domain)
+        .transpose()
+    }
+
+    async fn save(
+        &self,
+        subscription: &Subscription,
+        expected_status: Option<SubscriptionStatus>,
+    ) -> Result<(), StoreError> {
+        let row = SubscriptionRow::from_domain(subscription);
+        let expected = expected_status.map(|s| s.as_str().to_owned());
+        let mut conn = self.pool.get().await?;
+        if call!(conn, subscription_save(row, expected)).map_err(tx_error)? {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(
+                "subscription status changed meanwhile".into(),
+            ))
+        }
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for DieselStore {
+    async fn claim(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<KeyState, StoreError> {
+        let now = db::ts(self.clock.now());
+        let mut conn = self.pool.get().await?;
+        let held = call!(
+            conn,
+            api_key_claim(
+                scope.to_owned(),
+                key.to_owned(),
+                fingerprint.to_owned(),
+                now
+            )
+        )
+        .map_err(tx_error)?;
+        Ok(match held {
+            None => KeyState::Claimed,
+            Some((stored, _, _)) if stored != fingerprint => KeyState::Conflict,
+            Some((_, Some(status), Some(body))) => KeyState::Completed {
+                response: StoredResponse {
+                    status: u16::try_from(status).unwrap_or(500),
+                    body,
+                },
+            },
+            Some(_) => KeyState::InProgress,
+        })
+    }
+
+    async fn complete(
+        &self,
+        scope: &str,
+        key: &str,
+        response: StoredResponse,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        let changed = call!(
+            conn,
+            api_key_complete(
+                scope.to_owned(),
+                key.to_owned(),
+                i32::from(response.status),
+                response.body
+            )
+        )
+        .map_err(tx_error)?;
+        if changed == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+
+    async fn release(&self, scope: &str, key: &str) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(conn, api_key_release(scope.to_owned(), key.to_owned())).map_err(tx_error)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl WebhookEventStore for DieselStore {
+    async fn record(&self, event: WebhookEvent) -> Result<bool, StoreError> {
+        let row = WebhookRow::from_domain(&event)?;
+        let mut conn = self.pool.get().await?;
+        call!(conn, webhook_record(row)).map_err(tx_error)
+    }
+
+    async fn mark(
+        &self,
+        external_id: &str,
+        status: WebhookStatus,
+        error: Option<String>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        match call!(
+            conn,
+            webhook_mark(external_id.to_owned(), enum_text(status), error)
+        )
+        .map_err(tx_error)?
+        {
+            0 => Err(StoreError::NotFound),
+            _ => Ok(()),
+        }
+    }
+
+    async fn with_status(
+        &self,
+        status: WebhookStatus,
+        page: PageRequest,
+    ) -> Result<Page<WebhookEvent>, StoreError> {
+        let limit = page_limit(&page);
+        let mut conn = self.pool.get().await?;
+        let rows = call!(
+            conn,
+            webhooks_with_status(enum_text(status), page.after.clone(), limit + 1)
+        )
+        .map_err(tx_error)?;
+        let events = rows
+            .into_iter()
+            .map(WebhookRow::into_domain)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(paged(events, limit, |e| e.id.to_string()))
+    }
+}
+
+#[async_trait]
+impl TaskStore for DieselStore {
+    async fn create(&self, task: &Task) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(conn, task_create(TaskRow::from_domain(task))).map_err(tx_error)
+    }
+
+    async fn get(&self, id: &TaskId) -> Result<Option<Task>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(conn, task_get(id.to_string()))
+            .map_err(tx_error)?
+            .map(TaskRow::into_domain)
+            .transpose()
+    }
+
+    async fn transition(&self, task: &Task, from: TaskStatus) -> Result<bool, StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(
+            conn,
+            task_transition(TaskRow::from_domain(task), enum_text(from))
+        )
+        .map_err(tx_error)
+    }
+
+    async fn list(&self, account: &AccountId, page: PageRequest) -> Result<Page<Task>, StoreError> {
+        let limit = page_limit(&page);
+        let mut conn = self.pool.get().await?;
+        let rows = call!(
+            conn,
+            tasks_list(account.to_string(), page.after.clone(), limit + 1)
+        )
+        .map_err(tx_error)?;
+        let tasks = rows
+            .into_iter()
+            .map(TaskRow::into_domain)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(paged(tasks, limit, |t| t.id.to_string()))
+    }
+}
+
+#[async_trait]
+impl AuditStore for DieselStore {
+    async fn append(&self, record: &AuditRecord) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(conn, audit_append(AuditRow::from_domain(record))).map_err(tx_error)
+    }
+
+    async fn list(
+        &self,
+        target: Option<String>,
+        page: PageRequest,
+    ) -> Result<Page<AuditRecord>, StoreError> {
+        let limit = page_limit(&page);
+        let mut conn = self.pool.get().await?;
+        let rows =
+            call!(conn, audit_list(target, page.after.clone(), limit + 1)).map_err(tx_error)?;
+        let records = rows
+            .into_iter()
+            .map(AuditRow::into_domain)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(paged(records, limit, |r| r.id.to_string()))
+    }
+}

@@ -1,0 +1,783 @@
+//! The store contract, run on SQLite and on PostgreSQL: every port behaves the same on both.
+
+mod common;
+
+use billing_core::ids::{
+    AccountId, AuditId, PrefixedId, SubscriptionId, TaskId, Ulid, UserId, WebhookId,
+};
+use billing_core::ledger::{
+    GrantSource, HoldStatus, IdempotencyKey, LedgerCommand, LedgerError, LedgerPolicy,
+    LedgerRequest, Receipt, TxnKind, verify,
+};
+use billing_core::ports::{
+    AccountStore, AuditStore, IdempotencyStore, KeyState, LedgerOutcome, LedgerStore, QuotaStore,
+    StoreError, StoredResponse, SubscriptionStore, TaskStore, TrackOutcome, TrackRequest,
+    WebhookEventStore,
+};
+use billing_core::quota::{QuotaError, Timezone, Window};
+use billing_core::records::{
+    Account, AuditRecord, PageRequest, Role, Task, TaskStatus, User, WebhookEvent, WebhookStatus,
+};
+use billing_core::subscription::{Subscription, SubscriptionStatus};
+use common::{T0, TestDb};
+use std::sync::atomic::{AtomicU64, Ordering};
+use time::Duration;
+
+static NEXT: AtomicU64 = AtomicU64::new(1 << 40);
+
+fn ulid() -> Ulid {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    Ulid::from_parts(n, u128::from(n))
+}
+
+async fn new_account(db: &TestDb, email: &str, plan: &str) -> (AccountId, UserId) {
+    let account = Account {
+        id: AccountId::from_ulid(ulid()),
+        plan: plan.into(),
+        created_at: T0,
+    };
+    let user = User {
+        id: UserId::from_ulid(ulid()),
+        account: account.id.clone(),
+        email: email.into(),
+        name: Some(format!("Name of {email}")),
+        role: Role::User,
+        email_verified: false,
+        password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
+        external_subject: None,
+        created_at: T0,
+    };
+    let ids = (account.id.clone(), user.id.clone());
+    AccountStore::create(&db.store, account, user)
+        .await
+        .unwrap();
+    ids
+}
+
+fn request(account: &AccountId, key: &str, command: LedgerCommand) -> LedgerRequest {
+    LedgerRequest {
+        account: account.clone(),
+        key: IdempotencyKey::new(key).unwrap(),
+        command,
+        policy: LedgerPolicy::default(),
+    }
+}
+
+fn grant(amount: u64) -> LedgerCommand {
+    LedgerCommand::Grant {
+        amount,
+        source: GrantSource::Purchase,
+        priority: 0,
+        expires_at: None,
+        rollover_cap: 0,
+        reference: None,
+        memo: None,
+    }
+}
+
+fn debit(amount: u64) -> LedgerCommand {
+    LedgerCommand::Debit {
+        amount,
+        reference: Some("short_chat".into()),
+        memo: None,
+    }
+}
+
+async fn ok(db: &TestDb, account: &AccountId, key: &str, command: LedgerCommand) -> Receipt {
+    match db
+        .store
+        .execute(request(account, key, command))
+        .await
+        .unwrap()
+    {
+        LedgerOutcome::Executed(Ok(receipt)) => receipt,
+        other => panic!("{key}: {other:?}"),
+    }
+}
+
+async fn assert_verified(db: &TestDb, account: &AccountId) {
+    let snapshot = db.store.snapshot(account).await.unwrap();
+    let violations = verify(&snapshot, 0);
+    assert!(violations.is_empty(), "{violations:?}");
+}
+
+async fn migrations_go_down_and_up_again(db: &TestDb) {
+    let reverted = store_diesel::migrate::revert_all(&db.config).await.unwrap();
+    assert!(!reverted.is_empty());
+    let applied = store_diesel::migrate::run_pending(&db.config)
+        .await
+        .unwrap();
+    assert_eq!(applied.len(), reverted.len());
+    assert!(
+        store_diesel::migrate::run_pending(&db.config)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing left"
+    );
+    // The schema works after the round trip.
+    let (account, _) = new_account(db, "round@trip.test", "free").await;
+    ok(db, &account, "g", grant(5)).await;
+}
+
+async fn accounts_and_users(db: &TestDb) {
+    let (account, user) = new_account(db, "ada@example.com", "free").await;
+    let found = db
+        .store
+        .user_by_email("ADA@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, user);
+    assert_eq!(
+        found
+            .password_hash
+            .as_deref()
+            .map(|h| h.starts_with("$argon2id$")),
+        Some(true)
+    );
+    assert_eq!(
+        db.store.account(&account).await.unwrap().unwrap().plan,
+        "free"
+    );
+    // A second account with the same email is refused.
+    let again = Account {
+        id: AccountId::from_ulid(ulid()),
+        plan: "free".into(),
+        created_at: T0,
+    };
+    let mut dup = found.clone();
+    dup.id = UserId::from_ulid(ulid());
+    dup.account = again.id.clone();
+    assert_eq!(
+        AccountStore::create(&db.store, again.clone(), dup).await,
+        Err(StoreError::Conflict("email".into()))
+    );
+    assert_eq!(
+        db.store.account(&again.id).await.unwrap(),
+        None,
+        "the failed create left nothing"
+    );
+
+    db.store.set_plan(&account, "pro").await.unwrap();
+    assert_eq!(
+        db.store
+            .accounts_on_plans(vec!["pro".into()], None, 10)
+            .await
+            .unwrap(),
+        std::slice::from_ref(&account)
+    );
+    let mut updated = found;
+    updated.email_verified = true;
+    updated.role = Role::Admin;
+    db.store.update_user(&updated).await.unwrap();
+    let reread = db.store.user(&user).await.unwrap().unwrap();
+    assert!(reread.email_verified);
+    assert_eq!(reread.role, Role::Admin);
+    assert_eq!(
+        db.store.set_plan(&AccountId::from_ulid(ulid()), "x").await,
+        Err(StoreError::NotFound)
+    );
+
+    for i in 0..5 {
+        new_account(db, &format!("grace{i}@hopper.test"), "free").await;
+    }
+    let first = db
+        .store
+        .list_users(
+            Some("HOPPER".into()),
+            PageRequest {
+                limit: 3,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.items.len(), 3);
+    let rest = db
+        .store
+        .list_users(
+            Some("hopper".into()),
+            PageRequest {
+                limit: 3,
+                after: first.next.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 2);
+    assert_eq!(rest.next, None);
+    let by_name = db
+        .store
+        .list_users(
+            Some("name of grace2".into()),
+            PageRequest {
+                limit: 10,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_name.items.len(), 1);
+    let percent = db
+        .store
+        .list_users(
+            Some("%".into()),
+            PageRequest {
+                limit: 10,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        percent.items.is_empty(),
+        "LIKE wildcards are matched literally"
+    );
+}
+
+async fn ledger_moves_credits_and_journals_them(db: &TestDb) {
+    let (account, _) = new_account(db, "led@ger.test", "free").await;
+    ok(db, &account, "g1", grant(100)).await;
+    let spent = ok(db, &account, "d1", debit(30)).await;
+    assert_eq!(spent.balance, 70);
+    let refused = db
+        .store
+        .execute(request(&account, "d2", debit(71)))
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        LedgerOutcome::Executed(Err(LedgerError::InsufficientCredits {
+            balance: 70,
+            required: 71
+        }))
+    );
+    let balance = db.store.balance(&account).await.unwrap();
+    assert_eq!(balance.available, 70);
+    assert_eq!(balance.grants.len(), 1);
+
+    let hold = ok(
+        db,
+        &account,
+        "r1",
+        LedgerCommand::Reserve {
+            amount: 50,
+            expires_at: T0 + Duration::minutes(5),
+            reference: Some("task".into()),
+            memo: None,
+        },
+    )
+    .await
+    .hold
+    .unwrap();
+    let balance = db.store.balance(&account).await.unwrap();
+    assert_eq!((balance.available, balance.held), (20, 50));
+    let captured = ok(
+        db,
+        &account,
+        "c1",
+        LedgerCommand::Capture {
+            hold: hold.clone(),
+            amount: 35,
+            memo: None,
+        },
+    )
+    .await;
+    assert_eq!(captured.balance, 35);
+    let twice = db
+        .store
+        .execute(request(
+            &account,
+            "c2",
+            LedgerCommand::Capture {
+                hold: hold.clone(),
+                amount: 1,
+                memo: None,
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        twice,
+        LedgerOutcome::Executed(Err(LedgerError::HoldNotPending {
+            hold: hold.clone(),
+            status: HoldStatus::Captured
+        }))
+    );
+    let refund = ok(
+        db,
+        &account,
+        "f1",
+        LedgerCommand::Refund {
+            txn: captured.txn.unwrap(),
+            amount: 35,
+            memo: None,
+        },
+    )
+    .await;
+    assert_eq!(refund.balance, 70);
+
+    let page = db
+        .store
+        .journal(
+            &account,
+            PageRequest {
+                limit: 2,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        page.items.iter().map(|t| t.kind).collect::<Vec<_>>(),
+        [TxnKind::Refund, TxnKind::Capture]
+    );
+    let older = db
+        .store
+        .journal(
+            &account,
+            PageRequest {
+                limit: 10,
+                after: page.next.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        older.items.iter().map(|t| t.kind).collect::<Vec<_>>(),
+        [TxnKind::Reserve, TxnKind::Debit, TxnKind::Grant]
+    );
+    assert_eq!(
+        older.items[1].legs.len(),
+        1,
+        "legs come with their transaction"
+    );
+    assert_verified(db, &account).await;
+}
+
+async fn idempotency_keys_replay_and_conflict(db: &TestDb) {
+    let (account, _) = new_account(db, "idem@potent.test", "free").await;
+    ok(db, &account, "seed", grant(10)).await;
+    let first = db
+        .store
+        .execute(request(&account, "k", debit(20)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        first,
+        LedgerOutcome::Executed(Err(LedgerError::InsufficientCredits { .. }))
+    ));
+    ok(db, &account, "more", grant(100)).await;
+    let again = db
+        .store
+        .execute(request(&account, "k", debit(20)))
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        LedgerOutcome::Replayed(first.result().unwrap().clone()),
+        "a refusal replays too"
+    );
+    let spend = db
+        .store
+        .execute(request(&account, "k2", debit(20)))
+        .await
+        .unwrap();
+    let replay = db
+        .store
+        .execute(request(&account, "k2", debit(20)))
+        .await
+        .unwrap();
+    assert_eq!(
+        replay,
+        LedgerOutcome::Replayed(spend.result().unwrap().clone())
+    );
+    assert_eq!(
+        db.store
+            .execute(request(&account, "k2", debit(21)))
+            .await
+            .unwrap(),
+        LedgerOutcome::Conflict
+    );
+    let journal = db
+        .store
+        .journal(
+            &account,
+            PageRequest {
+                limit: 100,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(journal.items.len(), 3, "grant, grant, one debit");
+    assert_eq!(db.store.balance(&account).await.unwrap().available, 90);
+    // Keys are per account: another account may use the same key.
+    let (other, _) = new_account(db, "other@potent.test", "free").await;
+    ok(db, &other, "k2", grant(1)).await;
+}
+
+async fn holds_expire_and_grants_expire(db: &TestDb) {
+    let (account, _) = new_account(db, "exp@ire.test", "free").await;
+    ok(
+        db,
+        &account,
+        "g",
+        LedgerCommand::Grant {
+            amount: 40,
+            source: GrantSource::Promotion,
+            priority: 0,
+            expires_at: Some(T0 + Duration::hours(2)),
+            rollover_cap: 0,
+            reference: None,
+            memo: None,
+        },
+    )
+    .await;
+    let hold = ok(
+        db,
+        &account,
+        "r",
+        LedgerCommand::Reserve {
+            amount: 10,
+            expires_at: T0 + Duration::minutes(5),
+            reference: None,
+            memo: None,
+        },
+    )
+    .await
+    .hold
+    .unwrap();
+    assert!(db.store.expired_holds(T0, 10).await.unwrap().is_empty());
+    let due = db
+        .store
+        .expired_holds(T0 + Duration::minutes(5), 10)
+        .await
+        .unwrap();
+    assert_eq!(due, [(account.clone(), hold.clone())]);
+    db.clock.set(T0 + Duration::minutes(6));
+    let expired = ok(db, &account, "x", LedgerCommand::ExpireHold { hold }).await;
+    assert_eq!(expired.balance, 40);
+    db.clock.set(T0 + Duration::hours(3));
+    assert_eq!(
+        db.store.balance(&account).await.unwrap().available,
+        0,
+        "expired grants are not spendable"
+    );
+    let swept = ok(db, &account, "sweep", LedgerCommand::ExpireGrants).await;
+    assert_eq!(swept.amount, 40);
+    assert_verified(db, &account).await;
+}
+
+async fn one_allowance_grant_per_period_is_enforced_by_the_database(db: &TestDb) {
+    let (account, _) = new_account(db, "per@iod.test", "free").await;
+    let period = |key: &str| LedgerCommand::Grant {
+        amount: 100,
+        source: GrantSource::PeriodAllowance,
+        priority: 0,
+        expires_at: Some(T0 + Duration::days(30)),
+        rollover_cap: 0,
+        reference: Some(format!("sub_x:{key}")),
+        memo: None,
+    };
+    ok(db, &account, "a", period("2026-06")).await;
+    // Same period under a different idempotency key: the unique index refuses it.
+    let err = db
+        .store
+        .execute(request(&account, "b", period("2026-06")))
+        .await
+        .unwrap_err();
+    assert_eq!(err, StoreError::Conflict("one_period_allowance".into()));
+    assert_eq!(db.store.balance(&account).await.unwrap().available, 100);
+    ok(db, &account, "c", period("2026-07")).await;
+}
+
+async fn unknown_accounts_are_not_found(db: &TestDb) {
+    let stranger = AccountId::from_ulid(ulid());
+    assert_eq!(
+        db.store.execute(request(&stranger, "k", grant(1))).await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(db.store.balance(&stranger).await, Err(StoreError::NotFound));
+}
+
+async fn quotas_track_idempotently_within_the_limit(db: &TestDb) {
+    let (account, _) = new_account(db, "quo@ta.test", "free").await;
+    let window = Window::month(T0, Timezone::utc());
+    let track = |key: &str, amount: u64| TrackRequest {
+        account: account.clone(),
+        meter: "exports".into(),
+        amount,
+        window,
+        limit: Some(3),
+        key: key.into(),
+    };
+    assert_eq!(
+        db.store.track(track("e1", 2)).await.unwrap(),
+        TrackOutcome::Recorded { used: 2 }
+    );
+    assert_eq!(
+        db.store.track(track("e1", 2)).await.unwrap(),
+        TrackOutcome::Replayed { used: 2 }
+    );
+    assert_eq!(
+        db.store.track(track("e1", 1)).await.unwrap(),
+        TrackOutcome::Conflict
+    );
+    match db.store.track(track("e2", 2)).await.unwrap() {
+        TrackOutcome::Rejected {
+            error: QuotaError::QuotaExceeded {
+                used: 2, limit: 3, ..
+            },
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        db.store.track(track("e3", 1)).await.unwrap(),
+        TrackOutcome::Recorded { used: 3 }
+    );
+    assert_eq!(
+        db.store
+            .usage(&account, "exports", window.start)
+            .await
+            .unwrap(),
+        3
+    );
+    let next_month = Window::month(T0 + Duration::days(31), Timezone::utc());
+    assert_eq!(
+        db.store
+            .usage(&account, "exports", next_month.start)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+async fn subscriptions_save_with_optimistic_checks(db: &TestDb) {
+    let (account, _) = new_account(db, "sub@scriber.test", "free").await;
+    let mut sub = Subscription {
+        id: SubscriptionId::from_ulid(ulid()),
+        account: account.clone(),
+        plan: "pro".into(),
+        interval: billing_core::catalog::Interval::Month,
+        status: SubscriptionStatus::Incomplete,
+        current_period: None,
+        trial_end: None,
+        cancel_at_period_end: false,
+        pending_plan: None,
+        external_id: Some("sub_stripe_1".into()),
+        created_at: T0,
+        canceled_at: None,
+    };
+    db.store.save(&sub, None).await.unwrap();
+    sub.status = SubscriptionStatus::Active;
+    sub.current_period = Some(Window {
+        start: T0,
+        end: T0 + Duration::days(30),
+    });
+    db.store
+        .save(&sub, Some(SubscriptionStatus::Incomplete))
+        .await
+        .unwrap();
+    // A writer that still thinks it is incomplete loses.
+    assert!(matches!(
+        db.store
+            .save(&sub, Some(SubscriptionStatus::Incomplete))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        db.store.by_external_id("sub_stripe_1").await.unwrap(),
+        Some(sub.clone())
+    );
+    assert_eq!(
+        SubscriptionStore::get(&db.store, &sub.id).await.unwrap(),
+        Some(sub.clone())
+    );
+    assert_eq!(db.store.current(&account).await.unwrap(), Some(sub.clone()));
+    // One live subscription per account.
+    let mut second = sub.clone();
+    second.id = SubscriptionId::from_ulid(ulid());
+    second.external_id = Some("sub_stripe_2".into());
+    assert!(matches!(
+        db.store.save(&second, None).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+async fn api_idempotency_claims_once(db: &TestDb) {
+    assert_eq!(
+        db.store.claim("usr_1", "key", "fp1").await.unwrap(),
+        KeyState::Claimed
+    );
+    assert_eq!(
+        db.store.claim("usr_1", "key", "fp1").await.unwrap(),
+        KeyState::InProgress
+    );
+    assert_eq!(
+        db.store.claim("usr_1", "key", "fp2").await.unwrap(),
+        KeyState::Conflict
+    );
+    let response = StoredResponse {
+        status: 201,
+        body: "{\"ok\":true}".into(),
+    };
+    db.store
+        .complete("usr_1", "key", response.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store.claim("usr_1", "key", "fp1").await.unwrap(),
+        KeyState::Completed { response }
+    );
+    assert_eq!(
+        db.store.claim("usr_2", "key", "fp9").await.unwrap(),
+        KeyState::Claimed,
+        "scoped per caller"
+    );
+    db.store.release("usr_2", "key").await.unwrap();
+    assert_eq!(
+        db.store.claim("usr_2", "key", "fp9").await.unwrap(),
+        KeyState::Claimed
+    );
+}
+
+async fn webhooks_are_stored_once(db: &TestDb) {
+    let event = WebhookEvent {
+        id: WebhookId::from_ulid(ulid()),
+        external_id: "evt_1".into(),
+        kind: "invoice.paid".into(),
+        payload: serde_json::json!({"id": "evt_1"}),
+        status: WebhookStatus::Received,
+        attempts: 0,
+        last_error: None,
+        received_at: T0,
+    };
+    assert!(db.store.record(event.clone()).await.unwrap());
+    let mut again = event.clone();
+    again.id = WebhookId::from_ulid(ulid());
+    assert!(!db.store.record(again).await.unwrap(), "second delivery");
+    db.store
+        .mark("evt_1", WebhookStatus::Failed, Some("boom".into()))
+        .await
+        .unwrap();
+    let failed = db
+        .store
+        .with_status(
+            WebhookStatus::Failed,
+            PageRequest {
+                limit: 10,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed.items.len(), 1);
+    assert_eq!(failed.items[0].attempts, 1);
+    assert_eq!(failed.items[0].payload, event.payload);
+}
+
+async fn tasks_transition_once(db: &TestDb) {
+    let (account, _) = new_account(db, "ta@sk.test", "free").await;
+    let mut task = Task {
+        id: TaskId::from_ulid(ulid()),
+        account: account.clone(),
+        kind: "image_analysis".into(),
+        status: TaskStatus::Queued,
+        input: serde_json::json!({"image": "x.png"}),
+        output: None,
+        error: None,
+        hold: None,
+        credits_charged: None,
+        created_at: T0,
+        updated_at: T0,
+    };
+    TaskStore::create(&db.store, &task).await.unwrap();
+    task.status = TaskStatus::Processing;
+    assert!(
+        db.store
+            .transition(&task, TaskStatus::Queued)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !db.store
+            .transition(&task, TaskStatus::Queued)
+            .await
+            .unwrap(),
+        "a second worker loses"
+    );
+    task.status = TaskStatus::Done;
+    task.output = Some(serde_json::json!({"score": 7}));
+    task.credits_charged = Some(50);
+    assert!(
+        db.store
+            .transition(&task, TaskStatus::Processing)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        TaskStore::get(&db.store, &task.id).await.unwrap(),
+        Some(task.clone())
+    );
+    assert_eq!(
+        TaskStore::list(
+            &db.store,
+            &account,
+            PageRequest {
+                limit: 5,
+                after: None
+            }
+        )
+        .await
+        .unwrap()
+        .items,
+        [task]
+    );
+}
+
+async fn the_audit_log_appends_and_filters(db: &TestDb) {
+    for (i, target) in ["acc_a", "acc_b", "acc_a"].iter().enumerate() {
+        db.store
+            .append(&AuditRecord {
+                id: AuditId::from_ulid(ulid()),
+                actor: "usr_admin".into(),
+                action: "credits.adjust".into(),
+                target: Some((*target).into()),
+                request_id: Some(format!("req-{i}")),
+                details: serde_json::json!({"delta": i}),
+                at: T0,
+            })
+            .await
+            .unwrap();
+    }
+    let about_a = AuditStore::list(
+        &db.store,
+        Some("acc_a".into()),
+        PageRequest {
+            limit: 10,
+            after: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(about_a.items.len(), 2);
+    assert_eq!(about_a.items[0].details["delta"], 2, "newest first");
+}
+
+on_both_backends!(
+    migrations_go_down_and_up_again,
+    accounts_and_users,
+    ledger_moves_credits_and_journals_them,
+    idempotency_keys_replay_and_conflict,
+    holds_expire_and_grants_expire,
+    one_allowance_grant_per_period_is_enforced_by_the_database,
+    unknown_accounts_are_not_found,
+    quotas_track_idempotently_within_the_limit,
+    subscriptions_save_with_optimistic_checks,
+    api_idempotency_claims_once,
+    webhooks_are_stored_once,
+    tasks_transition_once,
+    the_audit_log_appends_and_filters,
+);

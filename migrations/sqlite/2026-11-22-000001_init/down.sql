@@ -1,0 +1,14 @@
+DROP TABLE audit_log;
+DROP TABLE tasks;
+DROP TABLE webhook_events;
+DROP TABLE api_idempotency;
+DROP TABLE subscriptions;
+DROP TABLE quota_events;
+DROP TABLE quota_usage;
+DROP TABLE ledger_idempotency;
+DROP TABLE ledger_legs;
+DROP TABLE ledger_transactions;
+DROP TABLE holds;
+DROP TABLE grants;
+DROP TABLE users;
+DROP TABLE accounts;

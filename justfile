@@ -1,6 +1,6 @@
 # Common tasks. `just --list` shows them; each is a plain cargo command you can run by hand.
 
-# Start the server (nothing is persisted yet: the store arrives with the persistence work).
+# Start the server (SQLite at ./data/tollgate.db unless TOLLGATE__DATABASE__URL says otherwise).
 serve:
     cargo run -p app -- serve
 
@@ -15,3 +15,11 @@ test:
 # Formatting, lints and the core-purity rule, as CI runs them, then the tests.
 ci:
     bash .ci/run
+
+# Apply database migrations.
+migrate:
+    cargo run -p app -- migrate
+
+# Prove every account's ledger against its journal.
+verify-ledger:
+    cargo run -p app -- ledger verify

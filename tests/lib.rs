@@ -12,6 +12,8 @@ pub struct TestApp {
     pub address: String,
     /// An HTTP client.
     pub client: reqwest::Client,
+    /// The SQLite database's folder, removed when the test ends.
+    _dir: tempfile::TempDir,
 }
 
 impl TestApp {
@@ -23,13 +25,18 @@ impl TestApp {
             environment: "test".into(),
             files: files.iter().map(|f| root.join(f)).collect(),
         };
-        let loaded = load(&sources).unwrap_or_else(|problems| panic!("config: {problems:?}"));
-        let app = Application::build(&loaded.settings, loaded.catalog).expect("bind");
+        let mut loaded = load(&sources).unwrap_or_else(|problems| panic!("config: {problems:?}"));
+        let dir = tempfile::tempdir().expect("temp dir");
+        loaded.settings.database.url = format!("sqlite://{}", dir.path().join("api.db").display());
+        let app = Application::build(&loaded.settings, loaded.catalog)
+            .await
+            .expect("start");
         let address = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped());
         Self {
             address,
             client: reqwest::Client::new(),
+            _dir: dir,
         }
     }
 

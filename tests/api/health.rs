@@ -18,6 +18,7 @@ async fn ready_reports_each_check() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["status"], "ready");
     assert_eq!(body["checks"]["catalog"], "ok");
+    assert_eq!(body["checks"]["database"], "ok");
 }
 
 #[tokio::test]

@@ -3,6 +3,8 @@
 
 pub mod server;
 pub mod settings;
+pub mod system;
 pub mod telemetry;
+pub mod workers;
 
 pub use server::Application;

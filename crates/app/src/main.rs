@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use app::settings::{self, Loaded, Sources};
+use app::settings::{self, Loaded, Sources, redact_url};
+use app::system::{SystemClock, UlidGenerator};
 use app::{Application, telemetry};
 use clap::{Parser, Subcommand};
 
@@ -23,13 +24,25 @@ struct Cli {
 enum Command {
     /// Start the HTTP server.
     Serve,
-    /// Apply database migrations.
+    /// Apply pending database migrations.
     Migrate,
+    /// Ledger tools.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum LedgerCommand {
+    /// Check every account: balance equals its journal, no negative remaining, every hold
+    /// resolved once or pending. Lists each account that fails and exits 1 if any does.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,35 +86,116 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Migrate => {
+        Command::Migrate => block_on(migrate(loaded)),
+        Command::Ledger {
+            command: LedgerCommand::Verify,
+        } => block_on(verify_ledger(loaded)),
+        Command::Serve => serve(loaded),
+    }
+}
+
+fn block_on(future: impl Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(future),
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate(loaded: Loaded) -> ExitCode {
+    let config = loaded.settings.database.config();
+    let url = redact_url(&config.url);
+    match store_diesel::migrate::run_pending(&config).await {
+        Ok(applied) if applied.is_empty() => {
+            eprintln!("{url}: up to date, nothing to apply");
+            ExitCode::SUCCESS
+        }
+        Ok(applied) => {
             eprintln!(
-                "tollgate migrate: this build has no database store yet, so there is nothing to migrate. \
-                 Accounts, credits and quotas are not persisted by this version."
+                "{url}: applied {} migration(s): {}",
+                applied.len(),
+                applied.join(", ")
             );
             ExitCode::SUCCESS
         }
-        Command::Serve => serve(loaded),
+        Err(err) => {
+            eprintln!("error: {url}: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[expect(
+    clippy::print_stdout,
+    reason = "the list of failing accounts is the command's output"
+)]
+async fn verify_ledger(loaded: Loaded) -> ExitCode {
+    let config = loaded.settings.database.config();
+    let url = redact_url(&config.url);
+    match store_diesel::migrate::pending(&config).await {
+        Ok(pending) if pending.is_empty() => {}
+        Ok(_) => {
+            eprintln!("error: {url} is not migrated; run `tollgate migrate` first");
+            return ExitCode::FAILURE;
+        }
+        Err(err) => {
+            eprintln!("error: {url}: {err}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let store = match store_diesel::DieselStore::connect(
+        &config,
+        std::sync::Arc::new(SystemClock),
+        std::sync::Arc::new(UlidGenerator::default()),
+    )
+    .await
+    {
+        Ok(store) => store,
+        Err(err) => {
+            eprintln!("error: {url}: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let catalog = loaded.catalog;
+    let overdraft = |plan: &str| catalog.plan(plan).map_or(0, |p| p.overdraft);
+    match store.verify_ledger(overdraft).await {
+        Ok((checked, failures)) if failures.is_empty() => {
+            eprintln!("ledger OK: {checked} account(s) match their journals");
+            ExitCode::SUCCESS
+        }
+        Ok((checked, failures)) => {
+            for (account, violations) in &failures {
+                for violation in violations {
+                    println!("{account}: {violation}");
+                }
+            }
+            eprintln!(
+                "ledger FAILED: {} of {checked} account(s) disagree with their journals",
+                failures.len()
+            );
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
     }
 }
 
 fn serve(loaded: Loaded) -> ExitCode {
     telemetry::init(&loaded.settings.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
+    block_on(async move {
         let settings = loaded.settings;
-        let app = match Application::build(&settings, loaded.catalog) {
+        let app = match Application::build(&settings, loaded.catalog).await {
             Ok(app) => app,
             Err(err) => {
-                tracing::error!(%err, host = %settings.server.host, port = settings.server.port, "cannot bind");
+                tracing::error!(%err, "cannot start");
+                eprintln!("error: {err}");
                 return ExitCode::FAILURE;
             }
         };

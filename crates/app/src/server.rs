@@ -1,5 +1,6 @@
-//! The HTTP server: `Application::build` binds (port 0 for tests) and
-//! `run_until_stopped` serves until SIGINT or SIGTERM, then drains in-flight requests.
+//! The HTTP server and the background workers: `Application::build` connects the store,
+//! migrates as configured, binds (port 0 for tests); `run_until_signal` serves until
+//! SIGINT or SIGTERM, then drains in-flight requests and stops the workers.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -8,21 +9,70 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use billing_core::catalog::Catalog;
+use billing_core::ports::{Clock, IdGenerator, StoreError};
 use serde_json::json;
+use store_diesel::{Backend, DieselStore, migrate};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-use crate::settings::Settings;
+use crate::settings::{Settings, redact_url};
+use crate::system::{SystemClock, UlidGenerator};
+use crate::workers;
 
 /// What handlers share.
 #[derive(Debug)]
 pub struct AppState {
     /// The validated catalog.
     pub catalog: Arc<Catalog>,
+    /// The store.
+    pub store: DieselStore,
 }
 
-/// A bound, not yet running server.
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The database could not be reached or migrated.
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    /// PostgreSQL has migrations to apply and `database.auto_migrate` is off.
+    #[error("the database has {} pending migration(s) ({}); run `tollgate migrate` or set database.auto_migrate = true", .0.len(), .0.join(", "))]
+    PendingMigrations(Vec<String>),
+    /// The address could not be bound.
+    #[error("cannot listen: {0}")]
+    Bind(#[from] std::io::Error),
+}
+
+/// Connects to the configured database, applying migrations where the policy says so:
+/// SQLite always migrates itself; PostgreSQL only with `database.auto_migrate`, and
+/// otherwise refuses to start with pending migrations.
+pub async fn connect_store(settings: &Settings) -> Result<DieselStore, StartupError> {
+    let config = settings.database.config();
+    let backend = config.backend();
+    if backend == Backend::Sqlite || settings.database.auto_migrate {
+        let applied = migrate::run_pending(&config).await?;
+        if !applied.is_empty() {
+            tracing::info!(backend = backend.name(), applied = ?applied, "applied migrations");
+        }
+    } else {
+        let pending = migrate::pending(&config).await?;
+        if !pending.is_empty() {
+            return Err(StartupError::PendingMigrations(pending));
+        }
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ids: Arc<dyn IdGenerator> = Arc::new(UlidGenerator::default());
+    let store = DieselStore::connect(&config, clock, ids).await?;
+    tracing::info!(backend = backend.name(), url = %redact_url(&config.url), "database ready");
+    Ok(store)
+}
+
+/// A bound, not yet running server, with its workers.
 pub struct Application {
     port: u16,
     server: Server,
+    store: DieselStore,
+    stop_workers: watch::Sender<bool>,
+    workers: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Application {
@@ -34,12 +84,23 @@ impl std::fmt::Debug for Application {
 }
 
 impl Application {
-    /// Binds the listener and builds the server.
-    pub fn build(settings: &Settings, catalog: Catalog) -> std::io::Result<Self> {
+    /// Connects the store, starts the workers, binds the listener and builds the server.
+    pub async fn build(settings: &Settings, catalog: Catalog) -> Result<Self, StartupError> {
+        let store = connect_store(settings).await?;
+        Self::with_store(settings, catalog, store)
+    }
+
+    /// The same with a store already connected.
+    pub fn with_store(
+        settings: &Settings,
+        catalog: Catalog,
+        store: DieselStore,
+    ) -> Result<Self, StartupError> {
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))?;
         let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
             catalog: Arc::new(catalog),
+            store: store.clone(),
         });
         let mut server = HttpServer::new(move || {
             App::new()
@@ -53,7 +114,20 @@ impl Application {
             server = server.workers(workers);
         }
         let server = server.listen(listener)?.run();
-        Ok(Self { port, server })
+        let (stop_workers, stopped) = watch::channel(false);
+        let workers = vec![tokio::spawn(workers::expire_holds(
+            store.clone(),
+            Arc::new(SystemClock),
+            Duration::from_secs(settings.ledger.hold_sweep_seconds),
+            stopped,
+        ))];
+        Ok(Self {
+            port,
+            server,
+            store,
+            stop_workers,
+            workers,
+        })
     }
 
     /// The port actually bound.
@@ -61,13 +135,23 @@ impl Application {
         self.port
     }
 
-    /// Serves until the server is stopped (see [`Application::run_until_signal`]).
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+    /// The store the application uses.
+    pub fn store(&self) -> &DieselStore {
+        &self.store
     }
 
-    /// Serves until SIGINT or SIGTERM, then stops accepting and lets in-flight requests
-    /// finish (up to `server.shutdown_timeout_seconds`).
+    /// Serves until the server is stopped.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        let _ = self.stop_workers.send(true);
+        for worker in self.workers {
+            let _ = worker.await;
+        }
+        result
+    }
+
+    /// Serves until SIGINT or SIGTERM, then stops accepting, lets in-flight requests finish
+    /// (up to `server.shutdown_timeout_seconds`) and stops the workers.
     pub async fn run_until_signal(self) -> std::io::Result<()> {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
@@ -78,6 +162,10 @@ impl Application {
         );
         handle.stop(true).await;
         let result = server.await.map_err(std::io::Error::other)?;
+        let _ = self.stop_workers.send(true);
+        for worker in self.workers {
+            let _ = worker.await;
+        }
         tracing::info!("server stopped");
         result
     }
@@ -111,19 +199,35 @@ async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
 }
 
-/// Readiness: every dependency the server needs is usable. Today that is the catalog; the
-/// database check joins it with the store.
+/// Readiness: the catalog is loaded and the database answers.
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let catalog_ok = state.catalog.default_plan().is_some();
+    let database = state.store.ping().await;
+    let ok = catalog_ok && database.is_ok();
     let body = json!({
-        "status": if catalog_ok { "ready" } else { "unavailable" },
-        "checks": { "catalog": if catalog_ok { "ok" } else { "no default plan" } },
+        "status": if ok { "ready" } else { "unavailable" },
+        "checks": {
+            "catalog": if catalog_ok { "ok" } else { "no default plan" },
+            "database": match &database {
+                Ok(()) => "ok".to_owned(),
+                Err(err) => format!("unavailable: {}", err_kind(err)),
+            },
+            "backend": state.store.backend().name(),
+        },
     });
-    if catalog_ok {
+    if ok {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable()
-            .insert_header(("Retry-After", Duration::from_secs(5).as_secs().to_string()))
+            .insert_header(("Retry-After", "5"))
             .json(body)
+    }
+}
+
+/// A short, secret-free description of a store failure.
+fn err_kind(err: &StoreError) -> &'static str {
+    match err {
+        StoreError::Unavailable(_) => "cannot connect",
+        StoreError::NotFound | StoreError::Conflict(_) | StoreError::Other(_) => "error",
     }
 }

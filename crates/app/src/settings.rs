@@ -28,6 +28,10 @@ pub struct Settings {
     pub server: ServerSettings,
     /// Logging.
     pub log: LogSettings,
+    /// The database.
+    pub database: DatabaseSettings,
+    /// The ledger.
+    pub ledger: LedgerSettings,
     /// The catalog is read separately (see the module docs); this only lets the key exist.
     #[serde(default, rename = "catalog")]
     _catalog: Option<serde::de::IgnoredAny>,
@@ -56,6 +60,67 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// A tracing filter (`info`, `app=debug,actix_web=info`); `RUST_LOG` overrides it.
     pub level: String,
+}
+
+/// The database.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://path` (the default, `sqlite://data/tollgate.db`) or `postgres://…`.
+    pub url: String,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// Seconds to wait for a connection.
+    pub connect_timeout_seconds: u64,
+    /// SQLite: milliseconds a writer waits for the lock.
+    pub busy_timeout_ms: u64,
+    /// PostgreSQL: apply pending migrations when `serve` starts (SQLite always does).
+    pub auto_migrate: bool,
+}
+
+impl fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact_url(&self.url))
+            .field("pool_size", &self.pool_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DatabaseSettings {
+    /// The store's connection settings.
+    pub fn config(&self) -> store_diesel::DatabaseConfig {
+        store_diesel::DatabaseConfig {
+            url: self.url.clone(),
+            pool_size: self.pool_size,
+            connect_timeout: std::time::Duration::from_secs(self.connect_timeout_seconds),
+            busy_timeout: std::time::Duration::from_millis(self.busy_timeout_ms),
+        }
+    }
+}
+
+/// A database URL without its password, for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// The ledger.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerSettings {
+    /// Seconds a hold lasts when the caller does not say.
+    pub hold_ttl_seconds: u64,
+    /// Seconds between sweeps of expired holds.
+    pub hold_sweep_seconds: u64,
 }
 
 /// How log lines are written.
@@ -420,6 +485,34 @@ fn validate_settings(settings: &Settings, layers: &[Layer]) -> Vec<ConfigProblem
             origin: origin_of("server.host", layers),
             key: Some("server.host".into()),
             message: "must not be empty".into(),
+        });
+    }
+    let db = &settings.database;
+    if !(db.url.starts_with("sqlite:")
+        || db.url.starts_with("postgres://")
+        || db.url.starts_with("postgresql://"))
+    {
+        problems.push(ConfigProblem {
+            origin: origin_of("database.url", layers),
+            key: Some("database.url".into()),
+            message: format!(
+                "`{}` is neither sqlite://PATH nor postgres://…",
+                redact_url(&db.url)
+            ),
+        });
+    }
+    if db.pool_size == 0 {
+        problems.push(ConfigProblem {
+            origin: origin_of("database.pool_size", layers),
+            key: Some("database.pool_size".into()),
+            message: "must be at least 1".into(),
+        });
+    }
+    if settings.ledger.hold_ttl_seconds == 0 || settings.ledger.hold_sweep_seconds == 0 {
+        problems.push(ConfigProblem {
+            origin: origin_of("ledger", layers),
+            key: Some("ledger".into()),
+            message: "hold_ttl_seconds and hold_sweep_seconds must be at least 1".into(),
         });
     }
     if settings.server.workers == Some(0) {

@@ -19,7 +19,9 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sqlite::SqliteConnection;
 use diesel_async::AsyncPgConnection;
 use diesel_async::pooled_connection::deadpool::{Object, Pool as DeadPool};
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, SimpleAsyncConnection};
 use time::OffsetDateTime;
@@ -153,6 +155,7 @@ pub(crate) async fn sqlite_finish<R>(
 pub(crate) fn is_retryable(err: &DieselError) -> bool {
     match err {
         DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
+        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => true,
         DieselError::DatabaseError(_, info) => {
             let message = info.message();
             message.contains("deadlock detected")
@@ -178,9 +181,6 @@ pub(crate) fn store_error(err: DieselError) -> StoreError {
         DieselError::NotFound => StoreError::NotFound,
         DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
             StoreError::Conflict(conflict_name(info.constraint_name(), info.message()))
-        }
-        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
-            StoreError::Unavailable(info.message().to_owned())
         }
         other if is_retryable(&other) => StoreError::Unavailable(other.to_string()),
         other => StoreError::Other(other.to_string()),
@@ -245,6 +245,7 @@ impl Pool {
                 }
                 let busy = config.busy_timeout.as_millis();
                 let mut manager_config = ManagerConfig::<SqliteConn>::default();
+                manager_config.recycling_method = RecyclingMethod::Fast;
                 manager_config.custom_setup = Box::new(move |url| {
                     let url = url.to_owned();
                     Box::pin(async move {

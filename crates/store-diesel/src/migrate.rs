@@ -17,6 +17,12 @@ const SQLITE: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 enum Direction {
     Up,
     DownAll,
+    Pending,
+}
+
+/// The versions not yet applied (nothing is changed).
+pub async fn pending(config: &DatabaseConfig) -> Result<Vec<String>, StoreError> {
+    run(config, Direction::Pending).await
 }
 
 /// Applies every pending migration; returns the versions applied.
@@ -69,6 +75,14 @@ where
     let versions = match direction {
         Direction::Up => conn.run_pending_migrations(migrations).map_err(failed)?,
         Direction::DownAll => conn.revert_all_migrations(migrations).map_err(failed)?,
+        Direction::Pending => {
+            return Ok(conn
+                .pending_migrations(migrations)
+                .map_err(failed)?
+                .iter()
+                .map(|m| m.name().version().to_string())
+                .collect());
+        }
     };
     Ok(versions.into_iter().map(|v| v.to_string()).collect())
 }

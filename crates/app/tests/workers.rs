@@ -1,0 +1,116 @@
+//! The hold-expiry worker releases holds whose time is up, and only those.
+
+use std::sync::Arc;
+
+use app::workers::sweep_once;
+use billing_core::ids::{AccountId, PrefixedId, Ulid, UserId};
+use billing_core::ledger::{
+    GrantSource, HoldStatus, IdempotencyKey, LedgerCommand, LedgerPolicy, LedgerRequest,
+};
+use billing_core::ports::{AccountStore, LedgerOutcome, LedgerStore};
+use billing_core::records::{Account, Role, User};
+use billing_core::testing::{FixedClock, SequentialIds};
+use store_diesel::{DatabaseConfig, DieselStore, migrate};
+use time::Duration;
+use time::macros::datetime;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lapsed_holds_are_released_and_live_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = DatabaseConfig {
+        url: format!("sqlite://{}", dir.path().join("w.db").display()),
+        pool_size: 4,
+        connect_timeout: std::time::Duration::from_secs(10),
+        busy_timeout: std::time::Duration::from_secs(10),
+    };
+    migrate::run_pending(&config).await.unwrap();
+    let t0 = datetime!(2026-06-01 12:00 UTC);
+    let clock = Arc::new(FixedClock::new(t0));
+    let store = DieselStore::connect(&config, clock.clone(), Arc::new(SequentialIds::default()))
+        .await
+        .unwrap();
+    let account = AccountId::from_ulid(Ulid(1));
+    store
+        .create(
+            Account {
+                id: account.clone(),
+                plan: "free".into(),
+                created_at: t0,
+            },
+            User {
+                id: UserId::from_ulid(Ulid(2)),
+                account: account.clone(),
+                email: "w@orker.test".into(),
+                name: None,
+                role: Role::User,
+                email_verified: false,
+                password_hash: None,
+                external_subject: None,
+                created_at: t0,
+            },
+        )
+        .await
+        .unwrap();
+    let run = |key: &str, command| {
+        store.execute(LedgerRequest {
+            account: account.clone(),
+            key: IdempotencyKey::new(key).unwrap(),
+            command,
+            policy: LedgerPolicy::default(),
+        })
+    };
+    let grant = LedgerCommand::Grant {
+        amount: 100,
+        source: GrantSource::Purchase,
+        priority: 0,
+        expires_at: None,
+        rollover_cap: 0,
+        reference: None,
+        memo: None,
+    };
+    run("g", grant).await.unwrap();
+    let mut holds = Vec::new();
+    for (i, minutes) in [1, 1, 30].into_iter().enumerate() {
+        let command = LedgerCommand::Reserve {
+            amount: 10,
+            expires_at: t0 + Duration::minutes(minutes),
+            reference: None,
+            memo: None,
+        };
+        match run(&format!("r{i}"), command).await.unwrap() {
+            LedgerOutcome::Executed(Ok(r)) => holds.push(r.hold.unwrap()),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        sweep_once(&store, clock.as_ref()).await.unwrap(),
+        0,
+        "nothing is due yet"
+    );
+    clock.set(t0 + Duration::minutes(2));
+    assert_eq!(sweep_once(&store, clock.as_ref()).await.unwrap(), 2);
+    assert_eq!(
+        sweep_once(&store, clock.as_ref()).await.unwrap(),
+        0,
+        "a second sweep finds nothing"
+    );
+    let balance = store.balance(&account).await.unwrap();
+    assert_eq!((balance.available, balance.held), (90, 10));
+    let snapshot = store.snapshot(&account).await.unwrap();
+    let status = |i: usize| {
+        snapshot
+            .holds
+            .iter()
+            .find(|h| h.id == holds[i])
+            .unwrap()
+            .status
+    };
+    assert_eq!(
+        [status(0), status(1), status(2)],
+        [
+            HoldStatus::Expired,
+            HoldStatus::Expired,
+            HoldStatus::Pending
+        ]
+    );
+}

@@ -14,8 +14,8 @@ use crate::ledger::{AccountSnapshot, LedgerError, LedgerRequest, Receipt, Transa
 use crate::money::Money;
 use crate::quota::{QuotaCheck, QuotaError, Window};
 use crate::records::{
-    Account, AuditRecord, Balance, Page, PageRequest, Task, TaskStatus, User, WebhookEvent,
-    WebhookStatus,
+    Account, AuditRecord, Balance, Page, PageRequest, RefreshToken, Rotation, Task, TaskStatus,
+    User, WebhookEvent, WebhookStatus,
 };
 use crate::subscription::Subscription;
 
@@ -180,6 +180,33 @@ pub enum TrackOutcome {
     },
     /// The key was used for another meter or amount.
     Conflict,
+}
+
+/// Sign-in sessions: rotating refresh tokens, stored hashed.
+///
+/// Contract: `rotate` is atomic — of two concurrent presentations of one token, exactly one
+/// gets `Rotated`; the other gets `Reused` and the family is revoked (the safe answer to a
+/// stolen token).
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Stores a new token (the first of a family, at sign-in).
+    async fn issue(&self, token: &RefreshToken) -> Result<(), StoreError>;
+    /// Uses up the token with `presented_hash` and stores `next` in its family.
+    async fn rotate(
+        &self,
+        presented_hash: &str,
+        next: &RefreshToken,
+        now: OffsetDateTime,
+    ) -> Result<Rotation, StoreError>;
+    /// Revokes the family of the token with this hash (logout); `false` if unknown.
+    async fn revoke_family_of(
+        &self,
+        token_hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Revokes every token of a user (password change).
+    async fn revoke_user(&self, user: &UserId, now: OffsetDateTime) -> Result<(), StoreError>;
 }
 
 /// Quota meters' storage.

@@ -69,6 +69,42 @@ impl std::fmt::Debug for User {
     }
 }
 
+/// A refresh token as stored: only its SHA-256 hash, never the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshToken {
+    /// Its id (`rtk_…`).
+    pub id: String,
+    /// The user it signs in.
+    pub user: UserId,
+    /// The chain of rotations it belongs to; reuse of any rotated token revokes the chain.
+    pub family: String,
+    /// Hex SHA-256 of the token.
+    pub token_hash: String,
+    /// When it stops working.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// When it was issued.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// What presenting a refresh token came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// It was current: it is now used up and the new token (same family) is stored.
+    Rotated {
+        /// The user it signs in.
+        user: UserId,
+    },
+    /// It had already been rotated: somebody replayed it, so its whole family is revoked.
+    Reused {
+        /// The user whose family was revoked.
+        user: UserId,
+    },
+    /// Unknown, expired or revoked.
+    Invalid,
+}
+
 /// The state of an asynchronous AI task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -12,6 +12,7 @@ mod ledger;
 pub mod migrate;
 mod records;
 mod schema;
+mod sessions;
 mod sql;
 mod store;
 

@@ -37,6 +37,7 @@ pub(crate) mod pg {
     crate::accounts::account_queries!();
     use crate::records::SubscriptionField;
     crate::records::record_queries!();
+    crate::sessions::session_queries!();
 }
 
 /// SQLite.
@@ -61,6 +62,7 @@ pub(crate) mod sqlite {
     crate::accounts::account_queries!();
     use crate::records::SubscriptionField;
     crate::records::record_queries!();
+    crate::sessions::session_queries!();
 }
 
 /// Calls `$module::$func(conn, args…)` on the pooled connection's backend.

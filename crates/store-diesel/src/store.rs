@@ -9,12 +9,12 @@ use billing_core::ledger::{
 };
 use billing_core::ports::{
     AccountStore, AuditStore, Clock, IdGenerator, IdempotencyStore, KeyState, LedgerOutcome,
-    LedgerStore, QuotaStore, StoreError, StoredResponse, SubscriptionStore, TaskStore,
-    TrackOutcome, TrackRequest, WebhookEventStore,
+    LedgerStore, QuotaStore, SessionStore, StoreError, StoredResponse, SubscriptionStore,
+    TaskStore, TrackOutcome, TrackRequest, WebhookEventStore,
 };
 use billing_core::records::{
-    Account, AuditRecord, Balance, Page, PageRequest, Task, TaskStatus, User, WebhookEvent,
-    WebhookStatus,
+    Account, AuditRecord, Balance, Page, PageRequest, RefreshToken, Rotation, Task, TaskStatus,
+    User, WebhookEvent, WebhookStatus,
 };
 use billing_core::subscription::{Subscription, SubscriptionStatus};
 use time::OffsetDateTime;
@@ -580,5 +580,48 @@ impl AuditStore for DieselStore {
             .map(AuditRow::into_domain)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(paged(records, limit, |r| r.id.to_string()))
+    }
+}
+
+#[async_trait]
+impl SessionStore for DieselStore {
+    async fn issue(&self, token: &RefreshToken) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(conn, session_issue(token.clone())).map_err(tx_error)
+    }
+
+    async fn rotate(
+        &self,
+        presented_hash: &str,
+        next: &RefreshToken,
+        now: OffsetDateTime,
+    ) -> Result<Rotation, StoreError> {
+        let _writer = self.pool.write_guard().await;
+        self.retrying(|| {
+            let (hash, next) = (presented_hash.to_owned(), next.clone());
+            async move {
+                let mut conn = self.pool.get().await.map_err(TxError::Store)?;
+                transaction_call!(conn, session_rotate(hash, next, db::ts(now)))
+            }
+        })
+        .await
+    }
+
+    async fn revoke_family_of(
+        &self,
+        token_hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(
+            conn,
+            session_revoke_family_of(token_hash.to_owned(), db::ts(now))
+        )
+        .map_err(tx_error)
+    }
+
+    async fn revoke_user(&self, user: &UserId, now: OffsetDateTime) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(conn, session_revoke_user(user.to_string(), db::ts(now))).map_err(tx_error)
     }
 }

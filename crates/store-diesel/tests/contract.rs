@@ -766,7 +766,123 @@ async fn the_audit_log_appends_and_filters(db: &TestDb) {
     assert_eq!(about_a.items[0].details["delta"], 2, "newest first");
 }
 
+async fn refresh_tokens_rotate_once_and_reuse_revokes_the_family(db: &TestDb) {
+    use billing_core::ports::SessionStore;
+    use billing_core::records::{RefreshToken, Rotation};
+    let (_, user) = new_account(db, "sess@ion.test", "free").await;
+    let token = |id: &str, hash: &str| RefreshToken {
+        id: id.into(),
+        user: user.clone(),
+        family: "fam_1".into(),
+        token_hash: hash.into(),
+        expires_at: T0 + Duration::days(30),
+        created_at: T0,
+    };
+    db.store.issue(&token("rtk_1", "h1")).await.unwrap();
+    let now = T0 + Duration::minutes(1);
+    assert_eq!(
+        db.store
+            .rotate("h1", &token("rtk_2", "h2"), now)
+            .await
+            .unwrap(),
+        Rotation::Rotated { user: user.clone() }
+    );
+    assert_eq!(
+        db.store
+            .rotate("h2", &token("rtk_3", "h3"), now)
+            .await
+            .unwrap(),
+        Rotation::Rotated { user: user.clone() }
+    );
+    // h1 was already rotated: replaying it revokes the family, including the live h3.
+    assert_eq!(
+        db.store
+            .rotate("h1", &token("rtk_4", "h4"), now)
+            .await
+            .unwrap(),
+        Rotation::Reused { user: user.clone() }
+    );
+    assert_eq!(
+        db.store
+            .rotate("h3", &token("rtk_5", "h5"), now)
+            .await
+            .unwrap(),
+        Rotation::Invalid
+    );
+    assert_eq!(
+        db.store
+            .rotate("nope", &token("rtk_6", "h6"), now)
+            .await
+            .unwrap(),
+        Rotation::Invalid
+    );
+    // Expired tokens do not rotate; logout revokes a family.
+    let mut old = token("rtk_7", "h7");
+    old.family = "fam_2".into();
+    db.store.issue(&old).await.unwrap();
+    assert_eq!(
+        db.store
+            .rotate("h7", &token("rtk_8", "h8"), T0 + Duration::days(31))
+            .await
+            .unwrap(),
+        Rotation::Invalid
+    );
+    let mut live = token("rtk_9", "h9");
+    live.family = "fam_3".into();
+    db.store.issue(&live).await.unwrap();
+    assert!(db.store.revoke_family_of("h9", now).await.unwrap());
+    assert_eq!(
+        db.store
+            .rotate("h9", &token("rtk_10", "h10"), now)
+            .await
+            .unwrap(),
+        Rotation::Invalid
+    );
+    assert!(!db.store.revoke_family_of("unknown", now).await.unwrap());
+}
+
+async fn concurrent_rotations_of_one_token_let_exactly_one_through(db: &TestDb) {
+    use billing_core::ports::SessionStore;
+    use billing_core::records::{RefreshToken, Rotation};
+    let (_, user) = new_account(db, "race@session.test", "free").await;
+    let token = |n: usize| RefreshToken {
+        id: format!("rtk_r{n}"),
+        user: user.clone(),
+        family: "fam_race".into(),
+        token_hash: format!("race{n}"),
+        expires_at: T0 + Duration::days(30),
+        created_at: T0,
+    };
+    db.store.issue(&token(0)).await.unwrap();
+    let mut handles = Vec::new();
+    for n in 1..=8 {
+        let (store, next) = (db.store.clone(), token(n));
+        handles.push(tokio::spawn(async move {
+            store.rotate("race0", &next, T0).await.unwrap()
+        }));
+    }
+    let (mut rotated, mut reused) = (0, 0);
+    for handle in handles {
+        match handle.await.unwrap() {
+            Rotation::Rotated { .. } => rotated += 1,
+            Rotation::Reused { .. } => reused += 1,
+            // Once a loser has revoked the family, later ones find the token revoked.
+            Rotation::Invalid => {}
+        }
+    }
+    assert_eq!(rotated, 1);
+    assert!(reused >= 1, "the replays were noticed");
+    // The family is revoked, the winner's new token included.
+    for n in 1..=8 {
+        let hash = format!("race{n}");
+        let next = token(100 + n);
+        assert_eq!(db.store.rotate(&hash, &next, T0).await.unwrap(), Rotation::Invalid, "{hash}");
+    }
+}
+
 on_both_backends!(
+    refresh_tokens_rotate_once_and_reuse_revokes_the_family,
+    concurrent_rotations_of_one_token_let_exactly_one_through,
     migrations_go_down_and_up_again,
     accounts_and_users,
     ledger_moves_credits_and_journals_them,

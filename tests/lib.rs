@@ -1,9 +1,29 @@
-//! Helpers for the black-box tests: start the real server on a free port and talk HTTP.
+//! Helpers for the black-box tests: start the real server on a free port, on SQLite (a
+//! temporary file) or PostgreSQL (a fresh schema, when `TOLLGATE_TEST_DATABASE_URL` is set),
+//! and talk HTTP to it.
 
 use std::path::Path;
 
 use app::Application;
 use app::settings::{Sources, load};
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use reqwest::{Method, Response};
+use serde_json::Value;
+use store_diesel::DieselStore;
+
+/// The admin API key the test server accepts.
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
+/// The JWT secret of the test server (so tests can forge expired tokens).
+pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef0123456789";
+
+/// Which database a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    /// A temporary SQLite file.
+    Sqlite,
+    /// A fresh schema in `TOLLGATE_TEST_DATABASE_URL`.
+    Postgres,
+}
 
 /// A running server and a client for it.
 #[derive(Debug)]
@@ -12,13 +32,22 @@ pub struct TestApp {
     pub address: String,
     /// An HTTP client.
     pub client: reqwest::Client,
-    /// The SQLite database's folder, removed when the test ends.
+    /// The server's store, to look behind the API.
+    pub store: DieselStore,
     _dir: tempfile::TempDir,
+    pg_schema: Option<(String, String)>,
 }
 
 impl TestApp {
-    /// Starts the server with `config/` and `TOLLGATE_ENV=test` (port 0), plus `files`.
+    /// A server on SQLite with `config/` and `TOLLGATE_ENV=test`, plus `files`.
     pub async fn spawn(files: &[&str]) -> Self {
+        Self::spawn_on(Db::Sqlite, files)
+            .await
+            .expect("sqlite is always there")
+    }
+
+    /// A server on the given database; `None` for PostgreSQL when it is not configured.
+    pub async fn spawn_on(db: Db, files: &[&str]) -> Option<Self> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let sources = Sources {
             dir: root.join("config"),
@@ -27,25 +56,130 @@ impl TestApp {
         };
         let mut loaded = load(&sources).unwrap_or_else(|problems| panic!("config: {problems:?}"));
         let dir = tempfile::tempdir().expect("temp dir");
-        loaded.settings.database.url = format!("sqlite://{}", dir.path().join("api.db").display());
+        let mut pg_schema = None;
+        loaded.settings.database.url = match db {
+            Db::Sqlite => format!("sqlite://{}", dir.path().join("api.db").display()),
+            Db::Postgres => {
+                let Ok(admin) = std::env::var("TOLLGATE_TEST_DATABASE_URL") else {
+                    let _ = std::io::Write::write_all(
+                        &mut std::io::stderr(),
+                        b"NOTE: PostgreSQL API test SKIPPED: TOLLGATE_TEST_DATABASE_URL is not set\n",
+                    );
+                    return None;
+                };
+                let schema = format!(
+                    "api_{}_{}",
+                    std::process::id(),
+                    time::OffsetDateTime::now_utc().unix_timestamp_nanos() % 1_000_000_000_000
+                );
+                let mut conn = AsyncPgConnection::establish(&admin)
+                    .await
+                    .expect("reach PostgreSQL");
+                conn.batch_execute(&format!("CREATE SCHEMA {schema}"))
+                    .await
+                    .unwrap();
+                let separator = if admin.contains('?') { '&' } else { '?' };
+                let url = format!("{admin}{separator}options=-csearch_path%3D{schema}");
+                pg_schema = Some((admin, schema));
+                loaded.settings.database.auto_migrate = true;
+                url
+            }
+        };
+        loaded.settings.auth.admin_api_key = Some(ADMIN_KEY.to_owned().into());
+        loaded.settings.auth.jwt_secret = Some(JWT_SECRET.to_owned().into());
         let app = Application::build(&loaded.settings, loaded.catalog)
             .await
             .expect("start");
         let address = format!("http://127.0.0.1:{}", app.port());
+        let store = app.store().clone();
         tokio::spawn(app.run_until_stopped());
-        Self {
+        Some(Self {
             address,
             client: reqwest::Client::new(),
+            store,
             _dir: dir,
+            pg_schema,
+        })
+    }
+
+    /// Sends a request; `token` goes in `Authorization: Bearer`.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
         }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("request")
     }
 
     /// GETs a path.
-    pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(format!("{}{path}", self.address))
-            .send()
-            .await
-            .expect("request")
+    pub async fn get(&self, path: &str) -> Response {
+        self.send(Method::GET, path, None, None, &[]).await
+    }
+
+    /// GETs a path with a token and returns status and JSON.
+    pub async fn get_as(&self, path: &str, token: &str) -> (u16, Value) {
+        let response = self.send(Method::GET, path, Some(token), None, &[]).await;
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POSTs JSON and returns status and JSON.
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        let response = self.send(Method::POST, path, token, Some(body), &[]).await;
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Signs a new user up; returns (access token, refresh token, account id).
+    pub async fn sign_up(&self, email: &str) -> (String, String, String) {
+        let (status, body) = self
+            .post(
+                "/v1/auth/signup",
+                None,
+                serde_json::json!({"email": email, "password": "correct horse battery"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        (
+            body["tokens"]["access_token"].as_str().unwrap().to_owned(),
+            body["tokens"]["refresh_token"].as_str().unwrap().to_owned(),
+            body["account"]["id"].as_str().unwrap().to_owned(),
+        )
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some((url, schema)) = self.pg_schema.take() {
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    if let Ok(mut conn) = AsyncPgConnection::establish(&url).await {
+                        let _ = conn
+                            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
     }
 }

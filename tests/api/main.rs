@@ -1,3 +1,7 @@
 //! Black-box tests of the composed server over HTTP.
 
+mod auth;
+mod credits;
+mod errors;
 mod health;
+mod openapi;

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpServer, web};
 use billing_core::catalog::Catalog;
 use billing_core::ports::{Clock, IdGenerator, StoreError};
-use serde_json::json;
+use billing_core::usecases::Billing;
+use http_api::auth::AuthKeys;
+use http_api::{ApiState, Readiness};
 use store_diesel::{Backend, DieselStore, migrate};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -18,15 +20,6 @@ use tokio::task::JoinHandle;
 use crate::settings::{Settings, redact_url};
 use crate::system::{SystemClock, UlidGenerator};
 use crate::workers;
-
-/// What handlers share.
-#[derive(Debug)]
-pub struct AppState {
-    /// The validated catalog.
-    pub catalog: Arc<Catalog>,
-    /// The store.
-    pub store: DieselStore,
-}
 
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
@@ -98,15 +91,13 @@ impl Application {
     ) -> Result<Self, StartupError> {
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))?;
         let port = listener.local_addr()?.port();
-        let state = web::Data::new(AppState {
-            catalog: Arc::new(catalog),
-            store: store.clone(),
-        });
+        let state = web::Data::new(api_state(settings, catalog, store.clone()));
+        let body_limit = settings.http.body_limit_bytes;
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
-                .route("/health", web::get().to(health))
-                .route("/ready", web::get().to(ready))
+                .wrap(actix_web::middleware::from_fn(http_api::request_id))
+                .configure(|cfg| http_api::configure(cfg, body_limit))
         })
         .shutdown_timeout(settings.server.shutdown_timeout_seconds)
         .disable_signals();
@@ -194,40 +185,67 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
-/// Liveness: the process is up.
-async fn health() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
-}
-
-/// Readiness: the catalog is loaded and the database answers.
-async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let catalog_ok = state.catalog.default_plan().is_some();
-    let database = state.store.ping().await;
-    let ok = catalog_ok && database.is_ok();
-    let body = json!({
-        "status": if ok { "ready" } else { "unavailable" },
-        "checks": {
-            "catalog": if catalog_ok { "ok" } else { "no default plan" },
-            "database": match &database {
-                Ok(()) => "ok".to_owned(),
-                Err(err) => format!("unavailable: {}", err_kind(err)),
-            },
-            "backend": state.store.backend().name(),
-        },
-    });
-    if ok {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable()
-            .insert_header(("Retry-After", "5"))
-            .json(body)
+/// Composes the API's dependencies: the use cases over the store, token keys from the
+/// settings (a random JWT secret, announced, when none is configured outside production).
+pub fn api_state(settings: &Settings, catalog: Catalog, store: DieselStore) -> ApiState {
+    use secrecy::ExposeSecret;
+    let store = Arc::new(store);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ids: Arc<dyn IdGenerator> = Arc::new(UlidGenerator::default());
+    let billing = Billing {
+        catalog: Arc::new(catalog),
+        accounts: store.clone(),
+        ledger: store.clone(),
+        subscriptions: store.clone(),
+        clock,
+        ids,
+        default_hold_ttl: time::Duration::seconds(
+            i64::try_from(settings.ledger.hold_ttl_seconds).unwrap_or(900),
+        ),
+    };
+    let auth = &settings.auth;
+    let secret: Vec<u8> = match &auth.jwt_secret {
+        Some(secret) => secret.expose_secret().as_bytes().to_vec(),
+        None => {
+            tracing::warn!(
+                "TOLLGATE__AUTH__JWT_SECRET is not set: signing tokens with a random secret made at start; \
+                 sessions will not survive a restart"
+            );
+            rand::random::<[u8; 32]>().to_vec()
+        }
+    };
+    let keys = AuthKeys::new(
+        &secret,
+        time::Duration::seconds(i64::try_from(auth.access_token_ttl_seconds).unwrap_or(900)),
+        time::Duration::days(i64::try_from(auth.refresh_token_ttl_days).unwrap_or(30)),
+        auth.admin_api_key.as_ref().map(|k| k.expose_secret()),
+    );
+    ApiState {
+        billing,
+        sessions: store.clone(),
+        audit: store.clone(),
+        auth: keys,
+        readiness: Arc::new(StoreReadiness(store)),
     }
 }
 
-/// A short, secret-free description of a store failure.
-fn err_kind(err: &StoreError) -> &'static str {
-    match err {
-        StoreError::Unavailable(_) => "cannot connect",
-        StoreError::NotFound | StoreError::Conflict(_) | StoreError::Other(_) => "error",
+/// `/ready` checks that the database answers.
+struct StoreReadiness(Arc<DieselStore>);
+
+#[async_trait::async_trait]
+impl Readiness for StoreReadiness {
+    async fn checks(&self) -> Vec<(&'static str, Result<(), String>)> {
+        let database = self.0.ping().await.map_err(|err| {
+            tracing::warn!(error = %err, "database check failed");
+            match err {
+                StoreError::Unavailable(_) => "cannot connect".to_owned(),
+                _ => "error".to_owned(),
+            }
+        });
+        vec![("database", database)]
+    }
+
+    fn info(&self) -> Vec<(&'static str, String)> {
+        vec![("backend", self.0.backend().name().to_owned())]
     }
 }

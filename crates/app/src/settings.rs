@@ -32,6 +32,10 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// The ledger.
     pub ledger: LedgerSettings,
+    /// Sign-in and tokens.
+    pub auth: AuthSettings,
+    /// HTTP limits.
+    pub http: HttpSettings,
     /// The catalog is read separately (see the module docs); this only lets the key exist.
     #[serde(default, rename = "catalog")]
     _catalog: Option<serde::de::IgnoredAny>,
@@ -121,6 +125,30 @@ pub struct LedgerSettings {
     pub hold_ttl_seconds: u64,
     /// Seconds between sweeps of expired holds.
     pub hold_sweep_seconds: u64,
+}
+
+/// Sign-in and tokens. The two secrets come only from the environment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Seconds an access token (JWT) lives.
+    pub access_token_ttl_seconds: u64,
+    /// Days a refresh token lives.
+    pub refresh_token_ttl_days: u64,
+    /// The HS256 signing secret, at least 32 bytes (`TOLLGATE__AUTH__JWT_SECRET`).
+    #[serde(default)]
+    pub jwt_secret: Option<secrecy::SecretString>,
+    /// A key that authenticates as an admin (`TOLLGATE__AUTH__ADMIN_API_KEY`).
+    #[serde(default)]
+    pub admin_api_key: Option<secrecy::SecretString>,
+}
+
+/// HTTP limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// The largest JSON body accepted.
+    pub body_limit_bytes: usize,
 }
 
 /// How log lines are written.
@@ -319,7 +347,7 @@ pub fn load(sources: &Sources) -> Result<Loaded, Vec<ConfigProblem>> {
     let catalog = load_catalog(&layers, &parsed);
     match (settings, catalog) {
         (Ok(settings), Ok((catalog, catalog_origin))) => {
-            let mut extra = validate_settings(&settings, &layers);
+            let mut extra = validate_settings(&settings, &layers, &sources.environment);
             if extra.is_empty() {
                 Ok(Loaded {
                     settings,
@@ -471,7 +499,11 @@ fn describe_toml_error(err: &toml::de::Error, text: &str) -> String {
     }
 }
 
-fn validate_settings(settings: &Settings, layers: &[Layer]) -> Vec<ConfigProblem> {
+fn validate_settings(
+    settings: &Settings,
+    layers: &[Layer],
+    environment: &str,
+) -> Vec<ConfigProblem> {
     let mut problems = Vec::new();
     if let Err(err) = tracing_subscriber::EnvFilter::try_new(&settings.log.level) {
         problems.push(ConfigProblem {
@@ -513,6 +545,54 @@ fn validate_settings(settings: &Settings, layers: &[Layer]) -> Vec<ConfigProblem
             origin: origin_of("ledger", layers),
             key: Some("ledger".into()),
             message: "hold_ttl_seconds and hold_sweep_seconds must be at least 1".into(),
+        });
+    }
+    {
+        use secrecy::ExposeSecret;
+        let auth = &settings.auth;
+        if auth
+            .jwt_secret
+            .as_ref()
+            .is_some_and(|s| s.expose_secret().len() < 32)
+        {
+            problems.push(ConfigProblem {
+                origin: Origin::Environment,
+                key: Some("auth.jwt_secret".into()),
+                message: "must be at least 32 bytes (set TOLLGATE__AUTH__JWT_SECRET)".into(),
+            });
+        }
+        if auth.jwt_secret.is_none() && environment == "production" {
+            problems.push(ConfigProblem {
+                origin: Origin::Environment,
+                key: Some("auth.jwt_secret".into()),
+                message: "is required in production: set TOLLGATE__AUTH__JWT_SECRET to at least 32 random bytes".into(),
+            });
+        }
+        if auth
+            .admin_api_key
+            .as_ref()
+            .is_some_and(|k| k.expose_secret().len() < 24)
+        {
+            problems.push(ConfigProblem {
+                origin: Origin::Environment,
+                key: Some("auth.admin_api_key".into()),
+                message: "must be at least 24 characters (set TOLLGATE__AUTH__ADMIN_API_KEY)"
+                    .into(),
+            });
+        }
+        if auth.access_token_ttl_seconds == 0 || auth.refresh_token_ttl_days == 0 {
+            problems.push(ConfigProblem {
+                origin: origin_of("auth", layers),
+                key: Some("auth".into()),
+                message: "token lifetimes must be at least 1".into(),
+            });
+        }
+    }
+    if settings.http.body_limit_bytes < 1024 {
+        problems.push(ConfigProblem {
+            origin: origin_of("http.body_limit_bytes", layers),
+            key: Some("http.body_limit_bytes".into()),
+            message: "must be at least 1024".into(),
         });
     }
     if settings.server.workers == Some(0) {

@@ -876,7 +876,11 @@ async fn concurrent_rotations_of_one_token_let_exactly_one_through(db: &TestDb) 
     for n in 1..=8 {
         let hash = format!("race{n}");
         let next = token(100 + n);
-        assert_eq!(db.store.rotate(&hash, &next, T0).await.unwrap(), Rotation::Invalid, "{hash}");
+        assert_eq!(
+            db.store.rotate(&hash, &next, T0).await.unwrap(),
+            Rotation::Invalid,
+            "{hash}"
+        );
     }
 }
 

@@ -1,0 +1,313 @@
+//! Credentials: argon2id password hashes, short-lived JWT access tokens, opaque refresh
+//! tokens (stored as SHA-256 hashes), and an admin API key from the environment.
+
+use std::future::{Ready, ready};
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use billing_core::ids::{AccountId, UserId};
+use billing_core::records::Role;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::{Duration, OffsetDateTime};
+
+use crate::error::ApiError;
+use crate::state::ApiState;
+
+/// Signing keys and lifetimes.
+pub struct AuthKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    /// How long an access token lives.
+    pub access_ttl: Duration,
+    /// How long a refresh token lives.
+    pub refresh_ttl: Duration,
+    admin_key_hash: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for AuthKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthKeys")
+            .field("access_ttl", &self.access_ttl)
+            .field("admin_key", &self.admin_key_hash.map(|_| "[set]"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthKeys {
+    /// Keys from the JWT secret (at least 32 bytes) and the admin API key, if any.
+    pub fn new(
+        jwt_secret: &[u8],
+        access_ttl: Duration,
+        refresh_ttl: Duration,
+        admin_api_key: Option<&str>,
+    ) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Self {
+            encoding: EncodingKey::from_secret(jwt_secret),
+            decoding: DecodingKey::from_secret(jwt_secret),
+            validation,
+            access_ttl,
+            refresh_ttl,
+            admin_key_hash: admin_api_key.map(|key| Sha256::digest(key.as_bytes()).into()),
+        }
+    }
+
+    /// A signed access token for a user.
+    pub fn access_token(
+        &self,
+        user: &UserId,
+        account: &AccountId,
+        role: Role,
+        now: OffsetDateTime,
+    ) -> Result<String, ApiError> {
+        let claims = Claims {
+            sub: user.to_string(),
+            acc: account.to_string(),
+            role,
+            iat: now.unix_timestamp(),
+            exp: (now + self.access_ttl).unix_timestamp(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(ApiError::internal)
+    }
+
+    fn claims(&self, token: &str) -> Result<Claims, ApiError> {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|err| match err.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => ApiError::new(
+                    actix_web::http::StatusCode::UNAUTHORIZED,
+                    "token_expired",
+                    "Token expired",
+                    "the access token has expired; refresh it",
+                ),
+                _ => ApiError::new(
+                    actix_web::http::StatusCode::UNAUTHORIZED,
+                    "invalid_token",
+                    "Invalid token",
+                    "the bearer token is not valid",
+                ),
+            })
+    }
+
+    fn is_admin_key(&self, presented: &str) -> bool {
+        let Some(expected) = &self.admin_key_hash else {
+            return false;
+        };
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        // Compare every byte whatever the first difference, so timing reveals nothing.
+        digest
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+/// What an access token says.
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    acc: String,
+    role: Role,
+    iat: i64,
+    exp: i64,
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A signed-in user.
+    User {
+        /// The user.
+        user: UserId,
+        /// Their account.
+        account: AccountId,
+        /// Their role when the token was issued.
+        role: Role,
+    },
+    /// The operator's admin API key.
+    AdminKey,
+}
+
+impl Caller {
+    /// Whether the caller may use admin routes.
+    pub fn is_admin(&self) -> bool {
+        matches!(
+            self,
+            Self::AdminKey
+                | Self::User {
+                    role: Role::Admin,
+                    ..
+                }
+        )
+    }
+
+    /// The caller's user and account, or 403 for the admin key (which has none).
+    pub fn user(&self) -> Result<(&UserId, &AccountId), ApiError> {
+        match self {
+            Self::User { user, account, .. } => Ok((user, account)),
+            Self::AdminKey => Err(ApiError::forbidden(
+                "this route needs a user's token, not the admin key",
+            )),
+        }
+    }
+
+    /// 403 unless the caller is an admin.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("this route is for admins"))
+        }
+    }
+
+    /// How the audit log names the caller.
+    pub fn actor(&self) -> String {
+        match self {
+            Self::User { user, .. } => user.to_string(),
+            Self::AdminKey => "admin-key".to_owned(),
+        }
+    }
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(caller(req))
+    }
+}
+
+fn caller(req: &HttpRequest) -> Result<Caller, ApiError> {
+    let state = req
+        .app_data::<web::Data<ApiState>>()
+        .ok_or_else(|| ApiError::internal("API state missing"))?;
+    let value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthenticated("send `Authorization: Bearer <token>`"))?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::unauthenticated("the Authorization header must be `Bearer <token>`")
+        })?;
+    if state.auth.is_admin_key(token) {
+        return Ok(Caller::AdminKey);
+    }
+    let claims = state.auth.claims(token)?;
+    let invalid = || {
+        ApiError::new(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "Invalid token",
+            "the bearer token is not valid",
+        )
+    };
+    Ok(Caller::User {
+        user: claims.sub.parse().map_err(|_| invalid())?,
+        account: claims.acc.parse().map_err(|_| invalid())?,
+        role: claims.role,
+    })
+}
+
+/// An argon2id PHC string for a password. CPU-heavy: call it off the async threads.
+pub fn hash_password(password: &str) -> Result<String, ApiError> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|hash| hash.to_string())
+        .map_err(ApiError::internal)
+}
+
+/// Whether a password matches a PHC string. CPU-heavy, like [`hash_password`].
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    Argon2::default()
+        .verify_password(password.as_bytes(), phc)
+        .is_ok()
+}
+
+/// A hash to verify against when no user matches, so that an unknown email costs the same
+/// time as a wrong password.
+pub fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| hash_password("decoy password that never matches").unwrap_or_default())
+}
+
+/// A new opaque refresh token (`rt_` + 256 random bits) and its SHA-256 hash.
+pub fn new_refresh_token() -> (String, String) {
+    let bytes: [u8; 32] = rand::random();
+    let token = format!("rt_{}", URL_SAFE_NO_PAD.encode(bytes));
+    let hash = sha256_hex(&token);
+    (token, hash)
+}
+
+/// Hex SHA-256 of a string.
+pub fn sha256_hex(text: &str) -> String {
+    billing_core::ledger::Fingerprint::of_bytes(text.as_bytes())
+        .as_str()
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use billing_core::ids::{PrefixedId, Ulid};
+
+    #[test]
+    fn passwords_hash_with_argon2id_and_verify() {
+        let hash = hash_password("correct horse battery staple").unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse battery staple", &hash));
+        assert!(!verify_password("Correct horse battery staple", &hash));
+    }
+
+    #[test]
+    fn access_tokens_round_trip_and_expire() {
+        let keys = AuthKeys::new(
+            &[7; 32],
+            Duration::minutes(15),
+            Duration::days(30),
+            Some("adm_secret"),
+        );
+        let user = UserId::from_ulid(Ulid(1));
+        let account = AccountId::from_ulid(Ulid(2));
+        let now = OffsetDateTime::now_utc();
+        let token = keys.access_token(&user, &account, Role::User, now).unwrap();
+        let claims = keys.claims(&token).unwrap();
+        assert_eq!(claims.sub, user.to_string());
+        let old = keys
+            .access_token(&user, &account, Role::User, now - Duration::hours(1))
+            .unwrap();
+        assert_eq!(keys.claims(&old).unwrap_err().code(), "token_expired");
+        let other = AuthKeys::new(&[8; 32], Duration::minutes(15), Duration::days(30), None);
+        assert_eq!(other.claims(&token).unwrap_err().code(), "invalid_token");
+        assert!(keys.is_admin_key("adm_secret"));
+        assert!(!keys.is_admin_key("adm_secreT"));
+        assert!(!other.is_admin_key("adm_secret"));
+    }
+
+    #[test]
+    fn refresh_tokens_are_random_and_stored_hashed() {
+        let (a, hash_a) = new_refresh_token();
+        let (b, _) = new_refresh_token();
+        assert_ne!(a, b);
+        assert!(a.starts_with("rt_") && a.len() > 40);
+        assert_eq!(hash_a, sha256_hex(&a));
+        assert_ne!(hash_a, a);
+    }
+}

@@ -1,0 +1,455 @@
+//! Request and response bodies. Timestamps are RFC 3339 strings, amounts of money decimal
+//! strings, credits integers.
+
+use billing_core::catalog::{Catalog, Pack, Plan};
+use billing_core::ledger::{Grant, Hold, Receipt, Transaction};
+use billing_core::records::{Account, Role, User};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
+
+pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339).unwrap_or_default()
+}
+
+/// Sign-up.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignupRequest {
+    /// Email address (case-insensitive).
+    pub email: String,
+    /// 8 to 128 characters.
+    pub password: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Sign-in.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// Email address.
+    pub email: String,
+    /// Password.
+    pub password: String,
+}
+
+/// A refresh token presented to rotate or revoke it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// The refresh token from the last sign-in or refresh.
+    pub refresh_token: String,
+}
+
+/// A new pair of tokens.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenPair {
+    /// A short-lived JWT to send as `Authorization: Bearer …`.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+    /// An opaque token to get the next pair; each works once.
+    pub refresh_token: String,
+    /// Seconds until the refresh token expires.
+    pub refresh_expires_in: i64,
+}
+
+/// A user, as its owner sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    /// `usr_…`.
+    pub id: String,
+    /// Email address.
+    pub email: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// `user` or `admin`.
+    pub role: String,
+    /// Whether the email was verified.
+    pub email_verified: bool,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        Self {
+            id: u.id.to_string(),
+            email: u.email.clone(),
+            name: u.name.clone(),
+            role: match u.role {
+                Role::User => "user".into(),
+                Role::Admin => "admin".into(),
+            },
+            email_verified: u.email_verified,
+            created_at: rfc3339(u.created_at),
+        }
+    }
+}
+
+/// The billing account.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountView {
+    /// `acc_…`.
+    pub id: String,
+    /// The plan in force.
+    pub plan: String,
+}
+
+impl From<&Account> for AccountView {
+    fn from(a: &Account) -> Self {
+        Self {
+            id: a.id.to_string(),
+            plan: a.plan.clone(),
+        }
+    }
+}
+
+/// A signed-in session.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionResponse {
+    /// The user.
+    pub user: UserView,
+    /// Their account.
+    pub account: AccountView,
+    /// Tokens.
+    pub tokens: TokenPair,
+}
+
+/// The caller.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeResponse {
+    /// The user.
+    pub user: UserView,
+    /// Their account.
+    pub account: AccountView,
+    /// Spendable credits.
+    pub balance: i64,
+}
+
+/// A price.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PriceView {
+    /// `month` or `year`.
+    pub interval: Option<String>,
+    /// Decimal string, major units (`"9.99"`).
+    pub amount: String,
+    /// ISO 4217, lowercase.
+    pub currency: String,
+}
+
+/// A plan's credit allowance.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AllowanceView {
+    /// Credits per period.
+    pub credits: u64,
+    /// `day`, `month` or `billing_period`.
+    pub cadence: String,
+    /// Credits that may carry into the next period.
+    pub rollover_cap: u64,
+}
+
+/// A plan's limit on one meter.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuotaView {
+    /// The meter.
+    pub meter: String,
+    /// Units per period; absent means unlimited.
+    pub limit: Option<u64>,
+    /// `day`, `month` or `billing_period`.
+    pub period: String,
+}
+
+/// A public plan.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanView {
+    /// Plan id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Display description.
+    pub description: Option<String>,
+    /// Prices by interval (none for a free plan).
+    pub prices: Vec<PriceView>,
+    /// Free trial days.
+    pub trial_days: u32,
+    /// Credits granted at sign-up.
+    pub welcome_credits: u64,
+    /// Credits granted every period.
+    pub allowance: Option<AllowanceView>,
+    /// Usage limits.
+    pub quotas: Vec<QuotaView>,
+    /// Models the plan may use (`*` for all).
+    pub models: Vec<String>,
+    /// Feature flags.
+    pub features: Vec<String>,
+    /// Whether this is the plan of accounts without a subscription.
+    pub default: bool,
+}
+
+fn snake<T: Serialize>(value: T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+impl PlanView {
+    pub(crate) fn new(id: &str, plan: &Plan, catalog: &Catalog) -> Self {
+        Self {
+            id: id.to_owned(),
+            name: plan.name.clone(),
+            description: plan.description.clone(),
+            prices: plan
+                .prices
+                .iter()
+                .map(|(interval, price)| {
+                    let money = price.money(catalog.currency);
+                    PriceView {
+                        interval: Some(interval.as_str().to_owned()),
+                        amount: money.amount.to_string(),
+                        currency: money.currency.to_string(),
+                    }
+                })
+                .collect(),
+            trial_days: plan.trial_days,
+            welcome_credits: plan.welcome_credits,
+            allowance: plan.allowance.as_ref().map(|a| AllowanceView {
+                credits: a.credits,
+                cadence: snake(a.cadence),
+                rollover_cap: a.rollover_cap,
+            }),
+            quotas: plan
+                .quotas
+                .iter()
+                .map(|(meter, rule)| QuotaView {
+                    meter: meter.clone(),
+                    limit: rule.limit,
+                    period: snake(rule.period),
+                })
+                .collect(),
+            models: plan.models.clone(),
+            features: plan.features.iter().cloned().collect(),
+            default: catalog.default_plan == id,
+        }
+    }
+}
+
+/// A credit pack for sale.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PackView {
+    /// Pack id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Credits bought.
+    pub credits: u64,
+    /// Extra credits given with it.
+    pub bonus_credits: u64,
+    /// What it costs.
+    pub price: PriceView,
+    /// Plans that may buy it (absent: all).
+    pub plans: Option<Vec<String>>,
+    /// Days until its credits expire (absent: never).
+    pub expires_after_days: Option<u32>,
+}
+
+impl PackView {
+    pub(crate) fn new(id: &str, pack: &Pack, catalog: &Catalog) -> Self {
+        let money = pack.price.money(catalog.currency);
+        Self {
+            id: id.to_owned(),
+            name: pack.name.clone(),
+            credits: pack.credits,
+            bonus_credits: pack.bonus_credits,
+            price: PriceView {
+                interval: None,
+                amount: money.amount.to_string(),
+                currency: money.currency.to_string(),
+            },
+            plans: pack.plans.clone(),
+            expires_after_days: pack.expires_after_days,
+        }
+    }
+}
+
+/// A grant of credits.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GrantView {
+    /// `grt_…`.
+    pub id: String,
+    /// `welcome`, `period_allowance`, `purchase`, …
+    pub source: String,
+    /// Credits granted.
+    pub amount: u64,
+    /// Credits left.
+    pub remaining: u64,
+    /// RFC 3339, or absent if they never expire.
+    pub expires_at: Option<String>,
+}
+
+impl From<&Grant> for GrantView {
+    fn from(g: &Grant) -> Self {
+        Self {
+            id: g.id.to_string(),
+            source: g.source.as_str().to_owned(),
+            amount: g.amount,
+            remaining: g.remaining,
+            expires_at: g.expires_at.map(rfc3339),
+        }
+    }
+}
+
+/// A pending hold.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HoldView {
+    /// `hld_…`.
+    pub id: String,
+    /// Credits reserved.
+    pub amount: u64,
+    /// What it is for.
+    pub reference: Option<String>,
+    /// RFC 3339.
+    pub expires_at: String,
+}
+
+impl From<&Hold> for HoldView {
+    fn from(h: &Hold) -> Self {
+        Self {
+            id: h.id.to_string(),
+            amount: h.amount,
+            reference: h.reference.clone(),
+            expires_at: rfc3339(h.expires_at),
+        }
+    }
+}
+
+/// An account's credits.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BalanceView {
+    /// Spendable credits (negative only with a plan's overdraft).
+    pub available: i64,
+    /// Credits reserved by pending holds.
+    pub held: u64,
+    /// Live grants, in the order spending burns them.
+    pub grants: Vec<GrantView>,
+    /// Pending holds.
+    pub holds: Vec<HoldView>,
+}
+
+/// One journal entry.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransactionView {
+    /// `txn_…`.
+    pub id: String,
+    /// `grant`, `debit`, `reserve`, `capture`, `void`, `hold_expiry`, `expiry`, `refund`.
+    pub kind: String,
+    /// Credits moved.
+    pub amount: u64,
+    /// Change to the spendable balance.
+    pub delta: i64,
+    /// What it was for (an action, a pack…).
+    pub reference: Option<String>,
+    /// A note (an admin's reason…).
+    pub memo: Option<String>,
+    /// The hold it reserved or resolved.
+    pub hold_id: Option<String>,
+    /// The grant it created.
+    pub grant_id: Option<String>,
+    /// For a refund, the spend it refunds.
+    pub refund_of: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+impl From<&Transaction> for TransactionView {
+    fn from(t: &Transaction) -> Self {
+        Self {
+            id: t.id.to_string(),
+            kind: t.kind.as_str().to_owned(),
+            amount: t.amount,
+            delta: t.delta(),
+            reference: t.reference.clone(),
+            memo: t.memo.clone(),
+            hold_id: t.hold.as_ref().map(ToString::to_string),
+            grant_id: t.grant.as_ref().map(ToString::to_string),
+            refund_of: t.refund_of.as_ref().map(ToString::to_string),
+            created_at: rfc3339(t.created_at),
+        }
+    }
+}
+
+/// A page of the journal, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JournalPage {
+    /// Entries.
+    pub items: Vec<TransactionView>,
+    /// Pass as `after` for the next page; absent on the last.
+    pub next: Option<String>,
+}
+
+/// Query of a journal page.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct JournalQuery {
+    /// Entries per page, 1–200 (default 50).
+    pub limit: Option<u32>,
+    /// The `next` cursor of the previous page.
+    pub after: Option<String>,
+}
+
+/// Spend an action's configured cost.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpendRequest {
+    /// An action of the catalog (`short_chat`).
+    pub action: String,
+}
+
+/// What a credit movement did. A replay with the same Idempotency-Key returns the same body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReceiptView {
+    /// The journal entry (`txn_…`).
+    pub transaction_id: Option<String>,
+    /// Its kind.
+    pub kind: Option<String>,
+    /// Credits moved.
+    pub amount: u64,
+    /// Spendable credits afterwards.
+    pub balance: i64,
+    /// The hold placed or resolved.
+    pub hold_id: Option<String>,
+    /// The grant created.
+    pub grant_id: Option<String>,
+    /// RFC 3339.
+    pub at: String,
+}
+
+impl From<&Receipt> for ReceiptView {
+    fn from(r: &Receipt) -> Self {
+        Self {
+            transaction_id: r.txn.as_ref().map(ToString::to_string),
+            kind: r.kind.map(|k| k.as_str().to_owned()),
+            amount: r.amount,
+            balance: r.balance,
+            hold_id: r.hold.as_ref().map(ToString::to_string),
+            grant_id: r.grant.as_ref().map(ToString::to_string),
+            at: rfc3339(r.at),
+        }
+    }
+}
+
+/// An admin's adjustment of an account's credits.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustRequest {
+    /// Credits to add (positive) or take (negative); not zero.
+    pub delta: i64,
+    /// Why; recorded in the journal and the audit log.
+    pub reason: String,
+}

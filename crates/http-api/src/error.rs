@@ -1,0 +1,263 @@
+//! Every error the API returns, mapped to `application/problem+json` in one place.
+//!
+//! A problem has a stable machine-readable `code` (also in `type` as
+//! `urn:tollgate:problem:{code}`), the HTTP `status`, a `title`, a human `detail`, and
+//! extra members where they help (`balance` and `required` on 402, `field` on 422).
+//! Internal failures are logged with their cause and answered with a generic 500: a
+//! store's message never reaches a client.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use billing_core::ledger::LedgerError;
+use billing_core::ports::StoreError;
+use billing_core::usecases::BillingError;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+/// The problem document, for the OpenAPI description.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// `urn:tollgate:problem:{code}`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short summary of the kind of problem.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// A stable machine-readable code (`insufficient_credits`, `invalid_field`, …).
+    pub code: String,
+    /// What happened here.
+    pub detail: String,
+}
+
+/// An error response.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    title: &'static str,
+    detail: String,
+    extra: Map<String, Value>,
+}
+
+impl ApiError {
+    /// A problem with a status, a stable code, a title and a detail.
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            code,
+            title,
+            detail: detail.into(),
+            extra: Map::new(),
+        }
+    }
+
+    /// Adds a member to the problem document.
+    #[must_use]
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.extra.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// 401: no usable credentials.
+    pub fn unauthenticated(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "Authentication required",
+            detail,
+        )
+    }
+
+    /// 403: authenticated, not allowed.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
+    }
+
+    /// 404.
+    pub fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "Not found",
+            format!("{what} not found"),
+        )
+    }
+
+    /// 422 naming the field.
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "Invalid field",
+            format!("`{field}` {message}"),
+        )
+        .with("field", field)
+    }
+
+    /// 500, after logging the cause (which the client never sees).
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "something went wrong on our side; it has been logged",
+        )
+    }
+
+    fn body(&self) -> Value {
+        let mut body = json!({
+            "type": format!("urn:tollgate:problem:{}", self.code),
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "code": self.code,
+            "detail": self.detail,
+        });
+        if let Value::Object(map) = &mut body {
+            for (key, value) in &self.extra {
+                map.insert(key.clone(), value.clone());
+            }
+        }
+        body
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.detail)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        response.insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        ));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header((header::RETRY_AFTER, "5"));
+        }
+        if let Some(Value::Number(seconds)) = self.extra.get("retry_after") {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        response.body(self.body().to_string())
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(err: LedgerError) -> Self {
+        let detail = err.to_string();
+        let code = err.code();
+        match err {
+            LedgerError::InsufficientCredits { balance, required } => Self::new(
+                StatusCode::PAYMENT_REQUIRED,
+                code,
+                "Insufficient credits",
+                detail,
+            )
+            .with("balance", balance)
+            .with("required", required),
+            LedgerError::HoldNotFound { .. } | LedgerError::TransactionNotFound { .. } => {
+                Self::new(StatusCode::NOT_FOUND, code, "Not found", detail)
+            }
+            LedgerError::HoldNotPending { .. }
+            | LedgerError::HoldExpired { .. }
+            | LedgerError::HoldNotYetExpired { .. } => {
+                Self::new(StatusCode::CONFLICT, code, "Hold not in that state", detail)
+            }
+            LedgerError::InvalidAmount
+            | LedgerError::ExpiryNotInFuture
+            | LedgerError::Overflow
+            | LedgerError::CaptureExceedsHold { .. }
+            | LedgerError::NotRefundable { .. }
+            | LedgerError::RefundExceedsSpend { .. } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                code,
+                "Invalid request",
+                detail,
+            ),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound => Self::not_found("resource"),
+            StoreError::Conflict(what) => Self::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "Conflict",
+                format!("conflicts with existing data ({what})"),
+            ),
+            StoreError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "store unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "Service unavailable",
+                    "the database is unavailable; try again shortly",
+                )
+            }
+            StoreError::Other(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<BillingError> for ApiError {
+    fn from(err: BillingError) -> Self {
+        match err {
+            BillingError::Invalid { field, message } => Self::invalid_field(field, message),
+            BillingError::AccountNotFound => Self::not_found("account"),
+            BillingError::SubscriptionNotFound => Self::not_found("subscription"),
+            BillingError::UnknownAction(action) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_action",
+                "Unknown action",
+                format!("`action` names no action in the catalog (`{action}`)"),
+            )
+            .with("field", "action"),
+            BillingError::UnknownPack(pack) => {
+                Self::invalid_field("pack", format!("names no pack in the catalog (`{pack}`)"))
+            }
+            BillingError::EmailTaken => Self::new(
+                StatusCode::CONFLICT,
+                "email_taken",
+                "Email already registered",
+                "an account with this email already exists",
+            ),
+            BillingError::IdempotencyConflict => Self::new(
+                StatusCode::CONFLICT,
+                "idempotency_conflict",
+                "Idempotency key reused",
+                "this Idempotency-Key was used with a different request",
+            ),
+            BillingError::Ledger(err) => err.into(),
+            BillingError::Subscription(err) => Self::new(
+                StatusCode::CONFLICT,
+                "subscription_state",
+                "Subscription state",
+                err.to_string(),
+            ),
+            BillingError::Store(err) => err.into(),
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! # http-api
+//!
+//! Tollgate's HTTP API, v1, on actix-web: sign-up and tokens, the public catalog, the
+//! caller's credits, admin adjustments, health, and the OpenAPI document. Handlers call
+//! billing-core's use cases through [`ApiState`]; every error becomes
+//! `application/problem+json` in [`error`].
+
+pub mod auth;
+mod dto;
+pub mod error;
+mod middleware;
+pub mod openapi;
+mod routes;
+pub mod state;
+
+use actix_web::error::{JsonPayloadError, QueryPayloadError};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, web};
+
+pub use error::ApiError;
+pub use middleware::request_id;
+pub use state::{ApiState, Readiness};
+
+/// Declares every route once: registers it with actix and lists it in [`ROUTES`], which a
+/// test compares with the OpenAPI document.
+macro_rules! routes {
+    ($( $method:ident $path:literal => $handler:path ),* $(,)?) => {
+        /// Every route as (method, path), in the OpenAPI path syntax.
+        pub const ROUTES: &[(&str, &str)] = &[ $( (stringify!($method), $path) ),* ];
+
+        fn register(cfg: &mut web::ServiceConfig) {
+            $( cfg.route($path, web::$method().to($handler)); )*
+        }
+    };
+}
+
+routes! {
+    get "/health" => routes::system::health,
+    get "/ready" => routes::system::ready,
+    get "/openapi.json" => routes::system::openapi,
+    post "/v1/auth/signup" => routes::auth::signup,
+    post "/v1/auth/login" => routes::auth::login,
+    post "/v1/auth/refresh" => routes::auth::refresh,
+    post "/v1/auth/logout" => routes::auth::logout,
+    get "/v1/me" => routes::auth::me,
+    get "/v1/plans" => routes::catalog::plans,
+    get "/v1/packs" => routes::catalog::packs,
+    get "/v1/credits" => routes::credits::balance,
+    get "/v1/credits/journal" => routes::credits::journal,
+    post "/v1/credits/spend" => routes::credits::spend,
+    post "/v1/admin/accounts/{account_id}/credits" => routes::admin::adjust_credits,
+}
+
+/// Registers the API: JSON limits and error mapping, then every route.
+pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(body_limit)
+            .error_handler(json_error),
+    )
+    .app_data(web::QueryConfig::default().error_handler(query_error))
+    .default_service(web::to(not_found));
+    register(cfg);
+}
+
+async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "Not found",
+        format!("no route for {} {}", req.method(), req.path()),
+    ))
+}
+
+/// Malformed JSON is 400, JSON of the wrong shape 422 (naming the field where serde does),
+/// too large 413, not JSON 415.
+fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let problem = match &err {
+        JsonPayloadError::OverflowKnownLength { limit, .. }
+        | JsonPayloadError::Overflow { limit } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "Payload too large",
+            format!("the body may be at most {limit} bytes"),
+        ),
+        JsonPayloadError::ContentType => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Unsupported media type",
+            "send the body as application/json",
+        ),
+        JsonPayloadError::Deserialize(inner) if inner.is_data() => {
+            let message = inner.to_string();
+            let problem = ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                "Invalid field",
+                message.clone(),
+            );
+            match field_of(&message) {
+                Some(field) => problem.with("field", field),
+                None => problem,
+            }
+        }
+        JsonPayloadError::Deserialize(_) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            "Malformed JSON",
+            "the body is not valid JSON",
+        ),
+        _ => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "Bad request",
+            "the body could not be read",
+        ),
+    };
+    problem.into()
+}
+
+fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_query",
+        "Invalid query",
+        err.to_string(),
+    )
+    .into()
+}
+
+/// The field serde names in "missing field `x`", "unknown field `x`" or "invalid type … for `x`".
+fn field_of(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let end = message[start..].find('`')? + start;
+    Some(message[start..end].to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::OpenApi;
+
+    use super::*;
+
+    #[test]
+    fn every_route_is_in_the_openapi_document_and_nothing_else() {
+        let doc = serde_json::to_value(openapi::ApiDoc::openapi()).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        for (method, path) in ROUTES {
+            assert!(
+                paths.get(*path).and_then(|p| p.get(*method)).is_some(),
+                "{method} {path} is served but missing from the OpenAPI document"
+            );
+        }
+        let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
+        assert_eq!(
+            documented,
+            ROUTES.len(),
+            "the document describes routes that are not served"
+        );
+    }
+
+    #[test]
+    fn serde_messages_name_their_field() {
+        assert_eq!(
+            field_of("missing field `email` at line 1 column 2").as_deref(),
+            Some("email")
+        );
+        assert_eq!(
+            field_of("unknown field `emial`, expected one of `email`").as_deref(),
+            Some("emial")
+        );
+        assert_eq!(field_of("no field here"), None);
+    }
+}

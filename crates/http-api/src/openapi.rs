@@ -1,0 +1,46 @@
+//! The OpenAPI document, generated from the handlers' annotations.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{admin, auth, catalog, credits, system};
+
+/// Tollgate's API description, served at `/openapi.json`.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(title = "Tollgate API", version = "1", description = "Accounts, plans, credits and quotas for AI apps. Errors are application/problem+json with a stable `code`."),
+    paths(
+        system::health, system::ready, system::openapi,
+        auth::signup, auth::login, auth::refresh, auth::logout, auth::me,
+        catalog::plans, catalog::packs,
+        credits::balance, credits::journal, credits::spend,
+        admin::adjust_credits,
+    ),
+    components(schemas(crate::error::Problem)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "auth", description = "Sign-up, sign-in and tokens"),
+        (name = "catalog", description = "Plans and packs"),
+        (name = "credits", description = "The caller's credits"),
+        (name = "admin", description = "Operators (admin role or admin API key)"),
+        (name = "system", description = "Health and description"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT, or the admin API key")
+                    .build(),
+            ),
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! The caller's credits: balance, journal, and spending an action.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use billing_core::records::PageRequest;
+
+use crate::auth::Caller;
+use crate::dto::{
+    BalanceView, GrantView, HoldView, JournalPage, JournalQuery, ReceiptView, SpendRequest,
+    TransactionView,
+};
+use crate::error::{ApiError, Problem};
+use crate::routes::idempotency_key;
+use crate::state::ApiState;
+
+/// Spendable credits, live grants (in burn order) and pending holds.
+#[utoipa::path(get, path = "/v1/credits", tag = "credits", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The balance", body = BalanceView),
+        (status = 401, description = "No valid token", body = Problem),
+    ))]
+pub async fn balance(state: web::Data<ApiState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let (_, account) = caller.user()?;
+    let balance = state.billing.ledger.balance(account).await?;
+    Ok(HttpResponse::Ok().json(BalanceView {
+        available: balance.available,
+        held: balance.held,
+        grants: balance.grants.iter().map(GrantView::from).collect(),
+        holds: balance.holds.iter().map(HoldView::from).collect(),
+    }))
+}
+
+/// The journal, newest first, a page at a time.
+#[utoipa::path(get, path = "/v1/credits/journal", tag = "credits", security(("bearer" = [])),
+    params(JournalQuery),
+    responses(
+        (status = 200, description = "A page of the journal", body = JournalPage),
+        (status = 401, description = "No valid token", body = Problem),
+    ))]
+pub async fn journal(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    query: web::Query<JournalQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, account) = caller.user()?;
+    let query = query.into_inner();
+    let page = state
+        .billing
+        .ledger
+        .journal(
+            account,
+            PageRequest {
+                limit: query.limit.unwrap_or(50),
+                after: query.after,
+            },
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(JournalPage {
+        items: page.items.iter().map(TransactionView::from).collect(),
+        next: page.next,
+    }))
+}
+
+/// Spends an action's configured cost. Send an `Idempotency-Key` header: the same key again
+/// returns the first response (a refusal included) without spending twice.
+#[utoipa::path(post, path = "/v1/credits/spend", tag = "credits", security(("bearer" = [])),
+    request_body = SpendRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    responses(
+        (status = 200, description = "Spent", body = ReceiptView),
+        (status = 402, description = "Not enough credits; `balance` and `required` say how many", body = Problem),
+        (status = 409, description = "The Idempotency-Key was used with another request", body = Problem),
+        (status = 422, description = "Unknown action", body = Problem),
+    ))]
+pub async fn spend(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    req: HttpRequest,
+    body: web::Json<SpendRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, account) = caller.user()?;
+    let key = idempotency_key(&req, &state)?;
+    let moved = state
+        .billing
+        .spend_action(account, &body.action, &key)
+        .await?;
+    let mut response = HttpResponse::Ok();
+    if moved.replayed {
+        response.insert_header(("Idempotent-Replayed", "true"));
+    }
+    Ok(response.json(ReceiptView::from(&moved.receipt)))
+}

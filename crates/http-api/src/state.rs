@@ -1,0 +1,42 @@
+//! What every handler can reach.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use billing_core::ports::{AuditStore, SessionStore};
+use billing_core::usecases::Billing;
+
+use crate::auth::AuthKeys;
+
+/// The API's dependencies, injected by the application.
+pub struct ApiState {
+    /// The use cases, with the catalog, stores, clock and ids they need.
+    pub billing: Billing,
+    /// Refresh tokens.
+    pub sessions: Arc<dyn SessionStore>,
+    /// The audit log.
+    pub audit: Arc<dyn AuditStore>,
+    /// Token keys and lifetimes.
+    pub auth: AuthKeys,
+    /// What `/ready` checks.
+    pub readiness: Arc<dyn Readiness>,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("auth", &self.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A dependency `/ready` checks (the database, …).
+#[async_trait]
+pub trait Readiness: Send + Sync {
+    /// Each check's name and outcome (`Err` holds a short, secret-free reason).
+    async fn checks(&self) -> Vec<(&'static str, Result<(), String>)>;
+    /// Facts worth showing beside the checks (`backend: sqlite`).
+    fn info(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+}

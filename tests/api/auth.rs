@@ -1,0 +1,188 @@
+use api_tests::{JWT_SECRET, TestApp};
+use serde_json::json;
+
+#[tokio::test]
+async fn sign_up_returns_tokens_that_work_and_no_secrets() {
+    let app = TestApp::spawn(&[]).await;
+    let (status, body) = app
+        .post(
+            "/v1/auth/signup",
+            None,
+            json!({"email": "Ada@Example.com", "password": "correct horse battery", "name": "Ada"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["user"]["email"], "ada@example.com");
+    assert_eq!(body["account"]["plan"], "free");
+    let text = body.to_string();
+    assert!(!text.contains("correct horse"), "the password came back");
+    assert!(!text.contains("argon2"), "the hash came back");
+    let token = body["tokens"]["access_token"].as_str().unwrap();
+    let (status, me) = app.get_as("/v1/me", token).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["user"]["name"], "Ada");
+    assert_eq!(
+        me["balance"], 550,
+        "500 welcome credits and today's allowance of 50"
+    );
+}
+
+#[tokio::test]
+async fn sign_up_refuses_duplicates_and_bad_fields_by_name() {
+    let app = TestApp::spawn(&[]).await;
+    app.sign_up("grace@example.com").await;
+    let (status, body) = app
+        .post(
+            "/v1/auth/signup",
+            None,
+            json!({"email": "GRACE@example.com", "password": "another long one"}),
+        )
+        .await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("email_taken")));
+    let (status, body) = app
+        .post(
+            "/v1/auth/signup",
+            None,
+            json!({"email": "x@example.com", "password": "short"}),
+        )
+        .await;
+    assert_eq!((status, body["field"].as_str()), (422, Some("password")));
+    let (status, body) = app
+        .post(
+            "/v1/auth/signup",
+            None,
+            json!({"email": "not-an-email", "password": "long enough pass"}),
+        )
+        .await;
+    assert_eq!((status, body["field"].as_str()), (422, Some("email")));
+}
+
+#[tokio::test]
+async fn login_accepts_the_right_password_only_and_says_the_same_for_unknown_emails() {
+    let app = TestApp::spawn(&[]).await;
+    app.sign_up("lin@example.com").await;
+    let (status, body) = app
+        .post(
+            "/v1/auth/login",
+            None,
+            json!({"email": "LIN@example.com", "password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["tokens"]["refresh_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("rt_")
+    );
+    let (wrong, wrong_body) = app
+        .post(
+            "/v1/auth/login",
+            None,
+            json!({"email": "lin@example.com", "password": "wrong horse battery"}),
+        )
+        .await;
+    let (unknown, unknown_body) = app
+        .post(
+            "/v1/auth/login",
+            None,
+            json!({"email": "nobody@example.com", "password": "whatever it is"}),
+        )
+        .await;
+    assert_eq!((wrong, unknown), (401, 401));
+    assert_eq!(wrong_body["code"], "invalid_credentials");
+    assert_eq!(wrong_body, unknown_body, "no hint whether the email exists");
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_a_reused_token_revokes_the_whole_sign_in() {
+    let app = TestApp::spawn(&[]).await;
+    let (_, first, _) = app.sign_up("rot@example.com").await;
+    let (status, pair) = app
+        .post("/v1/auth/refresh", None, json!({"refresh_token": first}))
+        .await;
+    assert_eq!(status, 200, "{pair}");
+    let second = pair["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    let (status, me) = app
+        .get_as("/v1/me", pair["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(status, 200, "{me}");
+    // The first token again: reuse. Everything from that sign-in is revoked.
+    let (status, body) = app
+        .post("/v1/auth/refresh", None, json!({"refresh_token": first}))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("refresh_token_reused"))
+    );
+    let (status, body) = app
+        .post("/v1/auth/refresh", None, json!({"refresh_token": second}))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("invalid_refresh_token"))
+    );
+}
+
+#[tokio::test]
+async fn logout_revokes_the_refresh_token() {
+    let app = TestApp::spawn(&[]).await;
+    let (_, refresh, _) = app.sign_up("out@example.com").await;
+    let response = app
+        .send(
+            reqwest::Method::POST,
+            "/v1/auth/logout",
+            None,
+            Some(json!({"refresh_token": refresh})),
+            &[],
+        )
+        .await;
+    assert_eq!(response.status(), 204);
+    let (status, _) = app
+        .post("/v1/auth/refresh", None, json!({"refresh_token": refresh}))
+        .await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn expired_forged_and_missing_tokens_are_refused() {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    let app = TestApp::spawn(&[]).await;
+    let (token, _, account) = app.sign_up("exp@example.com").await;
+    let (_, me) = app.get_as("/v1/me", &token).await;
+    let user = me["user"]["id"].as_str().unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let claims =
+        json!({"sub": user, "acc": account, "role": "user", "iat": now - 7200, "exp": now - 3600});
+    let expired = encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let (status, body) = app.get_as("/v1/me", &expired).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("token_expired"))
+    );
+    let claims =
+        json!({"sub": user, "acc": account, "role": "admin", "iat": now, "exp": now + 600});
+    let forged = encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(b"someone else's secret, 32 bytes+"),
+    )
+    .unwrap();
+    let (status, body) = app.get_as("/v1/me", &forged).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("invalid_token"))
+    );
+    let response = app.get("/v1/me").await;
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+}

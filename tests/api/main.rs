@@ -5,3 +5,4 @@ mod credits;
 mod errors;
 mod health;
 mod openapi;
+mod quotas;

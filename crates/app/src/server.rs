@@ -224,6 +224,7 @@ pub fn api_state(settings: &Settings, catalog: Catalog, store: DieselStore) -> A
         billing,
         sessions: store.clone(),
         audit: store.clone(),
+        quotas: store.clone(),
         auth: keys,
         readiness: Arc::new(StoreReadiness(store)),
     }

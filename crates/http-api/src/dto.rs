@@ -453,3 +453,55 @@ pub struct AdjustRequest {
     /// Why; recorded in the journal and the audit log.
     pub reason: String,
 }
+
+/// A meter's usage in the current period.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuotaStatusView {
+    /// The meter.
+    pub meter: String,
+    /// Units allowed per period; absent means unlimited.
+    pub limit: Option<u64>,
+    /// Units used this period.
+    pub used: u64,
+    /// Units left; absent means unlimited.
+    pub remaining: Option<u64>,
+    /// RFC 3339: when the period began.
+    pub period_start: String,
+    /// RFC 3339: when the period ends and usage starts again from zero.
+    pub resets_at: String,
+}
+
+impl From<&billing_core::quota::QuotaCheck> for QuotaStatusView {
+    fn from(c: &billing_core::quota::QuotaCheck) -> Self {
+        Self {
+            meter: c.meter.clone(),
+            limit: c.limit,
+            used: c.used,
+            remaining: c.remaining,
+            period_start: rfc3339(c.window.start),
+            resets_at: rfc3339(c.window.end),
+        }
+    }
+}
+
+/// Usage to record.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrackRequestBody {
+    /// Units (default 1).
+    #[serde(default)]
+    pub amount: Option<u64>,
+}
+
+/// A question for the entitlement decision.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EntitlementRequest {
+    /// `action`, `model`, `feature` or `meter`.
+    pub kind: String,
+    /// The action, model, feature or meter.
+    pub name: String,
+    /// For a meter: units (default 1).
+    #[serde(default)]
+    pub amount: Option<u64>,
+}

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, auth, catalog, credits, system};
+use crate::routes::{admin, auth, catalog, credits, quotas, system};
 
 /// Tollgate's API description, served at `/openapi.json`.
 #[derive(Debug, OpenApi)]
@@ -14,6 +14,7 @@ use crate::routes::{admin, auth, catalog, credits, system};
         auth::signup, auth::login, auth::refresh, auth::logout, auth::me,
         catalog::plans, catalog::packs,
         credits::balance, credits::journal, credits::spend,
+        quotas::usage, quotas::track, quotas::check,
         admin::adjust_credits,
     ),
     components(schemas(crate::error::Problem)),
@@ -22,6 +23,7 @@ use crate::routes::{admin, auth, catalog, credits, system};
         (name = "auth", description = "Sign-up, sign-in and tokens"),
         (name = "catalog", description = "Plans and packs"),
         (name = "credits", description = "The caller's credits"),
+        (name = "quotas", description = "Usage quotas and entitlements"),
         (name = "admin", description = "Operators (admin role or admin API key)"),
         (name = "system", description = "Health and description"),
     )

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use billing_core::ports::{AuditStore, SessionStore};
+use billing_core::ports::{AuditStore, QuotaStore, SessionStore};
 use billing_core::usecases::Billing;
 
 use crate::auth::AuthKeys;
@@ -16,6 +16,8 @@ pub struct ApiState {
     pub sessions: Arc<dyn SessionStore>,
     /// The audit log.
     pub audit: Arc<dyn AuditStore>,
+    /// Quota meters.
+    pub quotas: Arc<dyn QuotaStore>,
     /// Token keys and lifetimes.
     pub auth: AuthKeys,
     /// What `/ready` checks.

@@ -101,32 +101,37 @@ async fn the_whole_journey_sign_up_spend_402_adjust_spend_journal() {
         .await;
     assert_eq!(rest["items"].as_array().unwrap().len(), 5);
     assert!(rest["next"].is_null());
-    // The adjustment was audited.
-    let audit = app
-        .store
-        .list(
-            Some(account.clone()),
-            PageRequest {
-                limit: 10,
-                after: None,
-            },
-        )
-        .await
+    // Every mutating request was audited: sign-up, 13 spends, the adjustment.
+    let page = PageRequest {
+        limit: 100,
+        after: None,
+    };
+    let audit = app.store.list(Some(account.clone()), page).await.unwrap();
+    assert_eq!(audit.items.len(), 15);
+    let adjustment = audit
+        .items
+        .iter()
+        .find(|r| r.action == "POST /v1/admin/accounts/{account_id}/credits")
         .unwrap();
-    assert_eq!(audit.items.len(), 1);
+    assert_eq!(adjustment.actor, "admin-key");
+    assert_eq!(adjustment.details["delta"], 100);
     assert_eq!(
-        (
-            audit.items[0].actor.as_str(),
-            audit.items[0].action.as_str()
-        ),
-        ("admin-key", "credits.adjust")
+        adjustment.details["reason"],
+        "goodwill after support ticket"
     );
+    assert_eq!(adjustment.details["status"], 200);
     assert!(
-        audit.items[0]
+        adjustment
             .request_id
             .as_deref()
             .is_some_and(|r| r.starts_with("req_"))
     );
+    let refused = audit
+        .items
+        .iter()
+        .filter(|r| r.details["status"] == 402)
+        .count();
+    assert_eq!(refused, 1, "refused requests are audited too");
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! Black-box tests of the composed server over HTTP.
 
+mod admin;
 mod auth;
 mod credits;
 mod errors;

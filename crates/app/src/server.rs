@@ -96,6 +96,7 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .wrap(actix_web::middleware::from_fn(http_api::audit))
                 .wrap(actix_web::middleware::from_fn(http_api::request_id))
                 .configure(|cfg| http_api::configure(cfg, body_limit))
         })

@@ -190,7 +190,8 @@ impl FromRequest for Caller {
     }
 }
 
-fn caller(req: &HttpRequest) -> Result<Caller, ApiError> {
+/// Who is calling, from the request's headers.
+pub fn caller(req: &HttpRequest) -> Result<Caller, ApiError> {
     let state = req
         .app_data::<web::Data<ApiState>>()
         .ok_or_else(|| ApiError::internal("API state missing"))?;

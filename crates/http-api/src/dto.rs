@@ -505,3 +505,93 @@ pub struct EntitlementRequest {
     #[serde(default)]
     pub amount: Option<u64>,
 }
+
+/// Query of a page of users.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UserQuery {
+    /// Part of an email or name.
+    pub search: Option<String>,
+    /// Per page, 1–200 (default 50).
+    pub limit: Option<u32>,
+    /// The `next` cursor of the previous page.
+    pub after: Option<String>,
+}
+
+/// A page of users.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserPage {
+    /// Users.
+    pub items: Vec<UserView>,
+    /// The cursor of the next page.
+    pub next: Option<String>,
+}
+
+/// An account as an admin sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountDetailView {
+    /// `acc_…`.
+    pub id: String,
+    /// The plan in force.
+    pub plan: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// The live subscription's status, if any.
+    pub subscription_status: Option<String>,
+    /// Credits.
+    pub balance: BalanceView,
+}
+
+/// Query of a page of the audit log.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Only records about this account or user.
+    pub target: Option<String>,
+    /// Per page, 1–200 (default 50).
+    pub limit: Option<u32>,
+    /// The `next` cursor of the previous page.
+    pub after: Option<String>,
+}
+
+/// One audit record.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditView {
+    /// `aud_…`.
+    pub id: String,
+    /// A user id, `admin-key` or `anonymous`.
+    pub actor: String,
+    /// Method and route (`POST /v1/credits/spend`).
+    pub action: String,
+    /// What was acted on.
+    pub target: Option<String>,
+    /// The request's id.
+    pub request_id: Option<String>,
+    /// Status and details.
+    pub details: serde_json::Value,
+    /// RFC 3339.
+    pub at: String,
+}
+
+impl From<&billing_core::records::AuditRecord> for AuditView {
+    fn from(r: &billing_core::records::AuditRecord) -> Self {
+        Self {
+            id: r.id.to_string(),
+            actor: r.actor.clone(),
+            action: r.action.clone(),
+            target: r.target.clone(),
+            request_id: r.request_id.clone(),
+            details: r.details.clone(),
+            at: rfc3339(r.at),
+        }
+    }
+}
+
+/// A page of the audit log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    /// Records.
+    pub items: Vec<AuditView>,
+    /// The cursor of the next page.
+    pub next: Option<String>,
+}

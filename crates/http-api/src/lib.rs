@@ -18,7 +18,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, web};
 
 pub use error::ApiError;
-pub use middleware::request_id;
+pub use middleware::{audit, request_id};
 pub use state::{ApiState, Readiness};
 
 /// Declares every route once: registers it with actix and lists it in [`ROUTES`], which a
@@ -51,7 +51,10 @@ routes! {
     get "/v1/quotas" => routes::quotas::usage,
     post "/v1/quotas/{meter}/track" => routes::quotas::track,
     post "/v1/entitlements/check" => routes::quotas::check,
+    get "/v1/admin/users" => routes::admin::list_users,
+    get "/v1/admin/accounts/{account_id}" => routes::admin::get_account,
     post "/v1/admin/accounts/{account_id}/credits" => routes::admin::adjust_credits,
+    get "/v1/admin/audit" => routes::admin::audit_log,
 }
 
 /// Registers the API: JSON limits and error mapping, then every route.

@@ -53,3 +53,65 @@ fn random_suffix() -> String {
     let bits: u128 = rand::random();
     billing_core::ids::Ulid(bits >> 2).encode()
 }
+
+/// What a handler adds to its audit record: the target and details (never secrets).
+#[derive(Debug, Clone)]
+pub struct AuditNote {
+    /// What was acted on (an account, a user…).
+    pub target: Option<String>,
+    /// Details.
+    pub details: serde_json::Value,
+}
+
+/// Records every mutating request (any method but GET, HEAD and OPTIONS) in the audit log
+/// once it is answered: who (user id, `admin-key` or `anonymous`), what (method and route),
+/// the target, the request id, the status, and whatever the handler noted. Bodies are never
+/// recorded, so neither are passwords or tokens. A failure to record is logged, not fatal.
+pub async fn audit(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    use actix_web::http::Method;
+    let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let response = next.call(req).await?;
+    if !mutating {
+        return Ok(response);
+    }
+    let request = response.request();
+    let Some(state) = request.app_data::<actix_web::web::Data<crate::state::ApiState>>() else {
+        return Ok(response);
+    };
+    let caller = crate::auth::caller(request).ok();
+    let note = request.extensions().get::<AuditNote>().cloned();
+    let route = request
+        .match_pattern()
+        .unwrap_or_else(|| request.path().to_owned());
+    let target = note
+        .as_ref()
+        .and_then(|n| n.target.clone())
+        .or_else(|| match &caller {
+            Some(crate::auth::Caller::User { account, .. }) => Some(account.to_string()),
+            _ => None,
+        });
+    let mut details = serde_json::json!({ "status": response.status().as_u16() });
+    if let (Some(note), serde_json::Value::Object(map)) = (&note, &mut details) {
+        if let serde_json::Value::Object(extra) = &note.details {
+            map.extend(extra.clone());
+        }
+    }
+    let record = billing_core::records::AuditRecord {
+        id: <billing_core::ids::AuditId as billing_core::ids::PrefixedId>::from_ulid(
+            state.billing.ids.ulid(),
+        ),
+        actor: caller.map_or_else(|| "anonymous".to_owned(), |c| c.actor()),
+        action: format!("{} {route}", request.method()),
+        target,
+        request_id: request.extensions().get::<RequestId>().map(|r| r.0.clone()),
+        details,
+        at: state.billing.clock.now(),
+    };
+    if let Err(err) = state.audit.append(&record).await {
+        tracing::warn!(error = %err, action = %record.action, "could not record the audit entry");
+    }
+    Ok(response)
+}

@@ -15,7 +15,7 @@ use crate::routes::{admin, auth, catalog, credits, quotas, system};
         catalog::plans, catalog::packs,
         credits::balance, credits::journal, credits::spend,
         quotas::usage, quotas::track, quotas::check,
-        admin::adjust_credits,
+        admin::list_users, admin::get_account, admin::adjust_credits, admin::audit_log,
     ),
     components(schemas(crate::error::Problem)),
     modifiers(&BearerAuth),

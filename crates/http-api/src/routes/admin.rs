@@ -1,14 +1,18 @@
 //! Operators' routes.
 
-use actix_web::{HttpRequest, HttpResponse, web};
-use billing_core::ids::{AccountId, AuditId, PrefixedId};
-use billing_core::records::AuditRecord;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use billing_core::ids::AccountId;
+use billing_core::records::PageRequest;
 use serde_json::json;
 
 use crate::auth::Caller;
-use crate::dto::{AdjustRequest, ReceiptView};
+use crate::dto::{
+    AccountDetailView, AdjustRequest, AuditPage, AuditQuery, AuditView, BalanceView, GrantView,
+    HoldView, ReceiptView, UserPage, UserQuery, UserView,
+};
 use crate::error::{ApiError, Problem};
-use crate::routes::{idempotency_key, request_id};
+use crate::middleware::AuditNote;
+use crate::routes::idempotency_key;
 use crate::state::ApiState;
 
 /// Adds or takes credits with a reason; journaled and audited. Idempotent with
@@ -44,25 +48,116 @@ pub async fn adjust_credits(
         .billing
         .adjust(&account, body.delta, &body.reason, &key)
         .await?;
-    if !moved.replayed {
-        let record = AuditRecord {
-            id: AuditId::from_ulid(state.billing.ids.ulid()),
-            actor: caller.actor(),
-            action: "credits.adjust".into(),
-            target: Some(account.to_string()),
-            request_id: request_id(&req),
-            details: json!({
-                "delta": body.delta,
-                "reason": body.reason.trim(),
-                "transaction_id": moved.receipt.txn.as_ref().map(ToString::to_string),
-            }),
-            at: state.billing.clock.now(),
-        };
-        state.audit.append(&record).await?;
-    }
+    req.extensions_mut().insert(AuditNote {
+        target: Some(account.to_string()),
+        details: json!({
+            "delta": body.delta,
+            "reason": body.reason.trim(),
+            "transaction_id": moved.receipt.txn.as_ref().map(ToString::to_string),
+            "replayed": moved.replayed,
+        }),
+    });
     let mut response = HttpResponse::Ok();
     if moved.replayed {
         response.insert_header(("Idempotent-Replayed", "true"));
     }
     Ok(response.json(ReceiptView::from(&moved.receipt)))
+}
+
+/// Users, newest first; `search` matches email or name.
+#[utoipa::path(get, path = "/v1/admin/users", tag = "admin", security(("bearer" = [])),
+    params(UserQuery),
+    responses(
+        (status = 200, description = "A page of users", body = UserPage),
+        (status = 403, description = "Not an admin", body = Problem),
+    ))]
+pub async fn list_users(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    query: web::Query<UserQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let query = query.into_inner();
+    let page = state
+        .billing
+        .accounts
+        .list_users(
+            query.search,
+            PageRequest {
+                limit: query.limit.unwrap_or(50),
+                after: query.after,
+            },
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(UserPage {
+        items: page.items.iter().map(UserView::from).collect(),
+        next: page.next,
+    }))
+}
+
+/// One account: plan, credits and subscription.
+#[utoipa::path(get, path = "/v1/admin/accounts/{account_id}", tag = "admin", security(("bearer" = [])),
+    params(("account_id" = String, Path, description = "`acc_…`")),
+    responses(
+        (status = 200, description = "The account", body = AccountDetailView),
+        (status = 403, description = "Not an admin", body = Problem),
+        (status = 404, description = "No such account", body = Problem),
+    ))]
+pub async fn get_account(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let id: AccountId = path.parse().map_err(|_| ApiError::not_found("account"))?;
+    let account = state
+        .billing
+        .accounts
+        .account(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("account"))?;
+    let balance = state.billing.ledger.balance(&id).await?;
+    let subscription = state.billing.subscriptions.current(&id).await?;
+    Ok(HttpResponse::Ok().json(AccountDetailView {
+        id: account.id.to_string(),
+        plan: account.plan,
+        created_at: crate::dto::rfc3339(account.created_at),
+        subscription_status: subscription.map(|s| s.status.as_str().to_owned()),
+        balance: BalanceView {
+            available: balance.available,
+            held: balance.held,
+            grants: balance.grants.iter().map(GrantView::from).collect(),
+            holds: balance.holds.iter().map(HoldView::from).collect(),
+        },
+    }))
+}
+
+/// The audit log, newest first; `target` narrows it to one account or user.
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", security(("bearer" = [])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "A page of audit records", body = AuditPage),
+        (status = 403, description = "Not an admin", body = Problem),
+    ))]
+pub async fn audit_log(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    query: web::Query<AuditQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let query = query.into_inner();
+    let page = state
+        .audit
+        .list(
+            query.target,
+            PageRequest {
+                limit: query.limit.unwrap_or(50),
+                after: query.after,
+            },
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(AuditPage {
+        items: page.items.iter().map(AuditView::from).collect(),
+        next: page.next,
+    }))
 }

@@ -93,6 +93,7 @@ fn pair(
     ))]
 pub async fn signup(
     state: web::Data<ApiState>,
+    req: actix_web::HttpRequest,
     body: web::Json<SignupRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
@@ -116,6 +117,10 @@ pub async fn signup(
     )
     .await?;
     tracing::info!(user = %signed_up.user.id, account = %signed_up.account.id, "signed up");
+    actix_web::HttpMessage::extensions_mut(&req).insert(crate::middleware::AuditNote {
+        target: Some(signed_up.account.id.to_string()),
+        details: serde_json::json!({ "user": signed_up.user.id.to_string() }),
+    });
     Ok(HttpResponse::Created().json(SessionResponse {
         user: UserView::from(&signed_up.user),
         account: AccountView::from(&signed_up.account),

@@ -7,12 +7,11 @@ pub mod credits;
 pub mod quotas;
 pub mod system;
 
-use actix_web::{HttpMessage, HttpRequest};
+use actix_web::HttpRequest;
 use billing_core::ids::{PrefixedId, TxnId};
 use billing_core::ledger::IdempotencyKey;
 
 use crate::error::ApiError;
-use crate::middleware::RequestId;
 use crate::state::ApiState;
 
 /// The request's `Idempotency-Key`, validated; a fresh one-off key when absent.
@@ -37,9 +36,4 @@ pub(crate) fn idempotency_key(req: &HttpRequest, state: &ApiState) -> Result<Str
                 .with("header", "Idempotency-Key")
             }),
     }
-}
-
-/// The request id the middleware assigned.
-pub(crate) fn request_id(req: &HttpRequest) -> Option<String> {
-    req.extensions().get::<RequestId>().map(|r| r.0.clone())
 }

@@ -94,10 +94,10 @@ pub async fn audit(
             _ => None,
         });
     let mut details = serde_json::json!({ "status": response.status().as_u16() });
-    if let (Some(note), serde_json::Value::Object(map)) = (&note, &mut details) {
-        if let serde_json::Value::Object(extra) = &note.details {
-            map.extend(extra.clone());
-        }
+    if let (Some(note), serde_json::Value::Object(map)) = (&note, &mut details)
+        && let serde_json::Value::Object(extra) = &note.details
+    {
+        map.extend(extra.clone());
     }
     let record = billing_core::records::AuditRecord {
         id: <billing_core::ids::AuditId as billing_core::ids::PrefixedId>::from_ulid(

@@ -5,5 +5,6 @@ mod auth;
 mod credits;
 mod errors;
 mod health;
+mod me;
 mod openapi;
 mod quotas;

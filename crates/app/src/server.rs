@@ -226,6 +226,8 @@ pub fn api_state(settings: &Settings, catalog: Catalog, store: DieselStore) -> A
         sessions: store.clone(),
         audit: store.clone(),
         quotas: store.clone(),
+        user_data: store.clone(),
+        api_keys: store.clone(),
         auth: keys,
         readiness: Arc::new(StoreReadiness(store)),
     }

@@ -14,8 +14,8 @@ use crate::ledger::{AccountSnapshot, LedgerError, LedgerRequest, Receipt, Transa
 use crate::money::Money;
 use crate::quota::{QuotaCheck, QuotaError, Window};
 use crate::records::{
-    Account, AuditRecord, Balance, Page, PageRequest, RefreshToken, Rotation, Task, TaskStatus,
-    User, WebhookEvent, WebhookStatus,
+    Account, ApiKey, AuditRecord, Balance, Page, PageRequest, RefreshToken, Rotation, SavedItem,
+    Task, TaskStatus, User, WebhookEvent, WebhookStatus,
 };
 use crate::subscription::Subscription;
 
@@ -207,6 +207,56 @@ pub trait SessionStore: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Revokes every token of a user (password change).
     async fn revoke_user(&self, user: &UserId, now: OffsetDateTime) -> Result<(), StoreError>;
+}
+
+/// A user's own data: preferences and saved items.
+///
+/// Contract: every read and delete names the owner; another user's item is `None` / `false`,
+/// exactly as if it did not exist.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait UserDataStore: Send + Sync {
+    /// The user's preferences (a JSON object; `None` if never set).
+    async fn preferences(&self, user: &UserId) -> Result<Option<serde_json::Value>, StoreError>;
+    /// Replaces the user's preferences.
+    async fn set_preferences(
+        &self,
+        user: &UserId,
+        preferences: serde_json::Value,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// Saves an item.
+    async fn save_item(&self, item: &SavedItem) -> Result<(), StoreError>;
+    /// The owner's items of a kind (all kinds if `None`), newest first.
+    async fn items(
+        &self,
+        user: &UserId,
+        kind: Option<String>,
+        page: PageRequest,
+    ) -> Result<Page<SavedItem>, StoreError>;
+    /// One of the owner's items.
+    async fn item(&self, user: &UserId, id: &str) -> Result<Option<SavedItem>, StoreError>;
+    /// Deletes one of the owner's items; `false` if the owner has no such item.
+    async fn delete_item(&self, user: &UserId, id: &str) -> Result<bool, StoreError>;
+}
+
+/// API keys, stored hashed.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync {
+    /// Stores a new key.
+    async fn create_key(&self, key: &ApiKey) -> Result<(), StoreError>;
+    /// The user's keys, newest first, revoked ones included.
+    async fn keys(&self, user: &UserId) -> Result<Vec<ApiKey>, StoreError>;
+    /// The live (not revoked) key with this hash.
+    async fn live_key(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError>;
+    /// Revokes one of the user's keys; `false` if the user has no such live key.
+    async fn revoke_key(
+        &self,
+        user: &UserId,
+        id: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Quota meters' storage.

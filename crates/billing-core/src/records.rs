@@ -69,6 +69,47 @@ impl std::fmt::Debug for User {
     }
 }
 
+/// Something a user saved (a prompt, a reply…), owned by that user alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedItem {
+    /// Its id (`itm_…`).
+    pub id: String,
+    /// The owner.
+    pub user: UserId,
+    /// `prompt` or `reply`.
+    pub kind: String,
+    /// A title.
+    pub title: Option<String>,
+    /// The text.
+    pub content: String,
+    /// Client data.
+    pub metadata: serde_json::Value,
+    /// When it was saved.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// An API key as stored: its SHA-256 hash and a displayable prefix, never the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// Its id (`key_…`).
+    pub id: crate::ids::ApiKeyId,
+    /// The user it acts as.
+    pub user: UserId,
+    /// A name the user chose.
+    pub name: String,
+    /// The first characters of the key, to recognise it.
+    pub prefix: String,
+    /// Hex SHA-256 of the key.
+    pub key_hash: String,
+    /// When it was made.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it was revoked.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
 /// A refresh token as stored: only its SHA-256 hash, never the token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefreshToken {

@@ -1,8 +1,6 @@
 //! Credentials: argon2id password hashes, short-lived JWT access tokens, opaque refresh
 //! tokens (stored as SHA-256 hashes), and an admin API key from the environment.
 
-use std::future::{Ready, ready};
-
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
@@ -183,31 +181,70 @@ impl Caller {
 
 impl FromRequest for Caller {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(caller(req))
+        let req = req.clone();
+        Box::pin(async move { caller(&req).await })
     }
 }
 
-/// Who is calling, from the request's headers.
-pub fn caller(req: &HttpRequest) -> Result<Caller, ApiError> {
+/// The prefix of API keys, which tells them from JWTs.
+pub const API_KEY_PREFIX: &str = "tgk_";
+
+/// Who is calling, from the request's headers: the admin key, an API key, or a JWT.
+pub async fn caller(req: &HttpRequest) -> Result<Caller, ApiError> {
+    let token = bearer(req)?;
     let state = req
         .app_data::<web::Data<ApiState>>()
         .ok_or_else(|| ApiError::internal("API state missing"))?;
+    if token.starts_with(API_KEY_PREFIX) {
+        let invalid = || {
+            ApiError::new(
+                actix_web::http::StatusCode::UNAUTHORIZED,
+                "invalid_api_key",
+                "Invalid API key",
+                "the API key is unknown or revoked",
+            )
+        };
+        let key = state
+            .api_keys
+            .live_key(&sha256_hex(&token))
+            .await?
+            .ok_or_else(invalid)?;
+        let user = state
+            .billing
+            .accounts
+            .user(&key.user)
+            .await?
+            .ok_or_else(invalid)?;
+        return Ok(Caller::User {
+            user: user.id,
+            account: user.account,
+            role: user.role,
+        });
+    }
+    token_caller(state, &token)
+}
+
+fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
     let value = req
         .headers()
         .get(header::AUTHORIZATION)
         .ok_or_else(|| ApiError::unauthenticated("send `Authorization: Bearer <token>`"))?;
-    let token = value
+    value
         .to_str()
         .ok()
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty())
+        .map(str::to_owned)
         .ok_or_else(|| {
             ApiError::unauthenticated("the Authorization header must be `Bearer <token>`")
-        })?;
+        })
+}
+
+fn token_caller(state: &ApiState, token: &str) -> Result<Caller, ApiError> {
     if state.auth.is_admin_key(token) {
         return Ok(Caller::AdminKey);
     }
@@ -247,6 +284,15 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
 pub fn decoy_hash() -> &'static str {
     static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     DECOY.get_or_init(|| hash_password("decoy password that never matches").unwrap_or_default())
+}
+
+/// A new API key (`tgk_` + 256 random bits), its displayable prefix and its SHA-256 hash.
+pub fn new_api_key() -> (String, String, String) {
+    let bytes: [u8; 32] = rand::random();
+    let key = format!("{API_KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+    let prefix = key.chars().take(12).collect();
+    let hash = sha256_hex(&key);
+    (key, prefix, hash)
 }
 
 /// A new opaque refresh token (`rt_` + 256 random bits) and its SHA-256 hash.

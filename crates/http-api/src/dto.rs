@@ -595,3 +595,124 @@ pub struct AuditPage {
     /// The cursor of the next page.
     pub next: Option<String>,
 }
+
+/// Profile changes.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileUpdate {
+    /// Display name (empty clears it).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A new saved item.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSavedItem {
+    /// `prompt` or `reply`.
+    pub kind: String,
+    /// A title.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// The text, up to 32 KiB.
+    pub content: String,
+    /// Client data.
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// A saved item.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SavedItemView {
+    /// `itm_…`.
+    pub id: String,
+    /// `prompt` or `reply`.
+    pub kind: String,
+    /// A title.
+    pub title: Option<String>,
+    /// The text.
+    pub content: String,
+    /// Client data.
+    pub metadata: serde_json::Value,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+impl From<&billing_core::records::SavedItem> for SavedItemView {
+    fn from(i: &billing_core::records::SavedItem) -> Self {
+        Self {
+            id: i.id.clone(),
+            kind: i.kind.clone(),
+            title: i.title.clone(),
+            content: i.content.clone(),
+            metadata: i.metadata.clone(),
+            created_at: rfc3339(i.created_at),
+        }
+    }
+}
+
+/// Query of saved items.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ItemQuery {
+    /// `prompt` or `reply`; all if absent.
+    pub kind: Option<String>,
+    /// Per page, 1–200 (default 50).
+    pub limit: Option<u32>,
+    /// The `next` cursor of the previous page.
+    pub after: Option<String>,
+}
+
+/// A page of saved items.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemPage {
+    /// Items.
+    pub items: Vec<SavedItemView>,
+    /// The cursor of the next page.
+    pub next: Option<String>,
+}
+
+/// A new API key.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    /// A name to recognise it by.
+    pub name: String,
+}
+
+/// An API key, without the key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyView {
+    /// `key_…`.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// The key's first characters.
+    pub prefix: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339, if revoked.
+    pub revoked_at: Option<String>,
+}
+
+impl From<&billing_core::records::ApiKey> for ApiKeyView {
+    fn from(k: &billing_core::records::ApiKey) -> Self {
+        Self {
+            id: k.id.to_string(),
+            name: k.name.clone(),
+            prefix: k.prefix.clone(),
+            created_at: rfc3339(k.created_at),
+            revoked_at: k.revoked_at.map(rfc3339),
+        }
+    }
+}
+
+/// A new API key, with the key itself: it is shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyCreated {
+    /// The key; send it as `Authorization: Bearer …`. Not retrievable later.
+    pub key: String,
+    /// The key's record.
+    #[serde(flatten)]
+    pub details: ApiKeyView,
+}

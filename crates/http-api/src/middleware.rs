@@ -81,7 +81,7 @@ pub async fn audit(
     let Some(state) = request.app_data::<actix_web::web::Data<crate::state::ApiState>>() else {
         return Ok(response);
     };
-    let caller = crate::auth::caller(request).ok();
+    let caller = crate::auth::caller(request).await.ok();
     let note = request.extensions().get::<AuditNote>().cloned();
     let route = request
         .match_pattern()

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, auth, catalog, credits, quotas, system};
+use crate::routes::{admin, auth, catalog, credits, me, quotas, system};
 
 /// Tollgate's API description, served at `/openapi.json`.
 #[derive(Debug, OpenApi)]
@@ -12,6 +12,9 @@ use crate::routes::{admin, auth, catalog, credits, quotas, system};
     paths(
         system::health, system::ready, system::openapi,
         auth::signup, auth::login, auth::refresh, auth::logout, auth::me,
+        me::update_profile, me::preferences, me::set_preferences,
+        me::save_item, me::items, me::item, me::delete_item,
+        me::create_api_key, me::api_keys, me::revoke_api_key,
         catalog::plans, catalog::packs,
         credits::balance, credits::journal, credits::spend,
         quotas::usage, quotas::track, quotas::check,
@@ -21,6 +24,7 @@ use crate::routes::{admin, auth, catalog, credits, quotas, system};
     modifiers(&BearerAuth),
     tags(
         (name = "auth", description = "Sign-up, sign-in and tokens"),
+        (name = "me", description = "The caller's profile, preferences, saved items and API keys"),
         (name = "catalog", description = "Plans and packs"),
         (name = "credits", description = "The caller's credits"),
         (name = "quotas", description = "Usage quotas and entitlements"),

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use billing_core::ports::{AuditStore, QuotaStore, SessionStore};
+use billing_core::ports::{ApiKeyStore, AuditStore, QuotaStore, SessionStore, UserDataStore};
 use billing_core::usecases::Billing;
 
 use crate::auth::AuthKeys;
@@ -18,6 +18,10 @@ pub struct ApiState {
     pub audit: Arc<dyn AuditStore>,
     /// Quota meters.
     pub quotas: Arc<dyn QuotaStore>,
+    /// Preferences and saved items.
+    pub user_data: Arc<dyn UserDataStore>,
+    /// API keys.
+    pub api_keys: Arc<dyn ApiKeyStore>,
     /// Token keys and lifetimes.
     pub auth: AuthKeys,
     /// What `/ready` checks.

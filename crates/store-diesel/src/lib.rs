@@ -15,6 +15,7 @@ mod schema;
 mod sessions;
 mod sql;
 mod store;
+mod userdata;
 
 pub use db::{Backend, DatabaseConfig};
 pub use store::DieselStore;

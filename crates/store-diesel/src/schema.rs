@@ -217,3 +217,35 @@ diesel::table! {
 
 diesel::joinable!(refresh_tokens -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(refresh_tokens, users);
+
+diesel::table! {
+    user_preferences (user_id) {
+        user_id -> Text,
+        data -> Text,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    saved_items (id) {
+        id -> Text,
+        user_id -> Text,
+        kind -> Text,
+        title -> Nullable<Text>,
+        content -> Text,
+        metadata -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    api_keys (id) {
+        id -> Text,
+        user_id -> Text,
+        name -> Text,
+        prefix -> Text,
+        key_hash -> Text,
+        created_at -> BigInt,
+        revoked_at -> Nullable<BigInt>,
+    }
+}

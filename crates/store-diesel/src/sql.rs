@@ -38,6 +38,7 @@ pub(crate) mod pg {
     use crate::records::SubscriptionField;
     crate::records::record_queries!();
     crate::sessions::session_queries!();
+    crate::userdata::userdata_queries!();
 }
 
 /// SQLite.
@@ -63,6 +64,7 @@ pub(crate) mod sqlite {
     use crate::records::SubscriptionField;
     crate::records::record_queries!();
     crate::sessions::session_queries!();
+    crate::userdata::userdata_queries!();
 }
 
 /// Calls `$module::$func(conn, args…)` on the pooled connection's backend.

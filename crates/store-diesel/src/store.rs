@@ -8,13 +8,13 @@ use billing_core::ledger::{
     AccountSnapshot, Fingerprint, Grant, LedgerRequest, Transaction, Violation, burn_order, verify,
 };
 use billing_core::ports::{
-    AccountStore, AuditStore, Clock, IdGenerator, IdempotencyStore, KeyState, LedgerOutcome,
-    LedgerStore, QuotaStore, SessionStore, StoreError, StoredResponse, SubscriptionStore,
-    TaskStore, TrackOutcome, TrackRequest, WebhookEventStore,
+    AccountStore, ApiKeyStore, AuditStore, Clock, IdGenerator, IdempotencyStore, KeyState,
+    LedgerOutcome, LedgerStore, QuotaStore, SessionStore, StoreError, StoredResponse,
+    SubscriptionStore, TaskStore, TrackOutcome, TrackRequest, UserDataStore, WebhookEventStore,
 };
 use billing_core::records::{
-    Account, AuditRecord, Balance, Page, PageRequest, RefreshToken, Rotation, Task, TaskStatus,
-    User, WebhookEvent, WebhookStatus,
+    Account, ApiKey, AuditRecord, Balance, Page, PageRequest, RefreshToken, Rotation, SavedItem,
+    Task, TaskStatus, User, WebhookEvent, WebhookStatus,
 };
 use billing_core::subscription::{Subscription, SubscriptionStatus};
 use time::OffsetDateTime;
@@ -623,5 +623,119 @@ impl SessionStore for DieselStore {
     async fn revoke_user(&self, user: &UserId, now: OffsetDateTime) -> Result<(), StoreError> {
         let mut conn = self.pool.get().await?;
         call!(conn, session_revoke_user(user.to_string(), db::ts(now))).map_err(tx_error)
+    }
+}
+
+#[async_trait]
+impl UserDataStore for DieselStore {
+    async fn preferences(&self, user: &UserId) -> Result<Option<serde_json::Value>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(conn, preferences_get(user.to_string()))
+            .map_err(tx_error)?
+            .map(|text| serde_json::from_str(&text).map_err(|e| StoreError::Other(e.to_string())))
+            .transpose()
+    }
+
+    async fn set_preferences(
+        &self,
+        user: &UserId,
+        preferences: serde_json::Value,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let _writer = self.pool.write_guard().await;
+        self.retrying(|| {
+            let (user, data) = (user.to_string(), preferences.to_string());
+            async move {
+                let mut conn = self.pool.get().await.map_err(TxError::Store)?;
+                transaction_call!(conn, preferences_set(user, data, db::ts(now)))
+            }
+        })
+        .await
+    }
+
+    async fn save_item(&self, item: &SavedItem) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(
+            conn,
+            item_save(crate::userdata::SavedItemRow::from_domain(item))
+        )
+        .map_err(tx_error)
+    }
+
+    async fn items(
+        &self,
+        user: &UserId,
+        kind: Option<String>,
+        page: PageRequest,
+    ) -> Result<Page<SavedItem>, StoreError> {
+        let limit = page_limit(&page);
+        let mut conn = self.pool.get().await?;
+        let rows = call!(
+            conn,
+            items_list(user.to_string(), kind, page.after.clone(), limit + 1)
+        )
+        .map_err(tx_error)?;
+        let items = rows
+            .into_iter()
+            .map(crate::userdata::SavedItemRow::into_domain)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(paged(items, limit, |i| i.id.clone()))
+    }
+
+    async fn item(&self, user: &UserId, id: &str) -> Result<Option<SavedItem>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(conn, item_get(user.to_string(), id.to_owned()))
+            .map_err(tx_error)?
+            .map(crate::userdata::SavedItemRow::into_domain)
+            .transpose()
+    }
+
+    async fn delete_item(&self, user: &UserId, id: &str) -> Result<bool, StoreError> {
+        let mut conn = self.pool.get().await?;
+        Ok(call!(conn, item_delete(user.to_string(), id.to_owned())).map_err(tx_error)? == 1)
+    }
+}
+
+#[async_trait]
+impl ApiKeyStore for DieselStore {
+    async fn create_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(
+            conn,
+            key_create(crate::userdata::ApiKeyRow::from_domain(key))
+        )
+        .map_err(tx_error)
+    }
+
+    async fn keys(&self, user: &UserId) -> Result<Vec<ApiKey>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(conn, keys_list(user.to_string()))
+            .map_err(tx_error)?
+            .into_iter()
+            .map(crate::userdata::ApiKeyRow::into_domain)
+            .collect()
+    }
+
+    async fn live_key(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(conn, key_live(key_hash.to_owned()))
+            .map_err(tx_error)?
+            .map(crate::userdata::ApiKeyRow::into_domain)
+            .transpose()
+    }
+
+    async fn revoke_key(
+        &self,
+        user: &UserId,
+        id: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.pool.get().await?;
+        Ok(call!(
+            conn,
+            key_revoke(user.to_string(), id.to_owned(), db::ts(now))
+        )
+        .map_err(tx_error)?
+            == 1)
     }
 }

@@ -884,7 +884,108 @@ async fn concurrent_rotations_of_one_token_let_exactly_one_through(db: &TestDb) 
     }
 }
 
+async fn user_data_belongs_to_its_owner(db: &TestDb) {
+    use billing_core::ids::ApiKeyId;
+    use billing_core::ports::{ApiKeyStore, UserDataStore};
+    use billing_core::records::{ApiKey, SavedItem};
+    let (_, alice) = new_account(db, "alice@data.test", "free").await;
+    let (_, bob) = new_account(db, "bob@data.test", "free").await;
+    assert_eq!(db.store.preferences(&alice).await.unwrap(), None);
+    db.store
+        .set_preferences(&alice, serde_json::json!({"theme": "dark"}), T0)
+        .await
+        .unwrap();
+    db.store
+        .set_preferences(&alice, serde_json::json!({"theme": "light"}), T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store.preferences(&alice).await.unwrap(),
+        Some(serde_json::json!({"theme": "light"}))
+    );
+    assert_eq!(db.store.preferences(&bob).await.unwrap(), None);
+
+    let item = |id: &str, kind: &str| SavedItem {
+        id: id.into(),
+        user: alice.clone(),
+        kind: kind.into(),
+        title: Some("t".into()),
+        content: "hello".into(),
+        metadata: serde_json::json!({"tags": ["a"]}),
+        created_at: T0,
+    };
+    db.store.save_item(&item("itm_1", "prompt")).await.unwrap();
+    db.store.save_item(&item("itm_2", "reply")).await.unwrap();
+    let prompts = db
+        .store
+        .items(
+            &alice,
+            Some("prompt".into()),
+            PageRequest {
+                limit: 10,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(prompts.items, [item("itm_1", "prompt")]);
+    assert!(
+        db.store
+            .items(
+                &bob,
+                None,
+                PageRequest {
+                    limit: 10,
+                    after: None
+                }
+            )
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert_eq!(
+        db.store.item(&bob, "itm_1").await.unwrap(),
+        None,
+        "not Bob's"
+    );
+    assert!(!db.store.delete_item(&bob, "itm_1").await.unwrap());
+    assert!(db.store.delete_item(&alice, "itm_1").await.unwrap());
+    assert_eq!(db.store.item(&alice, "itm_1").await.unwrap(), None);
+
+    let key = ApiKey {
+        id: ApiKeyId::from_ulid(ulid()),
+        user: alice.clone(),
+        name: "ci".into(),
+        prefix: "tgk_abcd".into(),
+        key_hash: "hash-1".into(),
+        created_at: T0,
+        revoked_at: None,
+    };
+    db.store.create_key(&key).await.unwrap();
+    assert_eq!(
+        db.store.live_key("hash-1").await.unwrap(),
+        Some(key.clone())
+    );
+    assert!(
+        !db.store
+            .revoke_key(&bob, key.id.as_str(), T0)
+            .await
+            .unwrap(),
+        "not Bob's"
+    );
+    assert!(
+        db.store
+            .revoke_key(&alice, key.id.as_str(), T0)
+            .await
+            .unwrap()
+    );
+    assert_eq!(db.store.live_key("hash-1").await.unwrap(), None);
+    assert_eq!(db.store.keys(&alice).await.unwrap()[0].revoked_at, Some(T0));
+}
+
 on_both_backends!(
+    user_data_belongs_to_its_owner,
     refresh_tokens_rotate_once_and_reuse_revokes_the_family,
     concurrent_rotations_of_one_token_let_exactly_one_through,
     migrations_go_down_and_up_again,

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod auth;
 pub mod catalog;
 pub mod credits;
+pub mod me;
 pub mod quotas;
 pub mod system;
 

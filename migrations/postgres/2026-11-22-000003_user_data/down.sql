@@ -1,0 +1,3 @@
+DROP TABLE api_keys;
+DROP TABLE saved_items;
+DROP TABLE user_preferences;

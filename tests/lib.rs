@@ -47,7 +47,24 @@ impl TestApp {
     }
 
     /// A server on the given database; `None` for PostgreSQL when it is not configured.
+    /// Rate limits are lifted so that tests measure what they test; see [`TestApp::spawn_with`].
     pub async fn spawn_on(db: Db, files: &[&str]) -> Option<Self> {
+        Self::spawn_with(db, files, |loaded| {
+            loaded.settings.http.anonymous_rate_limit = None;
+            loaded.settings.http.user_rate_limit = None;
+            for plan in loaded.catalog.plans.values_mut() {
+                plan.rate_limit = None;
+            }
+        })
+        .await
+    }
+
+    /// A server whose loaded configuration `tweak` adjusts first.
+    pub async fn spawn_with(
+        db: Db,
+        files: &[&str],
+        tweak: impl FnOnce(&mut app::settings::Loaded),
+    ) -> Option<Self> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let sources = Sources {
             dir: root.join("config"),
@@ -87,6 +104,7 @@ impl TestApp {
         };
         loaded.settings.auth.admin_api_key = Some(ADMIN_KEY.to_owned().into());
         loaded.settings.auth.jwt_secret = Some(JWT_SECRET.to_owned().into());
+        tweak(&mut loaded);
         let app = Application::build(&loaded.settings, loaded.catalog)
             .await
             .expect("start");

@@ -5,6 +5,7 @@ mod auth;
 mod credits;
 mod errors;
 mod health;
+mod limits;
 mod me;
 mod openapi;
 mod quotas;

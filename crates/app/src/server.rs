@@ -93,11 +93,18 @@ impl Application {
         let port = listener.local_addr()?.port();
         let state = web::Data::new(api_state(settings, catalog, store.clone()));
         let body_limit = settings.http.body_limit_bytes;
+        let origins = settings.http.cors_allowed_origins.clone();
         let mut server = HttpServer::new(move || {
+            // Outermost last: CORS, then the request id, the rate limit, the audit record.
             App::new()
                 .app_data(state.clone())
                 .wrap(actix_web::middleware::from_fn(http_api::audit))
+                .wrap(actix_web::middleware::from_fn(http_api::rate_limit))
                 .wrap(actix_web::middleware::from_fn(http_api::request_id))
+                .wrap(actix_web::middleware::Condition::new(
+                    !origins.is_empty(),
+                    cors(&origins),
+                ))
                 .configure(|cfg| http_api::configure(cfg, body_limit))
         })
         .shutdown_timeout(settings.server.shutdown_timeout_seconds)
@@ -186,6 +193,22 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
+/// CORS for the configured browser origins.
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    use actix_web::http::header;
+    let mut cors = actix_cors::Cors::default()
+        .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
+        .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .allowed_header("idempotency-key")
+        .allowed_header("x-request-id")
+        .expose_headers(["x-request-id", "retry-after", "idempotent-replayed"])
+        .max_age(3600);
+    for origin in origins {
+        cors = cors.allowed_origin(origin);
+    }
+    cors
+}
+
 /// Composes the API's dependencies: the use cases over the store, token keys from the
 /// settings (a random JWT secret, announced, when none is configured outside production).
 pub fn api_state(settings: &Settings, catalog: Catalog, store: DieselStore) -> ApiState {
@@ -230,6 +253,12 @@ pub fn api_state(settings: &Settings, catalog: Catalog, store: DieselStore) -> A
         api_keys: store.clone(),
         auth: keys,
         readiness: Arc::new(StoreReadiness(store)),
+        limits: http_api::limits::Limits {
+            anonymous: settings.http.anonymous_rate_limit.clone(),
+            default_user: settings.http.user_rate_limit.clone(),
+            limiter: http_api::limits::RateLimiter::default(),
+            logins: http_api::limits::LoginThrottle::default(),
+        },
     }
 }
 

@@ -149,6 +149,15 @@ pub struct AuthSettings {
 pub struct HttpSettings {
     /// The largest JSON body accepted.
     pub body_limit_bytes: usize,
+    /// Requests per IP for callers without credentials; omitted means unlimited.
+    #[serde(default)]
+    pub anonymous_rate_limit: Option<billing_core::catalog::RateLimit>,
+    /// Requests per user when their plan sets no `rate_limit`; omitted means unlimited.
+    #[serde(default)]
+    pub user_rate_limit: Option<billing_core::catalog::RateLimit>,
+    /// Browser origins allowed to call the API (CORS); empty allows none.
+    #[serde(default)]
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// How log lines are written.
@@ -585,6 +594,35 @@ fn validate_settings(
                 origin: origin_of("auth", layers),
                 key: Some("auth".into()),
                 message: "token lifetimes must be at least 1".into(),
+            });
+        }
+    }
+    for (key, rule) in [
+        (
+            "http.anonymous_rate_limit",
+            &settings.http.anonymous_rate_limit,
+        ),
+        ("http.user_rate_limit", &settings.http.user_rate_limit),
+    ] {
+        if rule
+            .as_ref()
+            .is_some_and(|r| r.requests == 0 || r.per_seconds == 0)
+        {
+            problems.push(ConfigProblem {
+                origin: origin_of(key, layers),
+                key: Some(key.into()),
+                message: "requests and per_seconds must be at least 1".into(),
+            });
+        }
+    }
+    for (i, origin) in settings.http.cors_allowed_origins.iter().enumerate() {
+        if !(origin.starts_with("http://") || origin.starts_with("https://"))
+            || origin.ends_with('/')
+        {
+            problems.push(ConfigProblem {
+                origin: origin_of("http.cors_allowed_origins", layers),
+                key: Some(format!("http.cors_allowed_origins[{i}]")),
+                message: format!("`{origin}` is not an origin like https://app.example.com"),
             });
         }
     }

@@ -8,6 +8,7 @@
 pub mod auth;
 mod dto;
 pub mod error;
+pub mod limits;
 mod middleware;
 pub mod openapi;
 mod routes;
@@ -18,6 +19,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, web};
 
 pub use error::ApiError;
+pub use limits::rate_limit;
 pub use middleware::{audit, request_id};
 pub use state::{ApiState, Readiness};
 

@@ -26,6 +26,8 @@ pub struct ApiState {
     pub auth: AuthKeys,
     /// What `/ready` checks.
     pub readiness: Arc<dyn Readiness>,
+    /// Rate limits and failed sign-ins.
+    pub limits: crate::limits::Limits,
 }
 
 impl std::fmt::Debug for ApiState {

@@ -142,17 +142,23 @@ fn invalid_credentials() -> ApiError {
     responses(
         (status = 200, description = "Signed in", body = SessionResponse),
         (status = 401, description = "Wrong email or password", body = Problem),
+        (status = 429, description = "Too many failed sign-ins for this email or address; see Retry-After", body = Problem),
     ))]
 pub async fn login(
     state: web::Data<ApiState>,
+    req: actix_web::HttpRequest,
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let user = state
-        .billing
-        .accounts
-        .user_by_email(body.email.trim())
-        .await?;
+    let email = body.email.trim().to_lowercase();
+    let ip = req.peer_addr().map(|a| a.ip());
+    if let Err(seconds) = state.limits.logins.check(&email, ip) {
+        return Err(crate::limits::too_many(
+            seconds,
+            "too many failed sign-ins; wait for the time in Retry-After",
+        ));
+    }
+    let user = state.billing.accounts.user_by_email(&email).await?;
     // Verify against a decoy when there is no such user, so both cases take as long.
     let phc = user
         .as_ref()
@@ -162,8 +168,12 @@ pub async fn login(
     let matches = blocking(move || verify_password(&password, &phc)).await?;
     let user: User = match user {
         Some(user) if matches && user.password_hash.is_some() => user,
-        _ => return Err(invalid_credentials()),
+        _ => {
+            state.limits.logins.failed(&email, ip);
+            return Err(invalid_credentials());
+        }
     };
+    state.limits.logins.succeeded(&email);
     let account = state
         .billing
         .accounts

@@ -104,6 +104,7 @@ impl TestApp {
         };
         loaded.settings.auth.admin_api_key = Some(ADMIN_KEY.to_owned().into());
         loaded.settings.auth.jwt_secret = Some(JWT_SECRET.to_owned().into());
+        loaded.settings.mail.outbox_dir = dir.path().join("outbox");
         tweak(&mut loaded);
         let app = Application::build(&loaded.settings, loaded.catalog)
             .await
@@ -117,6 +118,23 @@ impl TestApp {
             store,
             _dir: dir,
             pg_schema,
+        })
+    }
+
+    /// The single-use code in the newest message to `to` in the outbox, if any.
+    pub fn mailed_code(&self, to: &str) -> Option<String> {
+        let mut mails: Vec<_> = std::fs::read_dir(self._dir.path().join("outbox"))
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        mails.sort();
+        mails.iter().rev().find_map(|path| {
+            let text = std::fs::read_to_string(path).ok()?;
+            text.starts_with(&format!("To: {to}\n")).then_some(())?;
+            text.split_whitespace()
+                .find(|w| w.starts_with("ott_"))
+                .map(str::to_owned)
         })
     }
 

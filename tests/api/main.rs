@@ -8,4 +8,5 @@ mod health;
 mod limits;
 mod me;
 mod openapi;
+mod password;
 mod quotas;

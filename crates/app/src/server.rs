@@ -251,6 +251,9 @@ pub fn api_state(settings: &Settings, catalog: Catalog, store: DieselStore) -> A
         quotas: store.clone(),
         user_data: store.clone(),
         api_keys: store.clone(),
+        mailer: Arc::new(crate::mail::OutboxMailer::new(
+            settings.mail.outbox_dir.clone(),
+        )),
         auth: keys,
         readiness: Arc::new(StoreReadiness(store)),
         limits: http_api::limits::Limits {

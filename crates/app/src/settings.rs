@@ -36,6 +36,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// HTTP limits.
     pub http: HttpSettings,
+    /// Outgoing mail.
+    pub mail: MailSettings,
     /// The catalog is read separately (see the module docs); this only lets the key exist.
     #[serde(default, rename = "catalog")]
     _catalog: Option<serde::de::IgnoredAny>,
@@ -141,6 +143,14 @@ pub struct AuthSettings {
     /// A key that authenticates as an admin (`TOLLGATE__AUTH__ADMIN_API_KEY`).
     #[serde(default)]
     pub admin_api_key: Option<secrecy::SecretString>,
+}
+
+/// Outgoing mail.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailSettings {
+    /// The folder the default mailer writes messages into.
+    pub outbox_dir: PathBuf,
 }
 
 /// HTTP limits.

@@ -383,8 +383,10 @@ type Lines = std::io::Lines<BufReader<std::process::ChildStdout>>;
 
 /// Starts `serve` with JSON logs and returns the address it listens on.
 fn start_serving(mut cmd: Command) -> (String, std::process::Child, Lines) {
+    if !cmd.get_envs().any(|(key, _)| key == "TOLLGATE__LOG__LEVEL") {
+        cmd.env("TOLLGATE__LOG__LEVEL", "info");
+    }
     let mut child = cmd
-        .env("TOLLGATE__LOG__LEVEL", "info")
         .arg("serve")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -440,4 +442,128 @@ fn serve_answers_health_and_stops_gracefully_on_sigterm() {
     // The port is released.
     std::thread::sleep(Duration::from_millis(50));
     assert!(std::net::TcpStream::connect(&address).is_err());
+}
+
+#[test]
+fn secrets_never_reach_the_logs() {
+    let cwd = tempfile::tempdir().unwrap();
+    let admin_key = "log-test-admin-key-0123456789";
+    let jwt_secret = "log-test-jwt-secret-0123456789abcdef012345";
+    let mut cmd = bare_tollgate();
+    cmd.current_dir(cwd.path())
+        .env("TOLLGATE__AUTH__ADMIN_API_KEY", admin_key)
+        .env("TOLLGATE__AUTH__JWT_SECRET", jwt_secret)
+        .env("TOLLGATE__LOG__LEVEL", "debug");
+    let (address, child, lines) = start_serving(cmd);
+    // Keep reading the log while the requests run, so the pipe never fills.
+    let log = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<String>>());
+
+    let password = "p4ssw0rd that must stay secret";
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let secrets: Vec<String> = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let url = |path: &str| format!("http://{address}{path}");
+        let session: serde_json::Value = client
+            .post(url("/v1/auth/signup"))
+            .json(&serde_json::json!({"email": "quiet@example.com", "password": password}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let access = session["tokens"]["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let refresh = session["tokens"]["refresh_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let login = client
+            .post(url("/v1/auth/login"))
+            .json(&serde_json::json!({"email": "quiet@example.com", "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(login.status(), 200);
+        let key: serde_json::Value = client
+            .post(url("/v1/api-keys"))
+            .bearer_auth(&access)
+            .json(&serde_json::json!({"name": "log test"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let api_key = key["key"].as_str().unwrap().to_owned();
+        client
+            .get(url("/v1/credits"))
+            .bearer_auth(&api_key)
+            .send()
+            .await
+            .unwrap();
+        client
+            .get(url("/v1/admin/users"))
+            .bearer_auth(admin_key)
+            .send()
+            .await
+            .unwrap();
+        client
+            .post(url("/v1/auth/password-reset"))
+            .json(&serde_json::json!({"email": "quiet@example.com"}))
+            .send()
+            .await
+            .unwrap();
+        client
+            .post(url("/v1/auth/refresh"))
+            .json(&serde_json::json!({"refresh_token": refresh}))
+            .send()
+            .await
+            .unwrap();
+        vec![password.to_owned(), access, refresh, api_key]
+    });
+    let outbox = cwd.path().join("data/outbox");
+    let mail = std::fs::read_dir(&outbox)
+        .unwrap()
+        .flatten()
+        .next()
+        .expect("a reset mail")
+        .path();
+    let code = std::fs::read_to_string(mail)
+        .unwrap()
+        .split_whitespace()
+        .find(|w| w.starts_with("ott_"))
+        .unwrap()
+        .to_owned();
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child_id(&child)])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut child = child;
+    assert!(child.wait().unwrap().success());
+    let log = log.join().unwrap();
+    assert!(
+        log.iter().any(|l| l.contains("request finished")),
+        "the requests were logged"
+    );
+    assert!(log.iter().any(|l| l.contains("mail written to the outbox")));
+    for secret in secrets
+        .iter()
+        .map(String::as_str)
+        .chain([admin_key, jwt_secret, code.as_str()])
+    {
+        let leaked: Vec<&String> = log.iter().filter(|l| l.contains(secret)).collect();
+        assert!(leaked.is_empty(), "a secret reached the log: {leaked:?}");
+    }
+}
+
+fn child_id(child: &std::process::Child) -> String {
+    child.id().to_string()
 }

@@ -207,6 +207,23 @@ pub trait SessionStore: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Revokes every token of a user (password change).
     async fn revoke_user(&self, user: &UserId, now: OffsetDateTime) -> Result<(), StoreError>;
+    /// Stores a single-use token (by its hash) for `purpose`, valid until `expires_at`.
+    async fn issue_one_time(
+        &self,
+        user: &UserId,
+        purpose: &str,
+        token_hash: &str,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// Uses up a single-use token: its user if it exists for `purpose`, is unexpired and
+    /// unused (atomically: of two concurrent uses one succeeds).
+    async fn consume_one_time(
+        &self,
+        token_hash: &str,
+        purpose: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<UserId>, StoreError>;
 }
 
 /// A user's own data: preferences and saved items.

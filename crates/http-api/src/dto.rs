@@ -716,3 +716,39 @@ pub struct ApiKeyCreated {
     #[serde(flatten)]
     pub details: ApiKeyView,
 }
+
+/// A password change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    /// The password now.
+    pub current_password: String,
+    /// 8 to 128 characters.
+    pub new_password: String,
+}
+
+/// A password-reset request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestReset {
+    /// The account's email.
+    pub email: String,
+}
+
+/// A password reset with its token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmReset {
+    /// The token from the email.
+    pub token: String,
+    /// 8 to 128 characters.
+    pub new_password: String,
+}
+
+/// An email verification with its token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmVerification {
+    /// The token from the email.
+    pub token: String,
+}

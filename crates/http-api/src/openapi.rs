@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, auth, catalog, credits, me, quotas, system};
+use crate::routes::{admin, auth, catalog, credits, me, password, quotas, system};
 
 /// Tollgate's API description, served at `/openapi.json`.
 #[derive(Debug, OpenApi)]
@@ -12,6 +12,8 @@ use crate::routes::{admin, auth, catalog, credits, me, quotas, system};
     paths(
         system::health, system::ready, system::openapi,
         auth::signup, auth::login, auth::refresh, auth::logout, auth::me,
+        password::change, password::request_reset, password::confirm_reset,
+        password::request_verification, password::confirm_verification,
         me::update_profile, me::preferences, me::set_preferences,
         me::save_item, me::items, me::item, me::delete_item,
         me::create_api_key, me::api_keys, me::revoke_api_key,

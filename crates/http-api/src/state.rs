@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use billing_core::ports::{ApiKeyStore, AuditStore, QuotaStore, SessionStore, UserDataStore};
+use billing_core::ports::{
+    ApiKeyStore, AuditStore, Mailer, QuotaStore, SessionStore, UserDataStore,
+};
 use billing_core::usecases::Billing;
 
 use crate::auth::AuthKeys;
@@ -22,6 +24,8 @@ pub struct ApiState {
     pub user_data: Arc<dyn UserDataStore>,
     /// API keys.
     pub api_keys: Arc<dyn ApiKeyStore>,
+    /// Sends password-reset and verification mail.
+    pub mailer: Arc<dyn Mailer>,
     /// Token keys and lifetimes.
     pub auth: AuthKeys,
     /// What `/ready` checks.

@@ -131,6 +131,56 @@ macro_rules! session_queries {
             .await?;
             Ok(())
         }
+
+        pub(crate) async fn one_time_issue(
+            c: &mut Conn,
+            id: String,
+            user: String,
+            purpose: String,
+            hash: String,
+            expires_at: i64,
+            now: i64,
+        ) -> Result<(), TxError> {
+            use crate::schema::one_time_tokens as ott;
+            diesel::insert_into(ott::table)
+                .values((
+                    ott::id.eq(id),
+                    ott::user_id.eq(user),
+                    ott::purpose.eq(purpose),
+                    ott::token_hash.eq(hash),
+                    ott::expires_at.eq(expires_at),
+                    ott::created_at.eq(now),
+                ))
+                .execute(c)
+                .await?;
+            Ok(())
+        }
+
+        pub(crate) async fn one_time_consume(
+            c: &mut Conn,
+            hash: String,
+            purpose: String,
+            now: i64,
+        ) -> Result<Option<String>, TxError> {
+            use crate::schema::one_time_tokens as ott;
+            let found: Option<(String, String)> = ott::table
+                .filter(ott::token_hash.eq(&hash))
+                .filter(ott::purpose.eq(&purpose))
+                .filter(ott::used_at.is_null())
+                .filter(ott::expires_at.gt(now))
+                .select((ott::id, ott::user_id))
+                .first(c)
+                .await
+                .optional()?;
+            let Some((id, user)) = found else {
+                return Ok(None);
+            };
+            let claimed = diesel::update(ott::table.find(&id).filter(ott::used_at.is_null()))
+                .set(ott::used_at.eq(Some(now)))
+                .execute(c)
+                .await?;
+            Ok((claimed == 1).then_some(user))
+        }
     };
 }
 pub(crate) use session_queries;

@@ -624,6 +624,49 @@ impl SessionStore for DieselStore {
         let mut conn = self.pool.get().await?;
         call!(conn, session_revoke_user(user.to_string(), db::ts(now))).map_err(tx_error)
     }
+
+    async fn issue_one_time(
+        &self,
+        user: &UserId,
+        purpose: &str,
+        token_hash: &str,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let id = format!("ott_{}", self.ids.ulid().encode());
+        let mut conn = self.pool.get().await?;
+        call!(
+            conn,
+            one_time_issue(
+                id,
+                user.to_string(),
+                purpose.to_owned(),
+                token_hash.to_owned(),
+                db::ts(expires_at),
+                db::ts(now)
+            )
+        )
+        .map_err(tx_error)
+    }
+
+    async fn consume_one_time(
+        &self,
+        token_hash: &str,
+        purpose: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<UserId>, StoreError> {
+        let _writer = self.pool.write_guard().await;
+        let user = self
+            .retrying(|| {
+                let (hash, purpose) = (token_hash.to_owned(), purpose.to_owned());
+                async move {
+                    let mut conn = self.pool.get().await.map_err(TxError::Store)?;
+                    transaction_call!(conn, one_time_consume(hash, purpose, db::ts(now)))
+                }
+            })
+            .await?;
+        user.as_deref().map(db::parse_id).transpose()
+    }
 }
 
 #[async_trait]

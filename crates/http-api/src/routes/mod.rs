@@ -5,6 +5,7 @@ pub mod auth;
 pub mod catalog;
 pub mod credits;
 pub mod me;
+pub mod password;
 pub mod quotas;
 pub mod system;
 

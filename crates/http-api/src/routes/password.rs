@@ -1,0 +1,210 @@
+//! Password change, password reset and email verification, by single-use tokens sent
+//! through the mailer port.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use billing_core::ports::Mail;
+use time::Duration;
+
+use crate::auth::{Caller, hash_password, sha256_hex, verify_password};
+use crate::dto::{ChangePassword, ConfirmReset, ConfirmVerification, RequestReset};
+use crate::error::{ApiError, Problem};
+use crate::state::ApiState;
+
+const RESET: &str = "password_reset";
+const VERIFY: &str = "email_verification";
+
+fn check_new(password: &str) -> Result<(), ApiError> {
+    let length = password.chars().count();
+    if !(8..=128).contains(&length) {
+        return Err(ApiError::invalid_field(
+            "new_password",
+            "must be 8 to 128 characters",
+        ));
+    }
+    Ok(())
+}
+
+async fn hashed(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(ApiError::internal)?
+}
+
+fn new_token() -> (String, String) {
+    let bytes: [u8; 32] = rand::random();
+    let token = format!("ott_{}", URL_SAFE_NO_PAD.encode(bytes));
+    let hash = sha256_hex(&token);
+    (token, hash)
+}
+
+fn invalid_token() -> ApiError {
+    ApiError::invalid_field("token", "is unknown, used or expired")
+}
+
+/// Changes the caller's password; every session is signed out.
+#[utoipa::path(post, path = "/v1/auth/password", tag = "auth", security(("bearer" = [])), request_body = ChangePassword,
+    responses(
+        (status = 204, description = "Changed; sign in again"),
+        (status = 401, description = "The current password is wrong", body = Problem),
+        (status = 422, description = "The new password is invalid", body = Problem),
+    ))]
+pub async fn change(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    body: web::Json<ChangePassword>,
+) -> Result<HttpResponse, ApiError> {
+    let (user, _) = caller.user()?;
+    let body = body.into_inner();
+    check_new(&body.new_password)?;
+    let mut user = state
+        .billing
+        .accounts
+        .user(user)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    let phc = user.password_hash.clone().unwrap_or_default();
+    let current = body.current_password;
+    let matches =
+        tokio::task::spawn_blocking(move || !phc.is_empty() && verify_password(&current, &phc))
+            .await
+            .map_err(ApiError::internal)?;
+    if !matches {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "Invalid credentials",
+            "the current password is wrong",
+        ));
+    }
+    user.password_hash = Some(hashed(body.new_password).await?);
+    state.billing.accounts.update_user(&user).await?;
+    state
+        .sessions
+        .revoke_user(&user.id, state.billing.clock.now())
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Sends a password-reset token to the email, if it belongs to an account. The answer is
+/// the same either way, so it reveals nothing.
+#[utoipa::path(post, path = "/v1/auth/password-reset", tag = "auth", request_body = RequestReset,
+    responses((status = 202, description = "If the email is registered, a token is on its way")))]
+pub async fn request_reset(
+    state: web::Data<ApiState>,
+    body: web::Json<RequestReset>,
+) -> Result<HttpResponse, ApiError> {
+    let email = body.into_inner().email.trim().to_lowercase();
+    if let Some(user) = state.billing.accounts.user_by_email(&email).await? {
+        let now = state.billing.clock.now();
+        let (token, hash) = new_token();
+        state
+            .sessions
+            .issue_one_time(&user.id, RESET, &hash, now + Duration::hours(1), now)
+            .await?;
+        let mail = Mail {
+            to: user.email.clone(),
+            subject: "Reset your password".into(),
+            body: format!(
+                "Someone asked to reset the password of this account. If it was you, use this code within an hour:\n\n{token}\n\nIf not, ignore this message."
+            ),
+        };
+        if let Err(err) = state.mailer.send(mail).await {
+            tracing::warn!(error = %err, "could not send the password-reset mail");
+        }
+    }
+    Ok(HttpResponse::Accepted().json(serde_json::json!({"status": "sent if registered"})))
+}
+
+/// Sets a new password with a reset token; every session is signed out.
+#[utoipa::path(post, path = "/v1/auth/password-reset/confirm", tag = "auth", request_body = ConfirmReset,
+    responses(
+        (status = 204, description = "The password is changed; sign in"),
+        (status = 422, description = "Unknown, used or expired token, or invalid password", body = Problem),
+    ))]
+pub async fn confirm_reset(
+    state: web::Data<ApiState>,
+    body: web::Json<ConfirmReset>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    check_new(&body.new_password)?;
+    let now = state.billing.clock.now();
+    let user = state
+        .sessions
+        .consume_one_time(&sha256_hex(&body.token), RESET, now)
+        .await?
+        .ok_or_else(invalid_token)?;
+    let mut user = state
+        .billing
+        .accounts
+        .user(&user)
+        .await?
+        .ok_or_else(invalid_token)?;
+    user.password_hash = Some(hashed(body.new_password).await?);
+    state.billing.accounts.update_user(&user).await?;
+    state.sessions.revoke_user(&user.id, now).await?;
+    state.limits.logins.succeeded(&user.email);
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Sends an email-verification token to the caller's address.
+#[utoipa::path(post, path = "/v1/auth/email-verification", tag = "auth", security(("bearer" = [])),
+    responses((status = 202, description = "A token is on its way (nothing is sent if already verified)")))]
+pub async fn request_verification(
+    state: web::Data<ApiState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    let (user, _) = caller.user()?;
+    let user = state
+        .billing
+        .accounts
+        .user(user)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    if !user.email_verified {
+        let now = state.billing.clock.now();
+        let (token, hash) = new_token();
+        state
+            .sessions
+            .issue_one_time(&user.id, VERIFY, &hash, now + Duration::days(1), now)
+            .await?;
+        let mail = Mail {
+            to: user.email.clone(),
+            subject: "Confirm your email address".into(),
+            body: format!("Use this code within a day to confirm your email address:\n\n{token}"),
+        };
+        if let Err(err) = state.mailer.send(mail).await {
+            tracing::warn!(error = %err, "could not send the verification mail");
+        }
+    }
+    Ok(HttpResponse::Accepted().json(serde_json::json!({"status": if user.email_verified { "already verified" } else { "sent" }})))
+}
+
+/// Confirms the email address with a verification token.
+#[utoipa::path(post, path = "/v1/auth/email-verification/confirm", tag = "auth", request_body = ConfirmVerification,
+    responses(
+        (status = 204, description = "Verified"),
+        (status = 422, description = "Unknown, used or expired token", body = Problem),
+    ))]
+pub async fn confirm_verification(
+    state: web::Data<ApiState>,
+    body: web::Json<ConfirmVerification>,
+) -> Result<HttpResponse, ApiError> {
+    let now = state.billing.clock.now();
+    let user = state
+        .sessions
+        .consume_one_time(&sha256_hex(&body.token), VERIFY, now)
+        .await?
+        .ok_or_else(invalid_token)?;
+    let mut user = state
+        .billing
+        .accounts
+        .user(&user)
+        .await?
+        .ok_or_else(invalid_token)?;
+    user.email_verified = true;
+    state.billing.accounts.update_user(&user).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -44,7 +44,7 @@ pub async fn request_id(
         response.headers_mut().insert(REQUEST_ID, value);
     }
     let status = response.status().as_u16();
-    let elapsed_ms = started.elapsed().as_millis();
+    let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     span.in_scope(|| tracing::info!(status, elapsed_ms, "request finished"));
     Ok(response)
 }

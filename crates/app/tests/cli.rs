@@ -292,80 +292,77 @@ fn serve_creates_the_embedded_database_in_a_bare_folder() {
     stop(child, lines);
 }
 
+/// A fresh PostgreSQL schema for one test, dropped when the guard goes; with the URL that
+/// selects it. `None` when no test database is configured.
+struct PgSchema {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl PgSchema {
+    fn new(label: &str) -> Option<Self> {
+        let admin = std::env::var("TOLLGATE_TEST_DATABASE_URL").ok()?;
+        let name = format!(
+            "cli_{label}_{}_{}",
+            std::process::id(),
+            time::OffsetDateTime::now_utc().unix_timestamp()
+        );
+        pg_admin(&admin, &format!("CREATE SCHEMA {name}"));
+        let separator = if admin.contains('?') { '&' } else { '?' };
+        let url = format!("{admin}{separator}options=-csearch_path%3D{name}");
+        Some(Self { admin, name, url })
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        pg_admin(&self.admin, &format!("DROP SCHEMA {} CASCADE", self.name));
+    }
+}
+
+fn pg_admin(url: &str, sql: &str) {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut conn = AsyncPgConnection::establish(url).await.unwrap();
+        conn.batch_execute(sql).await.unwrap();
+    });
+}
+
 #[test]
 fn serve_uses_postgres_when_the_url_says_so() {
-    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
-    let Ok(url) = std::env::var("TOLLGATE_TEST_DATABASE_URL") else {
+    let Some(schema) = PgSchema::new("serve") else {
         let _ = std::io::Write::write_all(
             &mut std::io::stderr(),
             b"NOTE: the serve-on-PostgreSQL test was SKIPPED: TOLLGATE_TEST_DATABASE_URL is not set\n",
         );
         return;
     };
-    // A schema of its own, which serve migrates itself (auto_migrate).
-    let schema = format!(
-        "cli_{}_{}",
-        std::process::id(),
-        time::OffsetDateTime::now_utc().unix_timestamp()
-    );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let admin = |sql: String| {
-        runtime.block_on(async {
-            let mut conn = AsyncPgConnection::establish(&url).await.unwrap();
-            conn.batch_execute(&sql).await.unwrap();
-        })
-    };
-    admin(format!("CREATE SCHEMA {schema}"));
-    let separator = if url.contains('?') { '&' } else { '?' };
+    // Serve migrates the fresh schema itself (auto_migrate).
     let mut cmd = bare_tollgate();
-    cmd.env(
-        "TOLLGATE__DATABASE__URL",
-        format!("{url}{separator}options=-csearch_path%3D{schema}"),
-    )
-    .env("TOLLGATE__DATABASE__AUTO_MIGRATE", "true");
+    cmd.env("TOLLGATE__DATABASE__URL", &schema.url)
+        .env("TOLLGATE__DATABASE__AUTO_MIGRATE", "true");
     let (address, child, lines) = start_serving(cmd);
     let ready = get_json(&format!("http://{address}/ready"));
     stop(child, lines);
-    admin(format!("DROP SCHEMA {schema} CASCADE"));
     assert_eq!(ready["checks"]["database"], "ok", "{ready}");
     assert_eq!(ready["checks"]["backend"], "postgres");
 }
 
 #[test]
 fn serve_on_postgres_refuses_pending_migrations_without_auto_migrate() {
-    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
-    let Ok(url) = std::env::var("TOLLGATE_TEST_DATABASE_URL") else {
+    let Some(schema) = PgSchema::new("pending") else {
         return;
     };
-    let schema = format!(
-        "cli_pending_{}_{}",
-        std::process::id(),
-        time::OffsetDateTime::now_utc().unix_timestamp()
-    );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let admin = |sql: String| {
-        runtime.block_on(async {
-            let mut conn = AsyncPgConnection::establish(&url).await.unwrap();
-            conn.batch_execute(&sql).await.unwrap();
-        })
-    };
-    admin(format!("CREATE SCHEMA {schema}"));
-    let separator = if url.contains('?') { '&' } else { '?' };
     let out = bare_tollgate()
-        .env(
-            "TOLLGATE__DATABASE__URL",
-            format!("{url}{separator}options=-csearch_path%3D{schema}"),
-        )
+        .env("TOLLGATE__DATABASE__URL", &schema.url)
         .arg("serve")
         .output()
         .unwrap();
-    admin(format!("DROP SCHEMA {schema} CASCADE"));
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("pending migration"),

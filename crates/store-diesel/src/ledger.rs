@@ -462,18 +462,22 @@ macro_rules! ledger_queries {
             Ok(())
         }
 
+        /// The account's debt, or `None` if there is no such account (no lock taken).
+        async fn account_debt(c: &mut Conn, account: &str) -> Result<Option<i64>, TxError> {
+            Ok(crate::schema::accounts::table
+                .find(account)
+                .select(crate::schema::accounts::debt)
+                .first::<i64>(c)
+                .await
+                .optional()?)
+        }
+
         /// Live grants (in burn order), pending holds and the debt.
         pub(crate) async fn ledger_balance(
             c: &mut Conn,
             account: String,
         ) -> Result<Option<(i64, Vec<GrantRow>, Vec<HoldRow>)>, TxError> {
-            let Some(debt) = crate::schema::accounts::table
-                .find(&account)
-                .select(crate::schema::accounts::debt)
-                .first::<i64>(c)
-                .await
-                .optional()?
-            else {
+            let Some(debt) = account_debt(c, &account).await? else {
                 return Ok(None);
             };
             let live = grants::table
@@ -525,13 +529,7 @@ macro_rules! ledger_queries {
             c: &mut Conn,
             account: String,
         ) -> Result<Option<(i64, Vec<GrantRow>, Vec<HoldRow>, Vec<TxnRow>, Vec<LegRow>)>, TxError> {
-            let Some(debt) = crate::schema::accounts::table
-                .find(&account)
-                .select(crate::schema::accounts::debt)
-                .first::<i64>(c)
-                .await
-                .optional()?
-            else {
+            let Some(debt) = account_debt(c, &account).await? else {
                 return Ok(None);
             };
             let all_grants = grants::table

@@ -16,25 +16,20 @@ use crate::dto::{
 use crate::error::{ApiError, Problem};
 use crate::state::ApiState;
 
-fn check_password(password: &str) -> Result<(), ApiError> {
+/// The password rule: 8 to 128 characters. `field` names it in the error.
+pub(crate) fn check_password(field: &str, password: &str) -> Result<(), ApiError> {
     let length = password.chars().count();
-    if length < 8 {
+    if !(8..=128).contains(&length) {
         return Err(ApiError::invalid_field(
-            "password",
-            "must be at least 8 characters",
-        ));
-    }
-    if length > 128 {
-        return Err(ApiError::invalid_field(
-            "password",
-            "must be at most 128 characters",
+            field,
+            "must be 8 to 128 characters",
         ));
     }
     Ok(())
 }
 
 /// Runs CPU-heavy password work off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work)
@@ -97,7 +92,7 @@ pub async fn signup(
     body: web::Json<SignupRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    check_password(&body.password)?;
+    check_password("password", &body.password)?;
     let password = body.password;
     let hash = blocking(move || hash_password(&password)).await??;
     let signed_up = state

@@ -11,26 +11,14 @@ use time::Duration;
 use crate::auth::{Caller, hash_password, sha256_hex, verify_password};
 use crate::dto::{ChangePassword, ConfirmReset, ConfirmVerification, RequestReset};
 use crate::error::{ApiError, Problem};
+use crate::routes::auth::{blocking, check_password};
 use crate::state::ApiState;
 
 const RESET: &str = "password_reset";
 const VERIFY: &str = "email_verification";
 
-fn check_new(password: &str) -> Result<(), ApiError> {
-    let length = password.chars().count();
-    if !(8..=128).contains(&length) {
-        return Err(ApiError::invalid_field(
-            "new_password",
-            "must be 8 to 128 characters",
-        ));
-    }
-    Ok(())
-}
-
 async fn hashed(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(ApiError::internal)?
+    blocking(move || hash_password(&password)).await?
 }
 
 fn new_token() -> (String, String) {
@@ -38,6 +26,33 @@ fn new_token() -> (String, String) {
     let token = format!("ott_{}", URL_SAFE_NO_PAD.encode(bytes));
     let hash = sha256_hex(&token);
     (token, hash)
+}
+
+/// Issues a single-use code for `purpose`, valid for `ttl`, and mails it to the user. A
+/// mail that cannot be sent is logged; the code stays valid.
+async fn mail_code(
+    state: &ApiState,
+    user: &billing_core::records::User,
+    purpose: &str,
+    ttl: Duration,
+    subject: &str,
+    intro: &str,
+) -> Result<(), ApiError> {
+    let now = state.billing.clock.now();
+    let (token, hash) = new_token();
+    state
+        .sessions
+        .issue_one_time(&user.id, purpose, &hash, now + ttl, now)
+        .await?;
+    let mail = Mail {
+        to: user.email.clone(),
+        subject: subject.to_owned(),
+        body: format!("{intro}\n\n{token}\n"),
+    };
+    if let Err(err) = state.mailer.send(mail).await {
+        tracing::warn!(error = %err, purpose, "could not send the mail");
+    }
+    Ok(())
 }
 
 fn invalid_token() -> ApiError {
@@ -58,7 +73,7 @@ pub async fn change(
 ) -> Result<HttpResponse, ApiError> {
     let (user, _) = caller.user()?;
     let body = body.into_inner();
-    check_new(&body.new_password)?;
+    check_password("new_password", &body.new_password)?;
     let mut user = state
         .billing
         .accounts
@@ -98,22 +113,17 @@ pub async fn request_reset(
 ) -> Result<HttpResponse, ApiError> {
     let email = body.into_inner().email.trim().to_lowercase();
     if let Some(user) = state.billing.accounts.user_by_email(&email).await? {
-        let now = state.billing.clock.now();
-        let (token, hash) = new_token();
-        state
-            .sessions
-            .issue_one_time(&user.id, RESET, &hash, now + Duration::hours(1), now)
-            .await?;
-        let mail = Mail {
-            to: user.email.clone(),
-            subject: "Reset your password".into(),
-            body: format!(
-                "Someone asked to reset the password of this account. If it was you, use this code within an hour:\n\n{token}\n\nIf not, ignore this message."
-            ),
-        };
-        if let Err(err) = state.mailer.send(mail).await {
-            tracing::warn!(error = %err, "could not send the password-reset mail");
-        }
+        let intro = "Someone asked to reset the password of this account. If it was you, use this \
+                     code within an hour (if not, ignore this message):";
+        mail_code(
+            &state,
+            &user,
+            RESET,
+            Duration::hours(1),
+            "Reset your password",
+            intro,
+        )
+        .await?;
     }
     Ok(HttpResponse::Accepted().json(serde_json::json!({"status": "sent if registered"})))
 }
@@ -129,7 +139,7 @@ pub async fn confirm_reset(
     body: web::Json<ConfirmReset>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    check_new(&body.new_password)?;
+    check_password("new_password", &body.new_password)?;
     let now = state.billing.clock.now();
     let user = state
         .sessions
@@ -164,20 +174,16 @@ pub async fn request_verification(
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
     if !user.email_verified {
-        let now = state.billing.clock.now();
-        let (token, hash) = new_token();
-        state
-            .sessions
-            .issue_one_time(&user.id, VERIFY, &hash, now + Duration::days(1), now)
-            .await?;
-        let mail = Mail {
-            to: user.email.clone(),
-            subject: "Confirm your email address".into(),
-            body: format!("Use this code within a day to confirm your email address:\n\n{token}"),
-        };
-        if let Err(err) = state.mailer.send(mail).await {
-            tracing::warn!(error = %err, "could not send the verification mail");
-        }
+        let intro = "Use this code within a day to confirm your email address:";
+        mail_code(
+            &state,
+            &user,
+            VERIFY,
+            Duration::days(1),
+            "Confirm your email address",
+            intro,
+        )
+        .await?;
     }
     Ok(HttpResponse::Accepted().json(serde_json::json!({"status": if user.email_verified { "already verified" } else { "sent" }})))
 }

@@ -3,7 +3,7 @@
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use base64::Engine;
@@ -193,7 +193,17 @@ impl FromRequest for Caller {
 pub const API_KEY_PREFIX: &str = "tgk_";
 
 /// Who is calling, from the request's headers: the admin key, an API key, or a JWT.
+/// Resolved once per request (the rate limiter, the handler and the audit record share it).
 pub async fn caller(req: &HttpRequest) -> Result<Caller, ApiError> {
+    if let Some(known) = req.extensions().get::<Caller>() {
+        return Ok(known.clone());
+    }
+    let caller = resolve(req).await?;
+    req.extensions_mut().insert(caller.clone());
+    Ok(caller)
+}
+
+async fn resolve(req: &HttpRequest) -> Result<Caller, ApiError> {
     let token = bearer(req)?;
     let state = req
         .app_data::<web::Data<ApiState>>()

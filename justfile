@@ -23,3 +23,7 @@ migrate:
 # Prove every account's ledger against its journal.
 verify-ledger:
     cargo run -p app -- ledger verify
+
+# Give a user the admin (or user) role: just role ada@example.com admin
+role EMAIL ROLE:
+    cargo run -p app -- user role {{EMAIL}} {{ROLE}}

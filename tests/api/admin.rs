@@ -83,3 +83,39 @@ async fn admins_list_users_see_accounts_and_read_the_audit_log() {
         .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn a_user_with_the_admin_role_may_use_admin_routes() {
+    use billing_core::ports::AccountStore;
+    use billing_core::records::Role;
+    let app = TestApp::spawn(&[]).await;
+    let (token, _, _) = app.sign_up("ops@example.com").await;
+    assert_eq!(app.get_as("/v1/admin/users", &token).await.0, 403);
+    // What `tollgate user role ops@example.com admin` does.
+    let mut user = app
+        .store
+        .user_by_email("ops@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    user.role = Role::Admin;
+    app.store.update_user(&user).await.unwrap();
+    let (status, session) = app
+        .post(
+            "/v1/auth/login",
+            None,
+            json!({"email": "ops@example.com", "password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let admin_token = session["tokens"]["access_token"].as_str().unwrap();
+    assert_eq!(app.get_as("/v1/admin/users", admin_token).await.0, 200);
+    let (_, audit) = app.get_as("/v1/admin/audit", admin_token).await;
+    assert!(
+        audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["actor"] != "admin-key")
+    );
+}

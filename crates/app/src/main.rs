@@ -31,6 +31,11 @@ enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// User tools.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -43,6 +48,19 @@ enum LedgerCommand {
     /// Check every account: balance equals its journal, no negative remaining, every hold
     /// resolved once or pending. Lists each account that fails and exits 1 if any does.
     Verify,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Gives a user the `admin` or the `user` role (takes effect at their next sign-in or
+    /// token refresh).
+    Role {
+        /// The user's email.
+        email: String,
+        /// `admin` or `user`.
+        #[arg(value_parser = ["admin", "user"])]
+        role: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +108,9 @@ fn main() -> ExitCode {
         Command::Ledger {
             command: LedgerCommand::Verify,
         } => block_on(verify_ledger(loaded)),
+        Command::User {
+            command: UserCommand::Role { email, role },
+        } => block_on(set_role(loaded, email, role)),
         Command::Serve => serve(loaded),
     }
 }
@@ -130,36 +151,78 @@ async fn migrate(loaded: Loaded) -> ExitCode {
     }
 }
 
-#[expect(
-    clippy::print_stdout,
-    reason = "the list of failing accounts is the command's output"
-)]
-async fn verify_ledger(loaded: Loaded) -> ExitCode {
+async fn open_store(loaded: &Loaded) -> Result<store_diesel::DieselStore, ExitCode> {
     let config = loaded.settings.database.config();
     let url = redact_url(&config.url);
     match store_diesel::migrate::pending(&config).await {
         Ok(pending) if pending.is_empty() => {}
         Ok(_) => {
             eprintln!("error: {url} is not migrated; run `tollgate migrate` first");
-            return ExitCode::FAILURE;
+            return Err(ExitCode::FAILURE);
         }
         Err(err) => {
             eprintln!("error: {url}: {err}");
-            return ExitCode::FAILURE;
+            return Err(ExitCode::FAILURE);
         }
     }
-    let store = match store_diesel::DieselStore::connect(
+    store_diesel::DieselStore::connect(
         &config,
         std::sync::Arc::new(SystemClock),
         std::sync::Arc::new(UlidGenerator::default()),
     )
     .await
-    {
+    .map_err(|err| {
+        eprintln!("error: {url}: {err}");
+        ExitCode::FAILURE
+    })
+}
+
+async fn set_role(loaded: Loaded, email: String, role: String) -> ExitCode {
+    use billing_core::ports::AccountStore;
+    use billing_core::records::Role;
+    let store = match open_store(&loaded).await {
         Ok(store) => store,
-        Err(err) => {
-            eprintln!("error: {url}: {err}");
+        Err(code) => return code,
+    };
+    let mut user = match store.user_by_email(&email).await {
+        Ok(Some(user)) => user,
+        Ok(None) => {
+            eprintln!("error: no user with the email {email}");
             return ExitCode::FAILURE;
         }
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    user.role = if role == "admin" {
+        Role::Admin
+    } else {
+        Role::User
+    };
+    match store.update_user(&user).await {
+        Ok(()) => {
+            eprintln!(
+                "{} ({}) is now `{role}`; it applies from their next sign-in or token refresh",
+                user.email, user.id
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[expect(
+    clippy::print_stdout,
+    reason = "the list of failing accounts is the command's output"
+)]
+async fn verify_ledger(loaded: Loaded) -> ExitCode {
+    let store = match open_store(&loaded).await {
+        Ok(store) => store,
+        Err(code) => return code,
     };
     let catalog = loaded.catalog;
     let overdraft = |plan: &str| catalog.plan(plan).map_or(0, |p| p.overdraft);

@@ -564,3 +564,26 @@ fn secrets_never_reach_the_logs() {
 fn child_id(child: &std::process::Child) -> String {
     child.id().to_string()
 }
+
+#[test]
+fn user_role_promotes_by_email_and_names_unknown_ones() {
+    let (mut cmd, dir) = tollgate_with_db();
+    assert!(cmd.arg("migrate").output().unwrap().status.success());
+    let db = format!("sqlite://{}", dir.path().join("t.db").display());
+    let run = |args: &[&str]| {
+        let mut cmd = bare_tollgate();
+        cmd.env("TOLLGATE__DATABASE__URL", &db)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["user", "role", "nobody@example.com", "admin"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no user with the email"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&["user", "role", "someone@example.com", "emperor"]);
+    assert_eq!(out.status.code(), Some(2), "clap refuses an unknown role");
+}

@@ -92,6 +92,7 @@ impl Application {
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))?;
         let port = listener.local_addr()?.port();
         let state = web::Data::new(api_state(settings, catalog, store.clone()));
+        let billing = state.billing.clone();
         let body_limit = settings.http.body_limit_bytes;
         let origins = settings.http.cors_allowed_origins.clone();
         let mut server = HttpServer::new(move || {
@@ -114,12 +115,19 @@ impl Application {
         }
         let server = server.listen(listener)?.run();
         let (stop_workers, stopped) = watch::channel(false);
-        let workers = vec![tokio::spawn(workers::expire_holds(
-            store.clone(),
-            Arc::new(SystemClock),
-            Duration::from_secs(settings.ledger.hold_sweep_seconds),
-            stopped,
-        ))];
+        let workers = vec![
+            tokio::spawn(workers::expire_holds(
+                store.clone(),
+                Arc::new(SystemClock),
+                Duration::from_secs(settings.ledger.hold_sweep_seconds),
+                stopped.clone(),
+            )),
+            tokio::spawn(workers::renew_allowances(
+                billing,
+                Duration::from_secs(settings.ledger.allowance_sweep_seconds),
+                stopped,
+            )),
+        ];
         Ok(Self {
             port,
             server,

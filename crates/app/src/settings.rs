@@ -127,6 +127,8 @@ pub struct LedgerSettings {
     pub hold_ttl_seconds: u64,
     /// Seconds between sweeps of expired holds.
     pub hold_sweep_seconds: u64,
+    /// Seconds between passes that grant daily and monthly allowances.
+    pub allowance_sweep_seconds: u64,
 }
 
 /// Sign-in and tokens. The two secrets come only from the environment.
@@ -559,11 +561,14 @@ fn validate_settings(
             message: "must be at least 1".into(),
         });
     }
-    if settings.ledger.hold_ttl_seconds == 0 || settings.ledger.hold_sweep_seconds == 0 {
+    if settings.ledger.hold_ttl_seconds == 0
+        || settings.ledger.hold_sweep_seconds == 0
+        || settings.ledger.allowance_sweep_seconds == 0
+    {
         problems.push(ConfigProblem {
             origin: origin_of("ledger", layers),
             key: Some("ledger".into()),
-            message: "hold_ttl_seconds and hold_sweep_seconds must be at least 1".into(),
+            message: "hold_ttl_seconds, hold_sweep_seconds and allowance_sweep_seconds must be at least 1".into(),
         });
     }
     {

@@ -114,3 +114,69 @@ async fn lapsed_holds_are_released_and_live_ones_kept() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_allowances_are_granted_once_per_day() {
+    use app::workers::renew_once;
+    use billing_core::usecases::{Billing, SignUp};
+    let dir = tempfile::tempdir().unwrap();
+    let config = DatabaseConfig {
+        url: format!("sqlite://{}", dir.path().join("a.db").display()),
+        pool_size: 4,
+        connect_timeout: std::time::Duration::from_secs(10),
+        busy_timeout: std::time::Duration::from_secs(10),
+    };
+    migrate::run_pending(&config).await.unwrap();
+    let day1 = datetime!(2026-06-01 10:00 UTC);
+    let clock = Arc::new(FixedClock::new(day1));
+    let ids = Arc::new(SequentialIds::default());
+    let store = Arc::new(
+        DieselStore::connect(&config, clock.clone(), ids.clone())
+            .await
+            .unwrap(),
+    );
+    let billing = Billing {
+        catalog: Arc::new(billing_core::testing::sample_catalog()),
+        accounts: store.clone(),
+        ledger: store.clone(),
+        subscriptions: store.clone(),
+        clock: clock.clone(),
+        ids,
+        default_hold_ttl: Duration::minutes(10),
+    };
+    // The sample catalog's free plan: 50 welcome credits and 20 a day.
+    let signed_up = billing
+        .sign_up(SignUp {
+            email: "daily@example.com".into(),
+            name: None,
+            password_hash: None,
+            external_subject: None,
+        })
+        .await
+        .unwrap();
+    let account = signed_up.account.id;
+    assert_eq!(store.balance(&account).await.unwrap().available, 70);
+    assert_eq!(
+        renew_once(&billing).await.unwrap(),
+        0,
+        "today's allowance was granted at sign-up"
+    );
+
+    clock.set(day1 + Duration::days(1));
+    assert_eq!(renew_once(&billing).await.unwrap(), 1);
+    assert_eq!(renew_once(&billing).await.unwrap(), 0, "once per day");
+    // Yesterday's 20 expired; today's 20 arrived; the welcome credits stay.
+    let balance = store.balance(&account).await.unwrap();
+    assert_eq!(balance.available, 70);
+    assert_eq!(
+        store
+            .snapshot(&account)
+            .await
+            .unwrap()
+            .transactions
+            .iter()
+            .filter(|t| t.kind == billing_core::ledger::TxnKind::Expiry)
+            .count(),
+        1
+    );
+}

@@ -342,6 +342,17 @@ pub struct BalanceView {
     pub holds: Vec<HoldView>,
 }
 
+impl From<&billing_core::records::Balance> for BalanceView {
+    fn from(b: &billing_core::records::Balance) -> Self {
+        Self {
+            available: b.available,
+            held: b.held,
+            grants: b.grants.iter().map(GrantView::from).collect(),
+            holds: b.holds.iter().map(HoldView::from).collect(),
+        }
+    }
+}
+
 /// One journal entry.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TransactionView {

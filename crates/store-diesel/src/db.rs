@@ -52,6 +52,17 @@ impl DatabaseConfig {
         }
     }
 
+    /// For SQLite, creates the folder the file goes in, if missing.
+    pub(crate) fn create_sqlite_dir(&self) -> Result<(), StoreError> {
+        let path = Path::new(self.sqlite_path());
+        match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(parent) => std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// For SQLite, the file path (without any `sqlite:` prefix).
     pub fn sqlite_path(&self) -> &str {
         self.url
@@ -235,14 +246,7 @@ impl Pool {
             }
             Backend::Sqlite => {
                 let path = config.sqlite_path().to_owned();
-                if let Some(parent) = Path::new(&path)
-                    .parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                {
-                    std::fs::create_dir_all(parent).map_err(|e| {
-                        StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
-                    })?;
-                }
+                config.create_sqlite_dir()?;
                 let busy = config.busy_timeout.as_millis();
                 let mut manager_config = ManagerConfig::<SqliteConn>::default();
                 manager_config.recycling_method = RecyclingMethod::Fast;

@@ -45,13 +45,7 @@ async fn run(config: &DatabaseConfig, direction: Direction) -> Result<Vec<String
             apply(&mut conn, POSTGRES, direction)
         }
         Backend::Sqlite => {
-            if let Some(parent) = std::path::Path::new(config.sqlite_path())
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-            {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            }
+            config.create_sqlite_dir()?;
             let mut conn = SqliteConnection::establish(config.sqlite_path())
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
             apply(&mut conn, SQLITE, direction)

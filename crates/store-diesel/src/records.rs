@@ -100,10 +100,7 @@ impl WebhookRow {
             external_id: e.external_id.clone(),
             kind: e.kind.clone(),
             payload: json_text(&e.payload),
-            status: serde_json::to_value(e.status)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            status: enum_text(e.status),
             attempts: i32::try_from(e.attempts).unwrap_or(i32::MAX),
             last_error: e.last_error.clone(),
             received_at: ts(e.received_at),

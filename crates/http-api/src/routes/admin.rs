@@ -7,8 +7,8 @@ use serde_json::json;
 
 use crate::auth::Caller;
 use crate::dto::{
-    AccountDetailView, AdjustRequest, AuditPage, AuditQuery, AuditView, BalanceView, GrantView,
-    HoldView, ReceiptView, UserPage, UserQuery, UserView,
+    AccountDetailView, AdjustRequest, AuditPage, AuditQuery, AuditView, BalanceView, ReceiptView,
+    UserPage, UserQuery, UserView,
 };
 use crate::error::{ApiError, Problem};
 use crate::middleware::AuditNote;
@@ -123,12 +123,7 @@ pub async fn get_account(
         plan: account.plan,
         created_at: crate::dto::rfc3339(account.created_at),
         subscription_status: subscription.map(|s| s.status.as_str().to_owned()),
-        balance: BalanceView {
-            available: balance.available,
-            held: balance.held,
-            grants: balance.grants.iter().map(GrantView::from).collect(),
-            holds: balance.holds.iter().map(HoldView::from).collect(),
-        },
+        balance: BalanceView::from(&balance),
     }))
 }
 

@@ -5,8 +5,7 @@ use billing_core::records::PageRequest;
 
 use crate::auth::Caller;
 use crate::dto::{
-    BalanceView, GrantView, HoldView, JournalPage, JournalQuery, ReceiptView, SpendRequest,
-    TransactionView,
+    BalanceView, JournalPage, JournalQuery, ReceiptView, SpendRequest, TransactionView,
 };
 use crate::error::{ApiError, Problem};
 use crate::routes::idempotency_key;
@@ -21,12 +20,7 @@ use crate::state::ApiState;
 pub async fn balance(state: web::Data<ApiState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     let (_, account) = caller.user()?;
     let balance = state.billing.ledger.balance(account).await?;
-    Ok(HttpResponse::Ok().json(BalanceView {
-        available: balance.available,
-        held: balance.held,
-        grants: balance.grants.iter().map(GrantView::from).collect(),
-        holds: balance.holds.iter().map(HoldView::from).collect(),
-    }))
+    Ok(HttpResponse::Ok().json(BalanceView::from(&balance)))
 }
 
 /// The journal, newest first, a page at a time.

@@ -55,6 +55,27 @@ async fn mail_code(
     Ok(())
 }
 
+/// Uses up a mailed code for `purpose` and returns its user; 422 for an unknown, used or
+/// expired code.
+async fn user_by_code(
+    state: &ApiState,
+    token: &str,
+    purpose: &str,
+) -> Result<billing_core::records::User, ApiError> {
+    let now = state.billing.clock.now();
+    let user = state
+        .sessions
+        .consume_one_time(&sha256_hex(token), purpose, now)
+        .await?
+        .ok_or_else(invalid_token)?;
+    state
+        .billing
+        .accounts
+        .user(&user)
+        .await?
+        .ok_or_else(invalid_token)
+}
+
 fn invalid_token() -> ApiError {
     ApiError::invalid_field("token", "is unknown, used or expired")
 }
@@ -141,17 +162,7 @@ pub async fn confirm_reset(
     let body = body.into_inner();
     check_password("new_password", &body.new_password)?;
     let now = state.billing.clock.now();
-    let user = state
-        .sessions
-        .consume_one_time(&sha256_hex(&body.token), RESET, now)
-        .await?
-        .ok_or_else(invalid_token)?;
-    let mut user = state
-        .billing
-        .accounts
-        .user(&user)
-        .await?
-        .ok_or_else(invalid_token)?;
+    let mut user = user_by_code(&state, &body.token, RESET).await?;
     user.password_hash = Some(hashed(body.new_password).await?);
     state.billing.accounts.update_user(&user).await?;
     state.sessions.revoke_user(&user.id, now).await?;
@@ -198,18 +209,7 @@ pub async fn confirm_verification(
     state: web::Data<ApiState>,
     body: web::Json<ConfirmVerification>,
 ) -> Result<HttpResponse, ApiError> {
-    let now = state.billing.clock.now();
-    let user = state
-        .sessions
-        .consume_one_time(&sha256_hex(&body.token), VERIFY, now)
-        .await?
-        .ok_or_else(invalid_token)?;
-    let mut user = state
-        .billing
-        .accounts
-        .user(&user)
-        .await?
-        .ok_or_else(invalid_token)?;
+    let mut user = user_by_code(&state, &body.token, VERIFY).await?;
     user.email_verified = true;
     state.billing.accounts.update_user(&user).await?;
     Ok(HttpResponse::NoContent().finish())

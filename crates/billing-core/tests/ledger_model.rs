@@ -1,12 +1,14 @@
 //! Model-based property test of the ledger.
 //!
-//! Random sequences of grant / debit / reserve / capture / void / hold expiry / refund /
-//! grant expiry / clock moves / idempotent replays run against the real [`AccountBook`] and
-//! against a deliberately simple reference model written here from the rules alone. After
-//! every step:
+//! Random sequences of grant (plain, expiring, or a period allowance that rolls over) /
+//! debit / reserve / capture / void / hold expiry / refund / grant expiry / clock moves /
+//! plan changes (the overdraft limit moves) / idempotent replays run against the real
+//! [`AccountBook`] and against a deliberately simple reference model written here from the
+//! rules alone. After every step:
 //!
 //! * both agree on the outcome (success, or the exact refusal) and on the balance;
-//! * the balance is never negative and equals the sum of the journal;
+//! * the balance is never below the most negative limit the plan allowed, and equals the
+//!   sum of the journal; the debt is never negative;
 //! * [`verify`] finds nothing (every grant equals its legs, each hold resolved at most once);
 //! * a replayed key returns the first result and moves nothing; a reused key with another
 //!   command is a conflict and moves nothing.
@@ -36,6 +38,8 @@ enum Op {
         amount: Credits,
         expires_in: Option<u32>,
         priority: i32,
+        /// With an expiry: a period allowance that carries up to this much over.
+        rollover_cap: Credits,
     },
     Debit {
         amount: Credits,
@@ -62,6 +66,10 @@ enum Op {
     Advance {
         ticks: u32,
     },
+    /// The account changes plan: a new overdraft limit applies from the next command.
+    SetOverdraft {
+        limit: Credits,
+    },
     Replay {
         index: usize,
     },
@@ -72,8 +80,13 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (1..120u64, proptest::option::of(1..12u32), 0..3i32)
-            .prop_map(|(amount, expires_in, priority)| Op::Grant { amount, expires_in, priority }),
+        3 => (1..120u64, proptest::option::of(1..12u32), 0..3i32, prop_oneof![3 => Just(0u64), 1 => 1..80u64])
+            .prop_map(|(amount, expires_in, priority, cap)| Op::Grant {
+                amount,
+                expires_in,
+                priority,
+                rollover_cap: if expires_in.is_some() { cap } else { 0 },
+            }),
         3 => (0..90u64).prop_map(|amount| Op::Debit { amount }),
         3 => (1..90u64, 1..6u32).prop_map(|(amount, ttl)| Op::Reserve { amount, ttl }),
         3 => (any::<usize>(), 0..100u64).prop_map(|(hold, amount)| Op::Capture { hold, amount }),
@@ -82,6 +95,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (any::<usize>(), 1..60u64).prop_map(|(spend, amount)| Op::Refund { spend, amount }),
         1 => Just(Op::ExpireGrants),
         2 => (1..4u32).prop_map(|ticks| Op::Advance { ticks }),
+        1 => prop_oneof![Just(0u64), 1..60u64].prop_map(|limit| Op::SetOverdraft { limit }),
         2 => any::<usize>().prop_map(|index| Op::Replay { index }),
         1 => any::<usize>().prop_map(|index| Op::Reuse { index }),
     ]
@@ -96,12 +110,18 @@ struct MGrant {
     expires: Option<u32>,
     priority: i32,
     seq: usize,
+    /// Period allowances: how much may carry over at expiry, and when it was granted.
+    rollover_cap: Credits,
+    created: u32,
 }
+
+/// Where part of a hold came from: a grant (by index), or the overdraft.
+type Part = (Option<usize>, Credits);
 
 #[derive(Debug, Clone)]
 struct MHold {
     amount: Credits,
-    parts: Vec<(usize, Credits)>,
+    parts: Vec<Part>,
     status: HoldStatus,
     expires: u32,
 }
@@ -118,6 +138,10 @@ struct Model {
     grants: Vec<MGrant>,
     holds: Vec<MHold>,
     spends: Vec<MSpend>,
+    /// Credits the overdraft lent and nothing has repaid yet.
+    debt: Credits,
+    /// The plan's overdraft limit now.
+    overdraft: Credits,
 }
 
 /// What the model expects: `Ok(balance after)` or the exact refusal.
@@ -125,25 +149,12 @@ type Expect = Result<i64, LedgerError>;
 
 impl Model {
     fn balance(&self) -> i64 {
-        self.grants.iter().map(|g| g.remaining.cast_signed()).sum()
+        let credits: i64 = self.grants.iter().map(|g| g.remaining.cast_signed()).sum();
+        credits - self.debt.cast_signed()
     }
 
-    fn sweep(&mut self, now: u32) {
-        for g in &mut self.grants {
-            if g.expires.is_some_and(|e| e <= now) {
-                g.remaining = 0;
-            }
-        }
-    }
-
-    fn take(&mut self, amount: Credits, now: u32) -> Result<Vec<(usize, Credits)>, LedgerError> {
-        let balance = self.balance();
-        if amount.cast_signed() > balance {
-            return Err(LedgerError::InsufficientCredits {
-                balance,
-                required: amount,
-            });
-        }
+    /// Live grant indices in the order spending burns them.
+    fn burn_order(&self) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.grants.len())
             .filter(|&i| self.grants[i].remaining > 0)
             .collect();
@@ -151,57 +162,132 @@ impl Model {
             let g = &self.grants[i];
             (g.expires.is_none(), g.expires, g.priority, g.seq)
         });
+        order
+    }
+
+    /// Expired grants lose what remains; a period allowance carries up to its cap into a
+    /// new grant lasting one more period of the same length.
+    fn sweep(&mut self, now: u32) {
+        loop {
+            let expired: Vec<usize> = self
+                .burn_order()
+                .into_iter()
+                .filter(|&i| self.grants[i].expires.is_some_and(|e| e <= now))
+                .collect();
+            if expired.is_empty() {
+                return;
+            }
+            let mut carry = Vec::new();
+            for &i in &expired {
+                let g = &mut self.grants[i];
+                let carried = g.remaining.min(g.rollover_cap);
+                if carried > 0 {
+                    let end = g.expires.unwrap_or(now);
+                    carry.push((carried, end + (end - g.created), g.priority));
+                }
+                g.remaining = 0;
+            }
+            for (amount, expires, priority) in carry {
+                self.add_grant(amount, Some(expires), priority, 0, now);
+            }
+        }
+    }
+
+    fn take(&mut self, amount: Credits) -> Result<Vec<Part>, LedgerError> {
+        let in_grants: Credits = self.grants.iter().map(|g| g.remaining).sum();
+        let headroom = self.overdraft.saturating_sub(self.debt);
+        if amount > in_grants + headroom {
+            return Err(LedgerError::InsufficientCredits {
+                balance: self.balance(),
+                required: amount,
+            });
+        }
         let mut left = amount;
         let mut parts = Vec::new();
-        for i in order {
+        for i in self.burn_order() {
             if left == 0 {
                 break;
             }
             let n = self.grants[i].remaining.min(left);
             self.grants[i].remaining -= n;
             left -= n;
-            parts.push((i, n));
+            parts.push((Some(i), n));
         }
-        let _ = now;
+        if left > 0 {
+            self.debt += left;
+            parts.push((None, left));
+        }
         Ok(parts)
     }
 
-    fn refund_expiry(&self, parts: &[(usize, Credits)]) -> Option<u32> {
+    fn refund_expiry(&self, parts: &[Part]) -> Option<u32> {
         let mut latest = None;
         for (i, _) in parts {
-            let e = self.grants[*i].expires?;
+            let e = self.grants[(*i)?].expires?;
             latest = Some(latest.map_or(e, |l: u32| l.max(e)));
         }
         latest
     }
 
-    fn add_grant(&mut self, amount: Credits, expires: Option<u32>, priority: i32) {
+    /// A new grant; it repays the overdraft first.
+    fn add_grant(
+        &mut self,
+        amount: Credits,
+        expires: Option<u32>,
+        priority: i32,
+        rollover_cap: Credits,
+        now: u32,
+    ) {
+        let repay = amount.min(self.debt);
+        self.debt -= repay;
         let seq = self.grants.len();
         self.grants.push(MGrant {
-            remaining: amount,
+            remaining: amount - repay,
             expires,
             priority,
             seq,
+            rollover_cap,
+            created: now,
         });
     }
 
-    fn hold(&self, index: Option<usize>) -> Result<usize, ()> {
-        index.filter(|&i| i < self.holds.len()).ok_or(())
-    }
-
-    /// Settles a hold: keeps `keep` from the front, returns the rest to live grants.
+    /// Settles a hold: keeps `keep` from the front, returns the rest where it came from:
+    /// to live grants, to the overdraft as far as it is still owed, and what the overdraft
+    /// no longer needs as a new grant that never expires.
     fn settle(&mut self, h: usize, keep: Credits, status: HoldStatus, now: u32) {
         let mut to_keep = keep;
         let mut kept = Vec::new();
+        let mut surplus = 0;
         for &(g, n) in &self.holds[h].parts.clone() {
             let k = n.min(to_keep);
             to_keep -= k;
             if k > 0 {
                 kept.push((g, k));
             }
-            if self.grants[g].expires.is_none_or(|e| e > now) {
-                self.grants[g].remaining += n - k;
+            let back = n - k;
+            match g {
+                Some(g) => {
+                    if self.grants[g].expires.is_none_or(|e| e > now) {
+                        self.grants[g].remaining += back;
+                    }
+                }
+                None => {
+                    let repay = back.min(self.debt);
+                    self.debt -= repay;
+                    surplus += back - repay;
+                }
             }
+        }
+        if surplus > 0 {
+            let seq = self.grants.len();
+            self.grants.push(MGrant {
+                remaining: surplus,
+                expires: None,
+                priority: 0,
+                seq,
+                rollover_cap: 0,
+                created: now,
+            });
         }
         self.holds[h].status = status;
         if status == HoldStatus::Captured {
@@ -233,11 +319,13 @@ impl Model {
                 amount,
                 expires_in,
                 priority,
+                rollover_cap,
             } => {
-                self.add_grant(*amount, expires_in.map(|e| now + e), *priority);
+                let expires = expires_in.map(|e| now + e);
+                self.add_grant(*amount, expires, *priority, *rollover_cap, now);
             }
             Op::Debit { amount } => {
-                let parts = self.take(*amount, now)?;
+                let parts = self.take(*amount)?;
                 let refund_expires = self.refund_expiry(&parts);
                 self.spends.push(MSpend {
                     amount: *amount,
@@ -246,7 +334,7 @@ impl Model {
                 });
             }
             Op::Reserve { amount, ttl } => {
-                let parts = self.take(*amount, now)?;
+                let parts = self.take(*amount)?;
                 self.holds.push(MHold {
                     amount: *amount,
                     parts,
@@ -303,13 +391,19 @@ impl Model {
                 }
                 self.spends[s].refunded += amount;
                 let expires = self.spends[s].refund_expires;
-                self.add_grant(*amount, expires, 0);
+                self.add_grant(*amount, expires, 0, 0, now);
             }
             Op::ExpireGrants => {}
-            Op::Advance { .. } | Op::Replay { .. } | Op::Reuse { .. } => unreachable!(),
+            Op::Advance { .. } | Op::SetOverdraft { .. } | Op::Replay { .. } | Op::Reuse { .. } => {
+                unreachable!()
+            }
         }
         self.sweep(now);
         Ok(self.balance())
+    }
+
+    fn hold(&self, index: Option<usize>) -> Result<usize, ()> {
+        index.filter(|&i| i < self.holds.len()).ok_or(())
     }
 }
 
@@ -377,6 +471,8 @@ struct Harness {
     holds: Vec<HoldId>,
     spends: Vec<TxnId>,
     sent: Vec<Sent>,
+    /// The largest overdraft limit any plan of the account allowed (what verify may accept).
+    max_overdraft: Credits,
 }
 
 impl Harness {
@@ -389,6 +485,7 @@ impl Harness {
             holds: Vec::new(),
             spends: Vec::new(),
             sent: Vec::new(),
+            max_overdraft: 0,
         }
     }
 
@@ -397,7 +494,9 @@ impl Harness {
             account: self.book.account().clone(),
             key,
             command,
-            policy: LedgerPolicy::default(),
+            policy: LedgerPolicy {
+                overdraft_limit: self.model.overdraft,
+            },
         };
         self.book.execute(&request, at(self.tick), &self.ids)
     }
@@ -412,6 +511,11 @@ impl Harness {
         match op {
             Op::Advance { ticks } => {
                 self.tick += ticks;
+                return Ok(());
+            }
+            Op::SetOverdraft { limit } => {
+                self.model.overdraft = *limit;
+                self.max_overdraft = self.max_overdraft.max(*limit);
                 return Ok(());
             }
             Op::Replay { index } | Op::Reuse { index } => return self.resend(op, *index),
@@ -434,12 +538,17 @@ impl Harness {
                 amount,
                 expires_in,
                 priority,
+                rollover_cap,
             } => LedgerCommand::Grant {
                 amount: *amount,
-                source: GrantSource::Purchase,
+                source: if *rollover_cap > 0 {
+                    GrantSource::PeriodAllowance
+                } else {
+                    GrantSource::Purchase
+                },
                 priority: *priority,
                 expires_at: expires_in.map(|e| at(now + e)),
-                rollover_cap: 0,
+                rollover_cap: *rollover_cap,
                 reference: None,
                 memo: None,
             },
@@ -473,7 +582,9 @@ impl Harness {
                 memo: None,
             },
             Op::ExpireGrants => LedgerCommand::ExpireGrants,
-            Op::Advance { .. } | Op::Replay { .. } | Op::Reuse { .. } => unreachable!(),
+            Op::Advance { .. } | Op::SetOverdraft { .. } | Op::Replay { .. } | Op::Reuse { .. } => {
+                unreachable!()
+            }
         };
 
         let mut next = self.model.clone();
@@ -562,7 +673,18 @@ impl Harness {
 
     fn check(&self) -> Result<(), TestCaseError> {
         let balance = self.book.balance();
-        prop_assert!(balance >= 0, "negative balance {}", balance);
+        let floor = -self.max_overdraft.cast_signed();
+        prop_assert!(
+            balance >= floor,
+            "balance {} below -{}",
+            balance,
+            self.max_overdraft
+        );
+        prop_assert_eq!(
+            self.book.snapshot().debt,
+            self.model.debt,
+            "debt differs from the model"
+        );
         let journal: i64 = self.book.transactions().iter().map(|t| t.delta()).sum();
         prop_assert_eq!(balance, journal, "balance differs from the journal");
         prop_assert_eq!(
@@ -570,7 +692,7 @@ impl Harness {
             self.model.balance(),
             "balance differs from the model"
         );
-        let violations = verify(&self.book.snapshot(), 0);
+        let violations = verify(&self.book.snapshot(), self.max_overdraft);
         prop_assert!(violations.is_empty(), "{:?}", violations);
         for (real, model) in self.holds.iter().zip(&self.model.holds) {
             prop_assert_eq!(self.book.hold(real).map(|h| h.status), Some(model.status));

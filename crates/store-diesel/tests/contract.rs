@@ -470,6 +470,52 @@ async fn holds_expire_and_grants_expire(db: &TestDb) {
     assert_verified(db, &account).await;
 }
 
+/// The review's repro: a hold lent by the overdraft, a grant that repays the debt, then
+/// the hold voided. The debt must not go below zero (the schema's `CHECK (debt >= 0)`
+/// refused it before) and the returned credits come back as a grant.
+async fn a_hold_lent_by_the_overdraft_can_be_voided_after_the_debt_is_repaid(db: &TestDb) {
+    let (account, _) = new_account(db, "over@draft.test", "free").await;
+    let with_overdraft = |key: &str, command| LedgerRequest {
+        policy: LedgerPolicy {
+            overdraft_limit: 10,
+        },
+        ..request(&account, key, command)
+    };
+    let run = |key: &'static str, command| {
+        let request = with_overdraft(key, command);
+        async move {
+            match db.store.execute(request).await.unwrap() {
+                LedgerOutcome::Executed(Ok(receipt)) => receipt,
+                other => panic!("{key}: {other:?}"),
+            }
+        }
+    };
+    let hold = run(
+        "reserve",
+        LedgerCommand::Reserve {
+            amount: 5,
+            expires_at: T0 + Duration::minutes(5),
+            reference: None,
+            memo: None,
+        },
+    )
+    .await
+    .hold
+    .unwrap();
+    assert_eq!(run("grant", grant(10)).await.balance, 5);
+    let voided = run("void", LedgerCommand::Void { hold, memo: None }).await;
+    assert_eq!(voided.balance, 10);
+    let balance = db.store.balance(&account).await.unwrap();
+    assert_eq!(balance.available, 10);
+    let snapshot = db.store.snapshot(&account).await.unwrap();
+    assert_eq!(snapshot.debt, 0);
+    assert!(
+        verify(&snapshot, 10).is_empty(),
+        "{:?}",
+        verify(&snapshot, 10)
+    );
+}
+
 async fn one_allowance_grant_per_period_is_enforced_by_the_database(db: &TestDb) {
     let (account, _) = new_account(db, "per@iod.test", "free").await;
     let period = |key: &str| LedgerCommand::Grant {
@@ -993,6 +1039,7 @@ on_both_backends!(
     ledger_moves_credits_and_journals_them,
     idempotency_keys_replay_and_conflict,
     holds_expire_and_grants_expire,
+    a_hold_lent_by_the_overdraft_can_be_voided_after_the_debt_is_repaid,
     one_allowance_grant_per_period_is_enforced_by_the_database,
     unknown_accounts_are_not_found,
     quotas_track_idempotently_within_the_limit,

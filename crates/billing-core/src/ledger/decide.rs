@@ -244,15 +244,20 @@ impl<'a> Work<'a> {
             reference: spec.reference.clone(),
             created_at: self.now,
         };
-        self.new_grants.push(grant.clone());
-        self.grants.push(grant);
-        self.grants.sort_by(burn_order);
+        self.add_grant(grant);
         let mut txn = self.txn(spec.kind, spec.amount, legs);
         txn.grant = Some(id.clone());
         txn.reference = spec.reference;
         txn.memo = spec.memo;
         txn.refund_of = spec.refund_of;
         (self.push(txn), id)
+    }
+
+    /// Records a new grant (its `remaining` comes from the legs that fill it).
+    fn add_grant(&mut self, grant: Grant) {
+        self.new_grants.push(grant.clone());
+        self.grants.push(grant);
+        self.grants.sort_by(burn_order);
     }
 
     /// Takes `amount` from live grants in burn order, then from the overdraft.
@@ -337,13 +342,51 @@ impl<'a> Work<'a> {
                 });
             }
         }
-        let legs = returned
-            .iter()
-            .map(|a| Leg {
-                grant: a.grant.clone(),
-                delta: to_i64(a.amount),
-            })
-            .collect();
+        // Credits the overdraft lent go back to it only as far as it is still owed: a grant
+        // may have repaid the debt since the hold was placed. What the debt no longer needs
+        // becomes a new grant, so the account ends as if the hold had never been.
+        let mut debt_left = self.debt;
+        let mut surplus: Credits = 0;
+        let mut legs = Vec::with_capacity(returned.len() + 1);
+        for a in &returned {
+            match &a.grant {
+                Some(grant) => legs.push(Leg {
+                    grant: Some(grant.clone()),
+                    delta: to_i64(a.amount),
+                }),
+                None => {
+                    let repay = a.amount.min(debt_left);
+                    debt_left -= repay;
+                    surplus += a.amount - repay;
+                    if repay > 0 {
+                        legs.push(Leg {
+                            grant: None,
+                            delta: to_i64(repay),
+                        });
+                    }
+                }
+            }
+        }
+        let returned_grant = (surplus > 0).then(|| {
+            let id: GrantId = self.id();
+            legs.push(Leg {
+                grant: Some(id.clone()),
+                delta: to_i64(surplus),
+            });
+            self.add_grant(Grant {
+                id: id.clone(),
+                account: self.view.account.clone(),
+                source: GrantSource::Returned,
+                amount: surplus,
+                remaining: 0,
+                priority: 0,
+                expires_at: None,
+                rollover_cap: 0,
+                reference: Some(hold.id.to_string()),
+                created_at: self.now,
+            });
+            id
+        });
         let returned_total: Credits = returned.iter().map(|a| a.amount).sum();
         let kind = match status {
             HoldStatus::Captured => TxnKind::Capture,
@@ -357,6 +400,7 @@ impl<'a> Work<'a> {
         };
         let mut txn = self.txn(kind, amount, legs);
         txn.hold = Some(hold.id.clone());
+        txn.grant = returned_grant;
         txn.reference.clone_from(&hold.reference);
         txn.memo = memo;
         if kind == TxnKind::Capture {

@@ -59,6 +59,8 @@ pub enum GrantSource {
     Adjustment,
     /// Credits given back for an earlier spend.
     Refund,
+    /// Credits a hold gave back after the overdraft that lent them had been repaid.
+    Returned,
 }
 
 impl GrantSource {
@@ -73,6 +75,7 @@ impl GrantSource {
             Self::Reward => "reward",
             Self::Adjustment => "adjustment",
             Self::Refund => "refund",
+            Self::Returned => "returned",
         }
     }
 }

@@ -390,6 +390,107 @@ fn an_overdraft_lends_up_to_the_limit_and_grants_repay_it_first() {
     assert_eq!(f.book.balance(), 30);
 }
 
+/// A hold lent by the overdraft, then a grant that repays the debt, then the hold resolved
+/// (void, partial capture or expiry): the debt never goes below zero and the credits the
+/// debt no longer needs come back as a grant.
+#[test]
+fn a_hold_lent_by_the_overdraft_returns_to_a_grant_once_the_debt_is_repaid() {
+    for (resolve, captured) in [("void", 0), ("capture", 2), ("expire", 0)] {
+        let mut f = Fixture::new();
+        f.overdraft = 10;
+        let hold = f.run(reserve(5, Duration::hours(1))).unwrap().hold.unwrap();
+        assert_eq!(f.book.balance(), -5);
+        let g = f.grant(10, None, 0);
+        assert_eq!(f.remaining(&g), 5, "the grant repaid the debt of 5");
+        assert_eq!(f.book.balance(), 5);
+        let command = match resolve {
+            "void" => LedgerCommand::Void {
+                hold: hold.clone(),
+                memo: None,
+            },
+            "capture" => LedgerCommand::Capture {
+                hold: hold.clone(),
+                amount: captured,
+                memo: None,
+            },
+            _ => {
+                f.now = T0 + Duration::hours(2);
+                LedgerCommand::ExpireHold { hold: hold.clone() }
+            }
+        };
+        let r = f.run(command).unwrap();
+        let expected = 10 - i64::try_from(captured).unwrap();
+        assert_eq!(r.balance, expected, "{resolve}");
+        assert_eq!(f.book.balance(), expected, "{resolve}: the book agrees");
+        assert_ne!(f.book.hold(&hold).unwrap().status, HoldStatus::Pending);
+        let returned = f
+            .book
+            .grants()
+            .find(|g| g.source == GrantSource::Returned)
+            .unwrap();
+        assert_eq!(returned.remaining, 5 - captured, "{resolve}");
+        assert_eq!(returned.expires_at, None);
+    }
+}
+
+#[test]
+fn a_hold_returns_to_the_debt_only_what_is_still_owed() {
+    let mut f = Fixture::new();
+    f.overdraft = 20;
+    let hold = f
+        .run(reserve(12, Duration::hours(1)))
+        .unwrap()
+        .hold
+        .unwrap();
+    // A grant of 4 repays 4 of the 12 owed; 8 are still lent.
+    f.grant(4, None, 0);
+    assert_eq!(f.book.balance(), -8);
+    f.run(LedgerCommand::Void { hold, memo: None }).unwrap();
+    assert_eq!(f.book.balance(), 4);
+    let returned: Credits = f
+        .book
+        .grants()
+        .filter(|g| g.source == GrantSource::Returned)
+        .map(|g| g.remaining)
+        .sum();
+    assert_eq!(returned, 4, "8 repaid the debt, 4 came back as a grant");
+    assert_eq!(f.book.snapshot().debt, 0);
+}
+
+#[test]
+fn refunding_a_spend_the_overdraft_lent_after_the_debt_was_repaid() {
+    let mut f = Fixture::new();
+    f.overdraft = 10;
+    let spend = f.run(debit(6)).unwrap().txn.unwrap();
+    f.grant(6, None, 0);
+    assert_eq!(f.book.balance(), 0);
+    f.run(LedgerCommand::Refund {
+        txn: spend,
+        amount: 6,
+        memo: None,
+    })
+    .unwrap();
+    assert_eq!(f.book.balance(), 6);
+    assert_eq!(f.book.snapshot().debt, 0);
+}
+
+#[test]
+fn verify_finds_a_debt_repaid_beyond_zero() {
+    let mut f = Fixture::new();
+    f.grant(5, None, 0);
+    let mut snapshot = f.book.snapshot();
+    snapshot.transactions[0].legs.push(Leg {
+        grant: None,
+        delta: 3,
+    });
+    snapshot.transactions[0].legs[0].delta -= 3;
+    assert!(
+        verify(&snapshot, 0)
+            .iter()
+            .any(|v| matches!(v, Violation::DebtBelowZero { .. }))
+    );
+}
+
 #[test]
 fn a_period_allowance_rolls_over_up_to_its_cap() {
     let mut f = Fixture::new();

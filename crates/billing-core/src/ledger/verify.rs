@@ -62,6 +62,14 @@ pub enum Violation {
         /// Minus the sum of legs without a grant.
         journal: i64,
     },
+    /// A transaction repaid more overdraft than was owed (the debt went below zero).
+    #[error("transaction {txn} takes the debt below zero ({debt})")]
+    DebtBelowZero {
+        /// The transaction.
+        txn: TxnId,
+        /// The debt after it.
+        debt: i64,
+    },
     /// The balance is below what the plan allows.
     #[error("balance {balance} is below -{overdraft_limit}")]
     NegativeBalance {
@@ -114,7 +122,7 @@ pub enum Violation {
 /// Checks every invariant of the ledger for one account; an empty list means it holds:
 /// each grant's remaining equals its legs and never exceeds its amount, the debt equals the
 /// overdraft legs (so the balance equals the journal), the balance is not below the
-/// overdraft limit, each hold was reserved once and resolved at most once (exactly once
+/// overdraft limit, the debt never went below zero in journal order, each hold was reserved once and resolved at most once (exactly once
 /// unless pending), and no spend was refunded beyond its amount.
 pub fn verify(snapshot: &AccountSnapshot, overdraft_limit: Credits) -> Vec<Violation> {
     let mut violations = Vec::new();
@@ -126,6 +134,12 @@ pub fn verify(snapshot: &AccountSnapshot, overdraft_limit: Credits) -> Vec<Viola
                 Some(grant) => *by_grant.entry(grant).or_insert(0) += leg.delta,
                 None => overdraft_legs += leg.delta,
             }
+        }
+        if overdraft_legs > 0 {
+            violations.push(Violation::DebtBelowZero {
+                txn: txn.id.clone(),
+                debt: -overdraft_legs,
+            });
         }
     }
     let known: HashMap<&GrantId, &Grant> = snapshot.grants.iter().map(|g| (&g.id, g)).collect();

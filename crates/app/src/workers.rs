@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use billing_core::catalog::Cadence;
-use billing_core::ledger::{IdempotencyKey, LedgerCommand, LedgerPolicy, LedgerRequest};
+use billing_core::ledger::{
+    IdempotencyKey, LedgerCommand, LedgerError, LedgerPolicy, LedgerRequest,
+};
 use billing_core::ports::{Clock, LedgerOutcome, LedgerStore};
 use billing_core::usecases::Billing;
 use tokio::sync::watch;
@@ -22,27 +24,47 @@ pub async fn expire_holds(
             () = tokio::time::sleep(every) => {}
         }
         match sweep_once(&store, clock.as_ref()).await {
-            Ok(0) => {}
-            Ok(released) => tracing::info!(released, "released expired holds"),
+            Ok(SweepReport {
+                released: 0,
+                failed: 0,
+            }) => {}
+            Ok(SweepReport { released, failed }) => {
+                tracing::info!(released, failed, "released expired holds");
+            }
             Err(err) => tracing::warn!(error = %err, "hold sweep failed; will retry"),
         }
     }
 }
 
-/// One sweep: expires every hold that is due (in batches); returns how many it released.
+/// What one sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Holds released.
+    pub released: usize,
+    /// Holds that could not be released (logged; the next sweep tries them again).
+    pub failed: usize,
+}
+
+/// The page size of a sweep.
+const SWEEP_BATCH: u32 = 200;
+
+/// One sweep over every hold that is due, page by page after a cursor. A hold that cannot
+/// be released is logged, counted and skipped, so it never keeps the others waiting; only a
+/// failure to list the due holds ends the sweep early.
 pub async fn sweep_once(
     store: &impl LedgerStore,
     clock: &dyn Clock,
-) -> Result<usize, billing_core::ports::StoreError> {
-    let mut released = 0;
+) -> Result<SweepReport, billing_core::ports::StoreError> {
+    let mut report = SweepReport::default();
+    let now = clock.now();
+    let mut after = None;
     loop {
-        let now = clock.now();
-        let due = store.expired_holds(now, 200).await?;
-        if due.is_empty() {
-            return Ok(released);
-        }
+        let due = store.expired_holds(now, after.clone(), SWEEP_BATCH).await?;
+        let Some((_, last)) = due.last() else {
+            return Ok(report);
+        };
+        after = Some(last.clone());
         let batch = due.len();
-        let before = released;
         for (account, hold) in due {
             // A key per attempt: the ledger itself guarantees a hold is resolved once.
             let key = format!("hold-expiry:{hold}:{}", now.unix_timestamp());
@@ -50,18 +72,27 @@ pub async fn sweep_once(
                 continue;
             };
             let request = LedgerRequest {
-                account,
+                account: account.clone(),
                 key,
-                command: LedgerCommand::ExpireHold { hold },
+                command: LedgerCommand::ExpireHold { hold: hold.clone() },
                 policy: LedgerPolicy::default(),
             };
-            if let LedgerOutcome::Executed(Ok(_)) = store.execute(request).await? {
-                released += 1;
+            match store.execute(request).await {
+                Ok(LedgerOutcome::Executed(Ok(_))) => report.released += 1,
+                // Resolved meanwhile by a capture, a void or another worker.
+                Ok(LedgerOutcome::Executed(Err(LedgerError::HoldNotPending { .. }))) => {}
+                Ok(other) => {
+                    report.failed += 1;
+                    tracing::warn!(%account, %hold, outcome = ?other, "hold not released");
+                }
+                Err(err) => {
+                    report.failed += 1;
+                    tracing::warn!(%account, %hold, error = %err, "hold not released");
+                }
             }
         }
-        // A short batch was the last; a batch that released nothing would only repeat.
-        if batch < 200 || released == before {
-            return Ok(released);
+        if batch < SWEEP_BATCH as usize {
+            return Ok(report);
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use app::workers::sweep_once;
+use app::workers::{SweepReport, sweep_once};
 use billing_core::ids::{AccountId, PrefixedId, Ulid, UserId};
 use billing_core::ledger::{
     GrantSource, HoldStatus, IdempotencyKey, LedgerCommand, LedgerPolicy, LedgerRequest,
@@ -82,16 +82,23 @@ async fn lapsed_holds_are_released_and_live_ones_kept() {
             other => panic!("{other:?}"),
         }
     }
+    let released = |n| SweepReport {
+        released: n,
+        failed: 0,
+    };
     assert_eq!(
         sweep_once(&store, clock.as_ref()).await.unwrap(),
-        0,
+        released(0),
         "nothing is due yet"
     );
     clock.set(t0 + Duration::minutes(2));
-    assert_eq!(sweep_once(&store, clock.as_ref()).await.unwrap(), 2);
     assert_eq!(
         sweep_once(&store, clock.as_ref()).await.unwrap(),
-        0,
+        released(2)
+    );
+    assert_eq!(
+        sweep_once(&store, clock.as_ref()).await.unwrap(),
+        released(0),
         "a second sweep finds nothing"
     );
     let balance = store.balance(&account).await.unwrap();
@@ -178,5 +185,56 @@ async fn daily_allowances_are_granted_once_per_day() {
             .filter(|t| t.kind == billing_core::ledger::TxnKind::Expiry)
             .count(),
         1
+    );
+}
+
+/// One hold the store cannot release (the first, oldest one) must not stop the sweep: the
+/// worker logs it, counts it and goes on to the next, page after page.
+#[tokio::test]
+async fn a_failing_hold_does_not_stop_the_sweep() {
+    use billing_core::ids::HoldId;
+    use billing_core::ledger::Receipt;
+    use billing_core::ports::{MockLedgerStore, StoreError};
+
+    let t0 = datetime!(2026-06-01 12:00 UTC);
+    let account = AccountId::from_ulid(Ulid(1));
+    let hold = |n: u128| HoldId::from_ulid(Ulid(n));
+    // Page one: the bad hold and 199 good ones; page two: one more good one.
+    let page_one: Vec<_> = (1..=200).map(|n| (account.clone(), hold(n))).collect();
+    let mut store = MockLedgerStore::new();
+    store
+        .expect_expired_holds()
+        .returning(move |_, after, limit| {
+            assert_eq!(limit, 200);
+            Ok(match after {
+                None => page_one.clone(),
+                Some(h) if h == hold(200) => vec![(AccountId::from_ulid(Ulid(1)), hold(201))],
+                Some(_) => Vec::new(),
+            })
+        });
+    store.expect_execute().returning(move |request| {
+        let LedgerCommand::ExpireHold { hold: id } = &request.command else {
+            panic!("{request:?}");
+        };
+        if *id == hold(1) {
+            return Err(StoreError::Other("CHECK constraint failed".into()));
+        }
+        Ok(LedgerOutcome::Executed(Ok(Receipt {
+            txn: None,
+            kind: None,
+            amount: 10,
+            balance: 10,
+            hold: Some(id.clone()),
+            grant: None,
+            at: t0,
+        })))
+    });
+    let report = sweep_once(&store, &FixedClock::new(t0)).await.unwrap();
+    assert_eq!(
+        report,
+        SweepReport {
+            released: 200,
+            failed: 1
+        }
     );
 }

@@ -98,10 +98,12 @@ pub trait LedgerStore: Send + Sync {
     ) -> Result<Page<Transaction>, StoreError>;
     /// Everything [`verify`](crate::ledger::verify) checks, for one account.
     async fn snapshot(&self, account: &AccountId) -> Result<AccountSnapshot, StoreError>;
-    /// Pending holds whose time is up, oldest first, for the expiry worker.
+    /// Pending holds whose time is up, by id, after the `after` cursor, for the expiry
+    /// worker (a cursor, so that a hold the worker cannot release never hides later ones).
     async fn expired_holds(
         &self,
         now: OffsetDateTime,
+        after: Option<crate::ids::HoldId>,
         limit: u32,
     ) -> Result<Vec<(AccountId, crate::ids::HoldId)>, StoreError>;
 }

@@ -556,16 +556,22 @@ macro_rules! ledger_queries {
             Ok(Some((debt, all_grants, all_holds, txns, legs)))
         }
 
-        /// Pending holds whose time is up, oldest first.
+        /// Pending holds whose time is up, by id after the cursor.
         pub(crate) async fn ledger_expired_holds(
             c: &mut Conn,
             now: i64,
+            after: Option<String>,
             limit: i64,
         ) -> Result<Vec<(LedgerAccountId, LedgerHoldId)>, TxError> {
-            let rows: Vec<(String, String)> = holds::table
+            let mut query = holds::table
                 .filter(holds::status.eq("pending"))
                 .filter(holds::expires_at.le(now))
-                .order(holds::expires_at.asc())
+                .into_boxed();
+            if let Some(after) = after {
+                query = query.filter(holds::id.gt(after));
+            }
+            let rows: Vec<(String, String)> = query
+                .order(holds::id.asc())
                 .limit(limit)
                 .select((holds::account_id, holds::id))
                 .load(c)

@@ -213,10 +213,16 @@ impl LedgerStore for DieselStore {
     async fn expired_holds(
         &self,
         now: OffsetDateTime,
+        after: Option<HoldId>,
         limit: u32,
     ) -> Result<Vec<(AccountId, HoldId)>, StoreError> {
         let mut conn = self.pool.get().await?;
-        call!(conn, ledger_expired_holds(db::ts(now), i64::from(limit))).map_err(tx_error)
+        let after = after.map(|id| id.to_string());
+        call!(
+            conn,
+            ledger_expired_holds(db::ts(now), after, i64::from(limit))
+        )
+        .map_err(tx_error)
     }
 }
 

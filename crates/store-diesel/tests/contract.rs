@@ -449,10 +449,16 @@ async fn holds_expire_and_grants_expire(db: &TestDb) {
     .await
     .hold
     .unwrap();
-    assert!(db.store.expired_holds(T0, 10).await.unwrap().is_empty());
+    assert!(
+        db.store
+            .expired_holds(T0, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let due = db
         .store
-        .expired_holds(T0 + Duration::minutes(5), 10)
+        .expired_holds(T0 + Duration::minutes(5), None, 10)
         .await
         .unwrap();
     assert_eq!(due, [(account.clone(), hold.clone())]);

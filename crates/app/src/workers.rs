@@ -76,6 +76,7 @@ pub async fn sweep_once(
                 key,
                 command: LedgerCommand::ExpireHold { hold: hold.clone() },
                 policy: LedgerPolicy::default(),
+                intent: None,
             };
             match store.execute(request).await {
                 Ok(LedgerOutcome::Executed(Ok(_))) => report.released += 1,

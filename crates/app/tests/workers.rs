@@ -57,6 +57,7 @@ async fn lapsed_holds_are_released_and_live_ones_kept() {
             key: IdempotencyKey::new(key).unwrap(),
             command,
             policy: LedgerPolicy::default(),
+            intent: None,
         })
     };
     let grant = LedgerCommand::Grant {

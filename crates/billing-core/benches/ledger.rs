@@ -31,6 +31,7 @@ fn book_with_grants(n: u64) -> AccountBook {
             key: IdempotencyKey::new(format!("g{i}")).unwrap(),
             command,
             policy: LedgerPolicy::default(),
+            intent: None,
         };
         book.execute(&request, NOW, &ids);
     }

@@ -10,8 +10,8 @@ use time::{Duration, OffsetDateTime};
 use crate::catalog::{Cadence, Catalog, Plan};
 use crate::ids::{AccountId, HoldId, PrefixedId, TxnId, UserId};
 use crate::ledger::{
-    Credits, GrantSource, IdempotencyKey, LedgerCommand, LedgerError, LedgerPolicy, LedgerRequest,
-    Receipt,
+    Credits, Fingerprint, GrantSource, IdempotencyKey, LedgerCommand, LedgerError, LedgerPolicy,
+    LedgerRequest, Receipt,
 };
 use crate::ports::{
     AccountStore, Clock, IdGenerator, LedgerOutcome, LedgerStore, StoreError, SubscriptionStore,
@@ -202,11 +202,25 @@ impl Billing {
         command: LedgerCommand,
         policy: LedgerPolicy,
     ) -> Result<Moved, BillingError> {
+        self.run_intended(account, key, command, policy, None).await
+    }
+
+    /// [`Self::run`] for a command that holds values computed from the clock: `intent` is
+    /// what the caller asked for, which the idempotency fingerprint covers instead.
+    async fn run_intended(
+        &self,
+        account: &AccountId,
+        key: IdempotencyKey,
+        command: LedgerCommand,
+        policy: LedgerPolicy,
+        intent: Option<Fingerprint>,
+    ) -> Result<Moved, BillingError> {
         let request = LedgerRequest {
             account: account.clone(),
             key,
             command,
             policy,
+            intent,
         };
         moved(self.ledger.execute(request).await?)
     }
@@ -361,18 +375,20 @@ impl Billing {
         idempotency_key: &str,
     ) -> Result<Moved, BillingError> {
         let policy = self.policy(account).await?;
-        let expires_at = self.clock.now() + ttl.unwrap_or(self.default_hold_ttl);
+        let ttl = ttl.unwrap_or(self.default_hold_ttl);
+        let intent = Fingerprint::of(&("reserve", amount, &reference, ttl.whole_seconds()));
         let command = LedgerCommand::Reserve {
             amount,
-            expires_at,
+            expires_at: self.clock.now() + ttl,
             reference,
             memo: None,
         };
-        self.run(
+        self.run_intended(
             account,
             key(format!("reserve:{idempotency_key}"))?,
             command,
             policy,
+            Some(intent),
         )
         .await
     }
@@ -500,8 +516,15 @@ impl Billing {
             )),
         };
         let k = key(format!("purchase:{}", purchase.payment_id))?;
-        self.run(&purchase.account, k, command, LedgerPolicy::default())
-            .await
+        let intent = Fingerprint::of(&("purchase", &purchase.pack));
+        self.run_intended(
+            &purchase.account,
+            k,
+            command,
+            LedgerPolicy::default(),
+            Some(intent),
+        )
+        .await
     }
 
     /// Applies a payment event to a subscription (found by the provider's id) and carries
@@ -820,6 +843,57 @@ mod tests {
             requests[1].command,
             LedgerCommand::Reserve { amount: 40, expires_at, .. } if expires_at == NOW + Duration::minutes(10)
         ));
+    }
+
+    /// A retry a minute later carries the same request: it replays, even though the hold's
+    /// expiry and the pack's expiry are computed from a clock that has moved.
+    #[tokio::test]
+    async fn a_retry_after_the_clock_moved_replays_instead_of_conflicting() {
+        let clock = Arc::new(FixedClock::new(NOW));
+        let book = Arc::new(Mutex::new(AccountBook::new(account("free").id)));
+        let mut mocks = Mocks::new().with_account("free");
+        let (ledger_clock, ledger_book) = (clock.clone(), book.clone());
+        let ids = SequentialIds::default();
+        mocks.ledger.expect_execute().returning(move |request| {
+            Ok(ledger_book
+                .lock()
+                .unwrap()
+                .execute(&request, ledger_clock.now(), &ids))
+        });
+        let billing = Billing {
+            clock: clock.clone(),
+            ..mocks.billing()
+        };
+        let id = account("free").id;
+        billing.adjust(&id, 100, "seed", "a").await.unwrap();
+        let first = billing
+            .reserve(&id, 40, Some("task".into()), None, "r1")
+            .await
+            .unwrap();
+        let purchase = PurchaseCompleted {
+            account: id.clone(),
+            pack: "starter".into(),
+            payment_id: "pi_1".into(),
+        };
+        let bought = billing.purchase_completed(purchase.clone()).await.unwrap();
+        clock.set(NOW + Duration::minutes(1));
+        let again = billing
+            .reserve(&id, 40, Some("task".into()), None, "r1")
+            .await
+            .unwrap();
+        assert!(again.replayed);
+        assert_eq!(again.receipt, first.receipt);
+        let rebought = billing.purchase_completed(purchase).await.unwrap();
+        assert!(rebought.replayed);
+        assert_eq!(rebought.receipt, bought.receipt);
+        // A different request under the same key is still a conflict.
+        assert_eq!(
+            billing
+                .reserve(&id, 41, Some("task".into()), None, "r1")
+                .await,
+            Err(BillingError::IdempotencyConflict)
+        );
+        assert_eq!(book.lock().unwrap().balance(), 170);
     }
 
     #[tokio::test]

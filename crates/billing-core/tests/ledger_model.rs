@@ -497,6 +497,7 @@ impl Harness {
             policy: LedgerPolicy {
                 overdraft_limit: self.model.overdraft,
             },
+            intent: None,
         };
         self.book.execute(&request, at(self.tick), &self.ids)
     }

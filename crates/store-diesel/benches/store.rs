@@ -94,6 +94,7 @@ async fn debit_with(store: &DieselStore, account: &AccountId, command: LedgerCom
         key,
         command,
         policy: LedgerPolicy::default(),
+        intent: None,
     };
     match store.execute(request).await.unwrap() {
         LedgerOutcome::Executed(Ok(_)) => {}

@@ -99,7 +99,7 @@ impl DieselStore {
     }
 
     async fn execute_now(&self, request: LedgerRequest) -> Result<LedgerOutcome, StoreError> {
-        let fingerprint = Fingerprint::of(&request.command);
+        let fingerprint = request.fingerprint();
         let _writer = self.pool.write_guard().await;
         self.retrying(|| {
             let request = request.clone();

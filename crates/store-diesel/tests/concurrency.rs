@@ -63,6 +63,7 @@ fn request(account: &AccountId, key: String, command: LedgerCommand) -> LedgerRe
         key: IdempotencyKey::new(key).unwrap(),
         command,
         policy: LedgerPolicy::default(),
+        intent: None,
     }
 }
 

@@ -60,6 +60,7 @@ fn request(account: &AccountId, key: &str, command: LedgerCommand) -> LedgerRequ
         key: IdempotencyKey::new(key).unwrap(),
         command,
         policy: LedgerPolicy::default(),
+        intent: None,
     }
 }
 

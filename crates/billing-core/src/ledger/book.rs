@@ -125,7 +125,7 @@ impl AccountBook {
         now: OffsetDateTime,
         ids: &dyn IdGenerator,
     ) -> LedgerOutcome {
-        let fingerprint = Fingerprint::of(&request.command);
+        let fingerprint = request.fingerprint();
         match idempotency::check(self.keys.get(request.key.as_str()), &fingerprint) {
             Replay::Replay(outcome) => return LedgerOutcome::Replayed(outcome),
             Replay::Conflict => return LedgerOutcome::Conflict,

@@ -385,6 +385,21 @@ pub struct LedgerRequest {
     pub command: LedgerCommand,
     /// The plan's limits.
     pub policy: LedgerPolicy,
+    /// What the caller asked for, when the command holds values the use case computed from
+    /// the clock (a hold's `now + ttl`, a pack's `now + days`). The idempotency fingerprint
+    /// covers this instead of the command, so the same request retried later replays
+    /// rather than conflicts. `None`: the command is what the caller asked for.
+    pub intent: Option<Fingerprint>,
+}
+
+impl LedgerRequest {
+    /// The fingerprint stored with the key: of the caller's intent if given, else of the
+    /// command.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.intent
+            .clone()
+            .unwrap_or_else(|| Fingerprint::of(&self.command))
+    }
 }
 
 /// The state [`decide`] needs: the account's live grants and debt, plus the hold or the

@@ -37,6 +37,7 @@ impl Fixture {
             policy: LedgerPolicy {
                 overdraft_limit: self.overdraft,
             },
+            intent: None,
         };
         let outcome = self.book.execute(&request, self.now, &self.ids);
         let violations = verify(&self.book.snapshot(), self.overdraft);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use billing_core::ids::{AccountId, HoldId, SubscriptionId, TaskId, UserId};
 use billing_core::ledger::{
-    AccountSnapshot, Fingerprint, Grant, LedgerRequest, Transaction, Violation, burn_order, verify,
+    AccountSnapshot, Grant, LedgerRequest, Transaction, Violation, burn_order, verify,
 };
 use billing_core::ports::{
     AccountStore, ApiKeyStore, AuditStore, Clock, IdGenerator, IdempotencyStore, KeyState,

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use time::OffsetDateTime;
 
-use super::idempotency::{self, Fingerprint, Replay, StoredOutcome};
+use super::idempotency::{self, Replay, StoredOutcome};
 use super::{
     AccountSnapshot, Decision, Grant, Hold, LedgerCommand, LedgerError, LedgerRequest, LedgerView,
     Receipt, Transaction, decide,

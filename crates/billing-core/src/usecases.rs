@@ -287,8 +287,10 @@ impl Billing {
         })
     }
 
-    /// Grants the current day's or month's allowance of the account's plan, once per period
-    /// (keyed by account and period start). `None` if the plan has no such allowance.
+    /// Grants the current day's or month's allowance of the account's plan, once per plan
+    /// and period (keyed by account, plan and period start, so an account that changes plan
+    /// inside a period receives the new plan's allowance too). `None` if the plan has no
+    /// such allowance.
     pub async fn grant_calendar_allowance(
         &self,
         account: &Account,
@@ -321,8 +323,9 @@ impl Billing {
             memo: Some(format!("{} allowance", account.plan)),
         };
         let k = key(format!(
-            "allowance:{}:{}",
+            "allowance:{}:{}:{}",
             account.id,
+            account.plan,
             window.start.unix_timestamp()
         ))?;
         self.run(&account.id, k, command, LedgerPolicy::default())
@@ -719,7 +722,7 @@ mod tests {
         let day_start = datetime!(2026-04-10 0:00 UTC).unix_timestamp();
         assert_eq!(
             requests[1].key.as_str(),
-            format!("allowance:{}:{day_start}", out.account.id)
+            format!("allowance:{}:free:{day_start}", out.account.id)
         );
         assert!(matches!(
             requests[1].command,
@@ -1054,6 +1057,39 @@ mod tests {
             billing.next_reset(&billing.catalog.plans["free"], NOW),
             Some(datetime!(2026-04-11 0:00 UTC))
         );
+    }
+
+    /// Found by black-box testing: the allowance key left the plan out, so after a change to
+    /// another plan with a daily allowance the new plan's was never granted that day (and
+    /// every worker pass logged a conflict).
+    #[tokio::test]
+    async fn a_plan_change_inside_a_day_grants_the_new_plans_allowance_once() {
+        let plan = Arc::new(Mutex::new("free"));
+        let mut mocks = Mocks::new().with_book(seen());
+        let current = plan.clone();
+        mocks
+            .accounts
+            .expect_account()
+            .returning(move |_| Ok(Some(account(*current.lock().unwrap()))));
+        let mut catalog = sample_catalog();
+        catalog.plans.get_mut("pro").unwrap().allowance = Some(crate::catalog::Allowance {
+            credits: 70,
+            cadence: Cadence::Day,
+            rollover_cap: 0,
+        });
+        let billing = Billing {
+            catalog: Arc::new(catalog),
+            ..mocks.billing()
+        };
+        let id = account("free").id;
+        let free = billing.period_reset(&id).await.unwrap().unwrap();
+        assert_eq!(free.receipt.amount, 20);
+        *plan.lock().unwrap() = "pro";
+        let pro = billing.period_reset(&id).await.unwrap().unwrap();
+        assert!(!pro.replayed);
+        assert_eq!((pro.receipt.amount, pro.receipt.balance), (70, 90));
+        let again = billing.period_reset(&id).await.unwrap().unwrap();
+        assert!(again.replayed, "once per plan and day");
     }
 
     #[tokio::test]

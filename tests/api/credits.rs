@@ -246,3 +246,41 @@ async fn hundred_concurrent_spends_never_overspend_on_sqlite() {
 async fn hundred_concurrent_spends_never_overspend_on_postgres() {
     hundred_concurrent_spends_never_overspend(Db::Postgres).await;
 }
+
+/// Found by black-box testing: spend checked only the balance, so flirt-studio's free plan
+/// could spend `image_analysis` while the entitlement check said `not_in_plan`. One rule
+/// now decides both, on both databases, and a refusal changes nothing.
+#[tokio::test]
+async fn spend_refuses_an_action_outside_the_plan_as_the_entitlement_check_does() {
+    for db in [Db::Sqlite, Db::Postgres] {
+        let Some(app) = TestApp::spawn_on(db, &["config/examples/flirt-studio.toml"]).await else {
+            continue;
+        };
+        let (token, _, account) = app.sign_up("free@flirt.test").await;
+        let (_, before) = app.get_as("/v1/credits", &token).await;
+        let (status, check) = app
+            .post(
+                "/v1/entitlements/check",
+                Some(&token),
+                json!({"kind": "action", "name": "image_analysis"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{check}");
+        assert_eq!(check["denial"]["code"], "not_in_plan", "{check}");
+        let (status, problem, _) = spend(&app, &token, "image_analysis", Some("img-1")).await;
+        assert_eq!(status, 403, "{problem}");
+        assert_eq!(problem["code"], "not_in_plan");
+        assert_eq!(problem["plan"], "free");
+        let (_, after) = app.get_as("/v1/credits", &token).await;
+        assert_eq!(after["available"], before["available"], "nothing was spent");
+        // An action every plan may perform still spends.
+        let (status, receipt, _) = spend(&app, &token, "short_chat", Some("chat-1")).await;
+        assert_eq!(status, 200, "{receipt}");
+        let snapshot = app
+            .store
+            .snapshot(&account.parse::<AccountId>().unwrap())
+            .await
+            .unwrap();
+        assert!(verify(&snapshot, 0).is_empty());
+    }
+}

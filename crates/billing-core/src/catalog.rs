@@ -478,6 +478,16 @@ impl Catalog {
         self.actions.get(action).copied()
     }
 
+    /// The feature an action needs: an action that shares its name with a feature some
+    /// plan lists (flirt-studio's `image_analysis`, studiox's `video_generation`) is only
+    /// for plans with that feature. `None`: every plan may perform it.
+    pub fn action_feature<'a>(&self, action: &'a str) -> Option<&'a str> {
+        self.plans
+            .values()
+            .any(|plan| plan.features.contains(action))
+            .then_some(action)
+    }
+
     /// The credit value that applies to a plan.
     pub fn credit_value_for<'a>(&'a self, plan: &'a Plan) -> Option<&'a Money> {
         plan.credit_value.as_ref().or(self.credit_value.as_ref())

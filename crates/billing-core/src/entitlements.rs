@@ -116,6 +116,29 @@ pub struct AccountState<'a> {
     pub quota: Option<&'a QuotaCheck>,
 }
 
+/// Whether the plan in force lets the account perform `action`, credits aside: the one rule
+/// that both the entitlement check and spending apply. `None`: it may (or the action is
+/// unknown, which the caller reports on its own terms).
+pub fn action_denial(
+    catalog: &Catalog,
+    plan: &str,
+    subscription: Option<(&str, SubscriptionStatus)>,
+    action: &str,
+) -> Option<Denial> {
+    let feature = catalog.action_feature(action)?;
+    let has = |p: &Plan| p.features.contains(feature);
+    if catalog.plan(plan).is_some_and(has) {
+        return None;
+    }
+    let inactive = subscription.and_then(|(sub_plan, status)| {
+        let sub = catalog.plan(sub_plan)?;
+        (!status.grants_access() && has(sub)).then_some(Denial::SubscriptionInactive { status })
+    });
+    Some(inactive.unwrap_or(Denial::NotInPlan {
+        plan: plan.to_owned(),
+    }))
+}
+
 /// Decides an ask.
 pub fn decide(catalog: &Catalog, state: AccountState<'_>, ask: &Ask) -> Entitlement {
     let plan_id = state.plan.to_owned();
@@ -151,6 +174,9 @@ pub fn decide(catalog: &Catalog, state: AccountState<'_>, ask: &Ask) -> Entitlem
                     credits(None),
                 );
             };
+            if let Some(denial) = action_denial(catalog, state.plan, state.subscription, action) {
+                return deny(plan_id, denial, credits(None));
+            }
             let after = state.balance - to_i64(cost);
             if after < -to_i64(plan.overdraft) {
                 return deny(

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 
 use crate::catalog::{Cadence, Catalog, Plan};
+use crate::entitlements::{Denial, action_denial};
 use crate::ids::{AccountId, HoldId, PrefixedId, TxnId, UserId};
 use crate::ledger::{
     Credits, Fingerprint, GrantSource, IdempotencyKey, LedgerCommand, LedgerError, LedgerPolicy,
@@ -46,6 +47,9 @@ pub enum BillingError {
     /// The email address is already registered.
     #[error("email already registered")]
     EmailTaken,
+    /// The plan in force does not include it (the same denial the entitlement check gives).
+    #[error("not included in the plan")]
+    NotEntitled(Denial),
     /// The ledger refused.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
@@ -340,8 +344,10 @@ impl Billing {
         self.grant_calendar_allowance(&account).await
     }
 
-    /// Spends an action's configured cost. Insufficient credits come back as
-    /// `BillingError::Ledger(LedgerError::InsufficientCredits { .. })` with the balance.
+    /// Spends an action's configured cost, if the plan in force includes the action (the
+    /// rule of [`action_denial`], as the entitlement check applies it). Insufficient credits
+    /// come back as `BillingError::Ledger(LedgerError::InsufficientCredits { .. })` with the
+    /// balance.
     pub async fn spend_action(
         &self,
         account: &AccountId,
@@ -352,7 +358,18 @@ impl Billing {
             .catalog
             .action_cost(action)
             .ok_or_else(|| BillingError::UnknownAction(action.to_owned()))?;
-        let policy = self.policy(account).await?;
+        let record = self.account(account).await?;
+        let plan = self.plan_of(&record)?;
+        let policy = LedgerPolicy {
+            overdraft_limit: plan.overdraft,
+        };
+        if self.catalog.action_feature(action).is_some() {
+            let subscription = self.subscriptions.current(account).await?;
+            let sub = subscription.as_ref().map(|s| (s.plan.as_str(), s.status));
+            if let Some(denial) = action_denial(&self.catalog, &record.plan, sub, action) {
+                return Err(BillingError::NotEntitled(denial));
+            }
+        }
         let command = LedgerCommand::Debit {
             amount: cost,
             reference: Some(action.to_owned()),

@@ -9,6 +9,7 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
+use billing_core::entitlements::Denial;
 use billing_core::ledger::LedgerError;
 use billing_core::ports::StoreError;
 use billing_core::usecases::BillingError;
@@ -250,6 +251,35 @@ impl From<BillingError> for ApiError {
                 "Idempotency key reused",
                 "this Idempotency-Key was used with a different request",
             ),
+            BillingError::NotEntitled(denial) => {
+                let (code, detail) = match &denial {
+                    Denial::SubscriptionInactive { status } => (
+                        "subscription_inactive",
+                        format!(
+                            "the subscription that includes it is {}",
+                            serde_json::to_value(status)
+                                .ok()
+                                .and_then(|v| v.as_str().map(str::to_owned))
+                                .unwrap_or_default()
+                        ),
+                    ),
+                    Denial::NotInPlan { plan } => (
+                        "not_in_plan",
+                        format!("the `{plan}` plan does not include it"),
+                    ),
+                    other => ("not_entitled", format!("{other:?}")),
+                };
+                let mut problem =
+                    Self::new(StatusCode::FORBIDDEN, code, "Not in your plan", detail);
+                if let Ok(Value::Object(members)) = serde_json::to_value(&denial) {
+                    for (key, value) in members {
+                        if key != "code" {
+                            problem = problem.with(&key, value);
+                        }
+                    }
+                }
+                problem
+            }
             BillingError::Ledger(err) => err.into(),
             BillingError::Subscription(err) => Self::new(
                 StatusCode::CONFLICT,

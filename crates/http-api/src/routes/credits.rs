@@ -62,6 +62,7 @@ pub async fn journal(
     responses(
         (status = 200, description = "Spent", body = ReceiptView),
         (status = 402, description = "Not enough credits; `balance` and `required` say how many", body = Problem),
+        (status = 403, description = "The plan does not include the action (`not_in_plan`, or `subscription_inactive` while the subscription that includes it is unpaid); the same answer as the entitlement check", body = Problem),
         (status = 409, description = "The Idempotency-Key was used with another request", body = Problem),
         (status = 422, description = "Unknown action", body = Problem),
     ))]

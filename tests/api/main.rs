@@ -2,6 +2,7 @@
 
 mod admin;
 mod auth;
+mod bad_input;
 mod credits;
 mod errors;
 mod health;

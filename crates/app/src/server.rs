@@ -96,9 +96,11 @@ impl Application {
         let body_limit = settings.http.body_limit_bytes;
         let origins = settings.http.cors_allowed_origins.clone();
         let mut server = HttpServer::new(move || {
-            // Outermost last: CORS, then the request id, the rate limit, the audit record.
+            // Outermost last: CORS, then the request id, the rate limit, the audit record,
+            // the refusal of NUL characters in the URI.
             App::new()
                 .app_data(state.clone())
+                .wrap(actix_web::middleware::from_fn(http_api::reject_nul))
                 .wrap(actix_web::middleware::from_fn(http_api::audit))
                 .wrap(actix_web::middleware::from_fn(http_api::rate_limit))
                 .wrap(actix_web::middleware::from_fn(http_api::request_id))

@@ -71,6 +71,11 @@ impl ApiError {
         self.code
     }
 
+    /// An extra member of the problem document.
+    pub fn member(&self, key: &str) -> Option<&Value> {
+        self.extra.get(key)
+    }
+
     /// 401: no usable credentials.
     pub fn unauthenticated(detail: impl Into<String>) -> Self {
         Self::new(

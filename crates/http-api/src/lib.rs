@@ -8,6 +8,7 @@
 pub mod auth;
 mod dto;
 pub mod error;
+pub mod extract;
 pub mod limits;
 mod middleware;
 pub mod openapi;
@@ -20,7 +21,7 @@ use actix_web::{HttpRequest, web};
 
 pub use error::ApiError;
 pub use limits::rate_limit;
-pub use middleware::{audit, request_id};
+pub use middleware::{audit, reject_nul, request_id};
 pub use state::{ApiState, Readiness};
 
 /// Declares every route once: registers it with actix and lists it in [`ROUTES`], which a

@@ -2,11 +2,11 @@
 
 use std::time::Instant;
 
-use actix_web::HttpMessage;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use actix_web::{HttpMessage, ResponseError};
 use tracing::Instrument;
 
 /// The request's id, in the request's extensions.
@@ -114,4 +114,58 @@ pub async fn audit(
         tracing::warn!(error = %err, action = %record.action, "could not record the audit entry");
     }
     Ok(response)
+}
+
+/// Refuses a NUL character (`%00`) in the path or the query with 422 `nul_character`
+/// before any route sees it: PostgreSQL cannot store one in TEXT and SQLite would, so the
+/// two backends must never be asked to. (Bodies are checked by [`crate::extract::Json`].)
+pub async fn reject_nul(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, actix_web::Error> {
+    if let Some(field) = nul_in_uri(req.path(), req.query_string()) {
+        let (req, _) = req.into_parts();
+        let response = crate::extract::nul_error(&field).error_response();
+        return Ok(ServiceResponse::new(req, response).map_into_right_body());
+    }
+    Ok(next.call(req).await?.map_into_left_body())
+}
+
+/// `path` or `query.<name>` when the raw URI carries an encoded NUL there.
+fn nul_in_uri(path: &str, query: &str) -> Option<String> {
+    let has_nul = |raw: &str| raw.to_ascii_lowercase().contains("%00") || raw.contains('\0');
+    if has_nul(path) {
+        return Some("path".to_owned());
+    }
+    query.split('&').find(|pair| has_nul(pair)).map(|pair| {
+        let name = pair.split('=').next().unwrap_or_default();
+        if has_nul(name) {
+            "query".to_owned()
+        } else {
+            format!("query.{name}")
+        }
+    })
+}
+
+#[cfg(test)]
+mod nul_tests {
+    use super::nul_in_uri;
+
+    #[test]
+    fn encoded_nuls_are_found_in_path_and_query() {
+        assert_eq!(
+            nul_in_uri("/v1/me/items/a%00b", "").as_deref(),
+            Some("path")
+        );
+        assert_eq!(
+            nul_in_uri("/v1/admin/users", "limit=5&q=eve%00").as_deref(),
+            Some("query.q")
+        );
+        assert_eq!(
+            nul_in_uri("/v1/admin/users", "q=%2500"),
+            None,
+            "an encoded percent"
+        );
+        assert_eq!(nul_in_uri("/v1/credits", "limit=5"), None);
+    }
 }

@@ -11,6 +11,7 @@ use crate::dto::{
     UserPage, UserQuery, UserView,
 };
 use crate::error::{ApiError, Problem};
+use crate::extract::Json;
 use crate::middleware::AuditNote;
 use crate::routes::idempotency_key;
 use crate::state::ApiState;
@@ -35,7 +36,7 @@ pub async fn adjust_credits(
     caller: Caller,
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Json<AdjustRequest>,
+    body: Json<AdjustRequest>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let account: AccountId = path.parse().map_err(|_| ApiError::not_found("account"))?;

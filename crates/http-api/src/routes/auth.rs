@@ -14,6 +14,7 @@ use crate::dto::{
     TokenPair, UserView,
 };
 use crate::error::{ApiError, Problem};
+use crate::extract::Json;
 use crate::state::ApiState;
 
 /// The password rule: 8 to 128 characters. `field` names it in the error.
@@ -89,7 +90,7 @@ fn pair(
 pub async fn signup(
     state: web::Data<ApiState>,
     req: actix_web::HttpRequest,
-    body: web::Json<SignupRequest>,
+    body: Json<SignupRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     check_password("password", &body.password)?;
@@ -142,7 +143,7 @@ fn invalid_credentials() -> ApiError {
 pub async fn login(
     state: web::Data<ApiState>,
     req: actix_web::HttpRequest,
-    body: web::Json<LoginRequest>,
+    body: Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let email = body.email.trim().to_lowercase();
@@ -201,7 +202,7 @@ fn invalid_refresh() -> ApiError {
     ))]
 pub async fn refresh(
     state: web::Data<ApiState>,
-    body: web::Json<RefreshRequest>,
+    body: Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let now = state.billing.clock.now();
     let presented = sha256_hex(&body.refresh_token);
@@ -244,7 +245,7 @@ pub async fn refresh(
     responses((status = 204, description = "Signed out (also for an unknown token)")))]
 pub async fn logout(
     state: web::Data<ApiState>,
-    body: web::Json<RefreshRequest>,
+    body: Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let now = state.billing.clock.now();
     state

@@ -8,6 +8,7 @@ use crate::dto::{
     BalanceView, JournalPage, JournalQuery, ReceiptView, SpendRequest, TransactionView,
 };
 use crate::error::{ApiError, Problem};
+use crate::extract::Json;
 use crate::routes::idempotency_key;
 use crate::state::ApiState;
 
@@ -70,7 +71,7 @@ pub async fn spend(
     state: web::Data<ApiState>,
     caller: Caller,
     req: HttpRequest,
-    body: web::Json<SpendRequest>,
+    body: Json<SpendRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, account) = caller.user()?;
     let key = idempotency_key(&req, &state)?;

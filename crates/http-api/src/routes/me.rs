@@ -11,6 +11,7 @@ use crate::dto::{
     SavedItemView, UserView,
 };
 use crate::error::{ApiError, Problem};
+use crate::extract::Json;
 use crate::state::ApiState;
 
 /// The largest preferences document, serialized.
@@ -25,7 +26,7 @@ pub const PREFERENCES_LIMIT: usize = 16 * 1024;
 pub async fn update_profile(
     state: web::Data<ApiState>,
     caller: Caller,
-    body: web::Json<ProfileUpdate>,
+    body: Json<ProfileUpdate>,
 ) -> Result<HttpResponse, ApiError> {
     let (user, _) = caller.user()?;
     let mut user = state
@@ -75,7 +76,7 @@ pub async fn preferences(
 pub async fn set_preferences(
     state: web::Data<ApiState>,
     caller: Caller,
-    body: web::Json<serde_json::Value>,
+    body: Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
     let (user, _) = caller.user()?;
     let value = body.into_inner();
@@ -112,7 +113,7 @@ const KINDS: [&str; 2] = ["prompt", "reply"];
 pub async fn save_item(
     state: web::Data<ApiState>,
     caller: Caller,
-    body: web::Json<NewSavedItem>,
+    body: Json<NewSavedItem>,
 ) -> Result<HttpResponse, ApiError> {
     let (user, _) = caller.user()?;
     let body = body.into_inner();
@@ -221,7 +222,7 @@ pub async fn delete_item(
 pub async fn create_api_key(
     state: web::Data<ApiState>,
     caller: Caller,
-    body: web::Json<CreateApiKey>,
+    body: Json<CreateApiKey>,
 ) -> Result<HttpResponse, ApiError> {
     let (user, _) = caller.user()?;
     let name = body.into_inner().name.trim().to_owned();

@@ -11,6 +11,7 @@ use time::Duration;
 use crate::auth::{Caller, hash_password, sha256_hex, verify_password};
 use crate::dto::{ChangePassword, ConfirmReset, ConfirmVerification, RequestReset};
 use crate::error::{ApiError, Problem};
+use crate::extract::Json;
 use crate::routes::auth::{blocking, check_password};
 use crate::state::ApiState;
 
@@ -90,7 +91,7 @@ fn invalid_token() -> ApiError {
 pub async fn change(
     state: web::Data<ApiState>,
     caller: Caller,
-    body: web::Json<ChangePassword>,
+    body: Json<ChangePassword>,
 ) -> Result<HttpResponse, ApiError> {
     let (user, _) = caller.user()?;
     let body = body.into_inner();
@@ -130,7 +131,7 @@ pub async fn change(
     responses((status = 202, description = "If the email is registered, a token is on its way")))]
 pub async fn request_reset(
     state: web::Data<ApiState>,
-    body: web::Json<RequestReset>,
+    body: Json<RequestReset>,
 ) -> Result<HttpResponse, ApiError> {
     let email = body.into_inner().email.trim().to_lowercase();
     if let Some(user) = state.billing.accounts.user_by_email(&email).await? {
@@ -157,7 +158,7 @@ pub async fn request_reset(
     ))]
 pub async fn confirm_reset(
     state: web::Data<ApiState>,
-    body: web::Json<ConfirmReset>,
+    body: Json<ConfirmReset>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     check_password("new_password", &body.new_password)?;
@@ -207,7 +208,7 @@ pub async fn request_verification(
     ))]
 pub async fn confirm_verification(
     state: web::Data<ApiState>,
-    body: web::Json<ConfirmVerification>,
+    body: Json<ConfirmVerification>,
 ) -> Result<HttpResponse, ApiError> {
     let mut user = user_by_code(&state, &body.token, VERIFY).await?;
     user.email_verified = true;

@@ -11,6 +11,7 @@ use billing_core::records::Account;
 use crate::auth::Caller;
 use crate::dto::{EntitlementRequest, QuotaStatusView, TrackRequestBody, rfc3339};
 use crate::error::{ApiError, Problem};
+use crate::extract::Json;
 use crate::routes::idempotency_key;
 use crate::state::ApiState;
 
@@ -83,7 +84,7 @@ pub async fn track(
     caller: Caller,
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Json<TrackRequestBody>,
+    body: Json<TrackRequestBody>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, account) = caller.user()?;
     let meter = path.into_inner();
@@ -181,7 +182,7 @@ pub async fn track(
 pub async fn check(
     state: web::Data<ApiState>,
     caller: Caller,
-    body: web::Json<EntitlementRequest>,
+    body: Json<EntitlementRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, account) = caller.user()?;
     let (account, subscription) = context(&state, account).await?;

@@ -153,8 +153,7 @@ async fn expired_forged_and_missing_tokens_are_refused() {
     let (_, me) = app.get_as("/v1/me", &token).await;
     let user = me["user"]["id"].as_str().unwrap();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let claims =
-        json!({"sub": user, "acc": account, "role": "user", "iat": now - 7200, "exp": now - 3600});
+    let claims = json!({"sub": user, "acc": account, "sid": "fam_x", "role": "user", "iat": now - 7200, "exp": now - 3600});
     let expired = encode(
         &Header::default(),
         &claims,
@@ -166,8 +165,7 @@ async fn expired_forged_and_missing_tokens_are_refused() {
         (status, body["code"].as_str()),
         (401, Some("token_expired"))
     );
-    let claims =
-        json!({"sub": user, "acc": account, "role": "admin", "iat": now, "exp": now + 600});
+    let claims = json!({"sub": user, "acc": account, "sid": "fam_x", "role": "admin", "iat": now, "exp": now + 600});
     let forged = encode(
         &Header::default(),
         &claims,

@@ -11,3 +11,4 @@ mod me;
 mod openapi;
 mod password;
 mod quotas;
+mod sessions;

@@ -58,7 +58,10 @@ async fn profile_and_preferences_are_the_callers_own() {
         Some(json!(["not", "an", "object"])),
     )
     .await;
-    assert_eq!((status, body["field"].as_str()), (422, Some("preferences")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("body_not_object"))
+    );
     let (status, body) = call(
         &app,
         Method::PUT,

@@ -52,8 +52,8 @@ enum LedgerCommand {
 
 #[derive(Debug, Subcommand)]
 enum UserCommand {
-    /// Gives a user the `admin` or the `user` role (takes effect at their next sign-in or
-    /// token refresh).
+    /// Gives a user the `admin` or the `user` role (their tokens carry it from the next
+    /// session check, within `auth.session_check_seconds`).
     Role {
         /// The user's email.
         email: String,

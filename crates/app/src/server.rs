@@ -272,6 +272,9 @@ pub fn api_state(settings: &Settings, catalog: Catalog, store: DieselStore) -> A
             limiter: http_api::limits::RateLimiter::default(),
             logins: http_api::limits::LoginThrottle::default(),
         },
+        session_cache: http_api::session_cache::SessionCache::new(Duration::from_secs(
+            auth.session_check_seconds,
+        )),
     }
 }
 

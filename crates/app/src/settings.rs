@@ -139,12 +139,19 @@ pub struct AuthSettings {
     pub access_token_ttl_seconds: u64,
     /// Days a refresh token lives.
     pub refresh_token_ttl_days: u64,
+    /// Seconds a sign-in found live is trusted before it is checked again (0: always).
+    #[serde(default = "default_session_check_seconds")]
+    pub session_check_seconds: u64,
     /// The HS256 signing secret, at least 32 bytes (`TOLLGATE__AUTH__JWT_SECRET`).
     #[serde(default)]
     pub jwt_secret: Option<secrecy::SecretString>,
     /// A key that authenticates as an admin (`TOLLGATE__AUTH__ADMIN_API_KEY`).
     #[serde(default)]
     pub admin_api_key: Option<secrecy::SecretString>,
+}
+
+fn default_session_check_seconds() -> u64 {
+    2
 }
 
 /// Outgoing mail.

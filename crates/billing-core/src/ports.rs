@@ -201,14 +201,29 @@ pub trait SessionStore: Send + Sync {
         next: &RefreshToken,
         now: OffsetDateTime,
     ) -> Result<Rotation, StoreError>;
-    /// Revokes the family of the token with this hash (logout); `false` if unknown.
+    /// Revokes the family of the token with this hash (logout); the family, or `None` if
+    /// the token is unknown.
     async fn revoke_family_of(
         &self,
         token_hash: &str,
         now: OffsetDateTime,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Option<String>, StoreError>;
     /// Revokes every token of a user (password change).
     async fn revoke_user(&self, user: &UserId, now: OffsetDateTime) -> Result<(), StoreError>;
+    /// The user and current role of a sign-in (refresh-token family) that is still live;
+    /// `None` once it is revoked (logout, reuse, password change or reset).
+    async fn live_session(
+        &self,
+        family: &str,
+    ) -> Result<Option<(UserId, crate::records::Role)>, StoreError>;
+    /// Uses up every outstanding single-use token of a user for `purpose` (after a
+    /// password reset or change, no older reset code works).
+    async fn revoke_one_time(
+        &self,
+        user: &UserId,
+        purpose: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
     /// Stores a single-use token (by its hash) for `purpose`, valid until `expires_at`.
     async fn issue_one_time(
         &self,
@@ -276,6 +291,12 @@ pub trait ApiKeyStore: Send + Sync {
         id: &str,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError>;
+    /// Revokes every API key of a user (password change or reset); how many.
+    async fn revoke_user_keys(
+        &self,
+        user: &UserId,
+        now: OffsetDateTime,
+    ) -> Result<usize, StoreError>;
 }
 
 /// Quota meters' storage.

@@ -136,11 +136,15 @@ pub enum Rotation {
     Rotated {
         /// The user it signs in.
         user: UserId,
+        /// The sign-in (refresh-token family) it continues.
+        family: String,
     },
     /// It had already been rotated: somebody replayed it, so its whole family is revoked.
     Reused {
         /// The user whose family was revoked.
         user: UserId,
+        /// The revoked family.
+        family: String,
     },
     /// Unknown, expired or revoked.
     Invalid,

@@ -49,7 +49,7 @@ impl AuthKeys {
     ) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.set_required_spec_claims(&["exp", "sub", "sid"]);
         Self {
             encoding: EncodingKey::from_secret(jwt_secret),
             decoding: DecodingKey::from_secret(jwt_secret),
@@ -60,17 +60,20 @@ impl AuthKeys {
         }
     }
 
-    /// A signed access token for a user.
+    /// A signed access token for a user's sign-in (`session`: its refresh-token family,
+    /// which every request checks is still live).
     pub fn access_token(
         &self,
         user: &UserId,
         account: &AccountId,
         role: Role,
+        session: &str,
         now: OffsetDateTime,
     ) -> Result<String, ApiError> {
         let claims = Claims {
             sub: user.to_string(),
             acc: account.to_string(),
+            sid: session.to_owned(),
             role,
             iat: now.unix_timestamp(),
             exp: (now + self.access_ttl).unix_timestamp(),
@@ -117,6 +120,8 @@ impl AuthKeys {
 struct Claims {
     sub: String,
     acc: String,
+    /// The sign-in (refresh-token family) the token belongs to.
+    sid: String,
     role: Role,
     iat: i64,
     exp: i64,
@@ -234,7 +239,7 @@ async fn resolve(req: &HttpRequest) -> Result<Caller, ApiError> {
             role: user.role,
         });
     }
-    token_caller(state, &token)
+    token_caller(state, &token).await
 }
 
 fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
@@ -254,7 +259,7 @@ fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
         })
 }
 
-fn token_caller(state: &ApiState, token: &str) -> Result<Caller, ApiError> {
+async fn token_caller(state: &ApiState, token: &str) -> Result<Caller, ApiError> {
     if state.auth.is_admin_key(token) {
         return Ok(Caller::AdminKey);
     }
@@ -267,10 +272,38 @@ fn token_caller(state: &ApiState, token: &str) -> Result<Caller, ApiError> {
             "the bearer token is not valid",
         )
     };
+    let user: UserId = claims.sub.parse().map_err(|_| invalid())?;
+    let account = claims.acc.parse().map_err(|_| invalid())?;
+    // The sign-in must still be live: logout, refresh-token reuse and a password change or
+    // reset end it for its access tokens too, and the role is the user's current one.
+    let (live_user, role) = match state.session_cache.get(&claims.sid) {
+        Some(found) => found,
+        None => {
+            let found = state
+                .sessions
+                .live_session(&claims.sid)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::new(
+                        actix_web::http::StatusCode::UNAUTHORIZED,
+                        "session_revoked",
+                        "Session ended",
+                        "this sign-in has ended (signed out, or the password changed); sign in again",
+                    )
+                })?;
+            state
+                .session_cache
+                .put(&claims.sid, found.0.clone(), found.1);
+            found
+        }
+    };
+    if live_user != user {
+        return Err(invalid());
+    }
     Ok(Caller::User {
-        user: claims.sub.parse().map_err(|_| invalid())?,
-        account: claims.acc.parse().map_err(|_| invalid())?,
-        role: claims.role,
+        user,
+        account,
+        role,
     })
 }
 
@@ -344,11 +377,19 @@ mod tests {
         let user = UserId::from_ulid(Ulid(1));
         let account = AccountId::from_ulid(Ulid(2));
         let now = OffsetDateTime::now_utc();
-        let token = keys.access_token(&user, &account, Role::User, now).unwrap();
+        let token = keys
+            .access_token(&user, &account, Role::User, "fam_1", now)
+            .unwrap();
         let claims = keys.claims(&token).unwrap();
         assert_eq!(claims.sub, user.to_string());
         let old = keys
-            .access_token(&user, &account, Role::User, now - Duration::hours(1))
+            .access_token(
+                &user,
+                &account,
+                Role::User,
+                "fam_1",
+                now - Duration::hours(1),
+            )
             .unwrap();
         assert_eq!(keys.claims(&old).unwrap_err().code(), "token_expired");
         let other = AuthKeys::new(&[8; 32], Duration::minutes(15), Duration::days(30), None);

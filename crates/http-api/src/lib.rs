@@ -13,6 +13,7 @@ pub mod limits;
 mod middleware;
 pub mod openapi;
 mod routes;
+pub mod session_cache;
 pub mod state;
 
 use actix_web::error::{JsonPayloadError, QueryPayloadError};

@@ -8,7 +8,10 @@ use billing_core::ports::{
 };
 use billing_core::usecases::Billing;
 
+use billing_core::ids::UserId;
+
 use crate::auth::AuthKeys;
+use crate::error::ApiError;
 
 /// The API's dependencies, injected by the application.
 pub struct ApiState {
@@ -32,6 +35,24 @@ pub struct ApiState {
     pub readiness: Arc<dyn Readiness>,
     /// Rate limits and failed sign-ins.
     pub limits: crate::limits::Limits,
+    /// Sign-ins recently found live.
+    pub session_cache: crate::session_cache::SessionCache,
+}
+
+impl ApiState {
+    /// Ends every sign-in of a user, every API key and every outstanding reset code (a
+    /// password change or reset): tokens already issued stop working on the next request.
+    pub async fn end_credentials(&self, user: &UserId) -> Result<(), ApiError> {
+        let now = self.billing.clock.now();
+        self.sessions.revoke_user(user, now).await?;
+        self.session_cache.forget_user(user);
+        self.sessions
+            .revoke_one_time(user, crate::routes::password::RESET, now)
+            .await?;
+        let keys = self.api_keys.revoke_user_keys(user, now).await?;
+        tracing::info!(%user, revoked_api_keys = keys, "every credential of the user ended");
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for ApiState {

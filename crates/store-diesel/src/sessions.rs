@@ -72,7 +72,7 @@ macro_rules! session_queries {
             }
             if used_at.is_some() {
                 session_revoke_family(c, &family, now).await?;
-                return Ok(Rotation::Reused { user });
+                return Ok(Rotation::Reused { user, family });
             }
             if expires_at <= now {
                 return Ok(Rotation::Invalid);
@@ -88,19 +88,19 @@ macro_rules! session_queries {
             .await?;
             if claimed != 1 {
                 session_revoke_family(c, &family, now).await?;
-                return Ok(Rotation::Reused { user });
+                return Ok(Rotation::Reused { user, family });
             }
-            next.family = family;
+            next.family = family.clone();
             next.user = user.clone();
             session_issue(c, next).await?;
-            Ok(Rotation::Rotated { user })
+            Ok(Rotation::Rotated { user, family })
         }
 
         pub(crate) async fn session_revoke_family_of(
             c: &mut Conn,
             token_hash: String,
             now: i64,
-        ) -> Result<bool, TxError> {
+        ) -> Result<Option<String>, TxError> {
             let family: Option<String> = refresh_tokens::table
                 .filter(refresh_tokens::token_hash.eq(&token_hash))
                 .select(refresh_tokens::family)
@@ -110,9 +110,9 @@ macro_rules! session_queries {
             match family {
                 Some(family) => {
                     session_revoke_family(c, &family, now).await?;
-                    Ok(true)
+                    Ok(Some(family))
                 }
-                None => Ok(false),
+                None => Ok(None),
             }
         }
 
@@ -127,6 +127,43 @@ macro_rules! session_queries {
                     .filter(refresh_tokens::revoked_at.is_null()),
             )
             .set(refresh_tokens::revoked_at.eq(Some(now)))
+            .execute(c)
+            .await?;
+            Ok(())
+        }
+
+        /// The user and current role of a sign-in that is still live (a token of its
+        /// family not revoked).
+        pub(crate) async fn session_live(
+            c: &mut Conn,
+            family: String,
+        ) -> Result<Option<(String, String)>, TxError> {
+            use crate::schema::users;
+            Ok(refresh_tokens::table
+                .inner_join(users::table)
+                .filter(refresh_tokens::family.eq(family))
+                .filter(refresh_tokens::revoked_at.is_null())
+                .select((users::id, users::role))
+                .first(c)
+                .await
+                .optional()?)
+        }
+
+        /// Uses up every outstanding single-use token of a user for a purpose.
+        pub(crate) async fn one_time_revoke(
+            c: &mut Conn,
+            user: String,
+            purpose: String,
+            now: i64,
+        ) -> Result<(), TxError> {
+            use crate::schema::one_time_tokens as ott;
+            diesel::update(
+                ott::table
+                    .filter(ott::user_id.eq(user))
+                    .filter(ott::purpose.eq(purpose))
+                    .filter(ott::used_at.is_null()),
+            )
+            .set(ott::used_at.eq(Some(now)))
             .execute(c)
             .await?;
             Ok(())

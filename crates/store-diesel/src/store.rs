@@ -617,7 +617,7 @@ impl SessionStore for DieselStore {
         &self,
         token_hash: &str,
         now: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<String>, StoreError> {
         let mut conn = self.pool.get().await?;
         call!(
             conn,
@@ -629,6 +629,31 @@ impl SessionStore for DieselStore {
     async fn revoke_user(&self, user: &UserId, now: OffsetDateTime) -> Result<(), StoreError> {
         let mut conn = self.pool.get().await?;
         call!(conn, session_revoke_user(user.to_string(), db::ts(now))).map_err(tx_error)
+    }
+
+    async fn live_session(
+        &self,
+        family: &str,
+    ) -> Result<Option<(UserId, billing_core::records::Role)>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(conn, session_live(family.to_owned()))
+            .map_err(tx_error)?
+            .map(|(user, role)| Ok((db::parse_id(&user)?, db::parse_enum(&role)?)))
+            .transpose()
+    }
+
+    async fn revoke_one_time(
+        &self,
+        user: &UserId,
+        purpose: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(
+            conn,
+            one_time_revoke(user.to_string(), purpose.to_owned(), db::ts(now))
+        )
+        .map_err(tx_error)
     }
 
     async fn issue_one_time(
@@ -771,6 +796,15 @@ impl ApiKeyStore for DieselStore {
             .map_err(tx_error)?
             .map(crate::userdata::ApiKeyRow::into_domain)
             .transpose()
+    }
+
+    async fn revoke_user_keys(
+        &self,
+        user: &UserId,
+        now: OffsetDateTime,
+    ) -> Result<usize, StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(conn, keys_revoke_user(user.to_string(), db::ts(now))).map_err(tx_error)
     }
 
     async fn revoke_key(

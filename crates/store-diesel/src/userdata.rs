@@ -221,6 +221,21 @@ macro_rules! userdata_queries {
                 .optional()?)
         }
 
+        pub(crate) async fn keys_revoke_user(
+            c: &mut Conn,
+            user: String,
+            now: i64,
+        ) -> Result<usize, TxError> {
+            Ok(diesel::update(
+                api_keys::table
+                    .filter(api_keys::user_id.eq(user))
+                    .filter(api_keys::revoked_at.is_null()),
+            )
+            .set(api_keys::revoked_at.eq(Some(now)))
+            .execute(c)
+            .await?)
+        }
+
         pub(crate) async fn key_revoke(
             c: &mut Conn,
             user: String,

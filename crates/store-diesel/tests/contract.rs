@@ -838,14 +838,20 @@ async fn refresh_tokens_rotate_once_and_reuse_revokes_the_family(db: &TestDb) {
             .rotate("h1", &token("rtk_2", "h2"), now)
             .await
             .unwrap(),
-        Rotation::Rotated { user: user.clone() }
+        Rotation::Rotated {
+            user: user.clone(),
+            family: "fam_1".into()
+        }
     );
     assert_eq!(
         db.store
             .rotate("h2", &token("rtk_3", "h3"), now)
             .await
             .unwrap(),
-        Rotation::Rotated { user: user.clone() }
+        Rotation::Rotated {
+            user: user.clone(),
+            family: "fam_1".into()
+        }
     );
     // h1 was already rotated: replaying it revokes the family, including the live h3.
     assert_eq!(
@@ -853,7 +859,10 @@ async fn refresh_tokens_rotate_once_and_reuse_revokes_the_family(db: &TestDb) {
             .rotate("h1", &token("rtk_4", "h4"), now)
             .await
             .unwrap(),
-        Rotation::Reused { user: user.clone() }
+        Rotation::Reused {
+            user: user.clone(),
+            family: "fam_1".into()
+        }
     );
     assert_eq!(
         db.store
@@ -883,7 +892,24 @@ async fn refresh_tokens_rotate_once_and_reuse_revokes_the_family(db: &TestDb) {
     let mut live = token("rtk_9", "h9");
     live.family = "fam_3".into();
     db.store.issue(&live).await.unwrap();
-    assert!(db.store.revoke_family_of("h9", now).await.unwrap());
+    assert_eq!(
+        db.store.live_session("fam_3").await.unwrap(),
+        Some((user.clone(), Role::User))
+    );
+    assert_eq!(
+        db.store.live_session("fam_1").await.unwrap(),
+        None,
+        "reuse ended the sign-in"
+    );
+    assert_eq!(
+        db.store
+            .revoke_family_of("h9", now)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("fam_3")
+    );
+    assert_eq!(db.store.live_session("fam_3").await.unwrap(), None);
     assert_eq!(
         db.store
             .rotate("h9", &token("rtk_10", "h10"), now)
@@ -891,7 +917,37 @@ async fn refresh_tokens_rotate_once_and_reuse_revokes_the_family(db: &TestDb) {
             .unwrap(),
         Rotation::Invalid
     );
-    assert!(!db.store.revoke_family_of("unknown", now).await.unwrap());
+    assert_eq!(
+        db.store.revoke_family_of("unknown", now).await.unwrap(),
+        None
+    );
+    // A password change ends every sign-in and every outstanding reset code.
+    let mut other = token("rtk_11", "h11");
+    other.family = "fam_4".into();
+    db.store.issue(&other).await.unwrap();
+    db.store
+        .issue_one_time(&user, "password_reset", "c1", T0 + Duration::hours(1), now)
+        .await
+        .unwrap();
+    db.store
+        .issue_one_time(&user, "password_reset", "c2", T0 + Duration::hours(1), now)
+        .await
+        .unwrap();
+    db.store.revoke_user(&user, now).await.unwrap();
+    db.store
+        .revoke_one_time(&user, "password_reset", now)
+        .await
+        .unwrap();
+    assert_eq!(db.store.live_session("fam_4").await.unwrap(), None);
+    for code in ["c1", "c2"] {
+        assert_eq!(
+            db.store
+                .consume_one_time(code, "password_reset", now)
+                .await
+                .unwrap(),
+            None
+        );
+    }
 }
 
 async fn concurrent_rotations_of_one_token_let_exactly_one_through(db: &TestDb) {
@@ -1035,6 +1091,17 @@ async fn user_data_belongs_to_its_owner(db: &TestDb) {
     );
     assert_eq!(db.store.live_key("hash-1").await.unwrap(), None);
     assert_eq!(db.store.keys(&alice).await.unwrap()[0].revoked_at, Some(T0));
+    // A password change or reset revokes every key of the user, and only theirs.
+    for (n, owner) in [(2, &alice), (3, &alice), (4, &bob)] {
+        let mut more = key.clone();
+        more.id = ApiKeyId::from_ulid(ulid());
+        more.user = owner.clone();
+        more.key_hash = format!("hash-{n}");
+        db.store.create_key(&more).await.unwrap();
+    }
+    assert_eq!(db.store.revoke_user_keys(&alice, T0).await.unwrap(), 2);
+    assert_eq!(db.store.live_key("hash-2").await.unwrap(), None);
+    assert!(db.store.live_key("hash-4").await.unwrap().is_some());
 }
 
 on_both_backends!(

@@ -53,13 +53,13 @@ async fn issue(
         .issue(&RefreshToken {
             id: format!("rtk_{}", state.billing.ids.ulid().encode()),
             user: user.clone(),
-            family,
+            family: family.clone(),
             token_hash,
             expires_at: now + state.auth.refresh_ttl,
             created_at: now,
         })
         .await?;
-    pair(state, user, account, role, refresh_token)
+    pair(state, user, account, role, &family, refresh_token)
 }
 
 fn pair(
@@ -67,11 +67,12 @@ fn pair(
     user: &UserId,
     account: &AccountId,
     role: Role,
+    family: &str,
     refresh_token: String,
 ) -> Result<TokenPair, ApiError> {
     let now = state.billing.clock.now();
     Ok(TokenPair {
-        access_token: state.auth.access_token(user, account, role, now)?,
+        access_token: state.auth.access_token(user, account, role, family, now)?,
         token_type: "Bearer",
         expires_in: state.auth.access_ttl.whole_seconds(),
         refresh_token,
@@ -217,17 +218,25 @@ pub async fn refresh(
         created_at: now,
     };
     match state.sessions.rotate(&presented, &next, now).await? {
-        Rotation::Rotated { user } => {
+        Rotation::Rotated { user, family } => {
             let user = state
                 .billing
                 .accounts
                 .user(&user)
                 .await?
                 .ok_or_else(invalid_refresh)?;
-            let tokens = pair(&state, &user.id, &user.account, user.role, refresh_token)?;
+            let tokens = pair(
+                &state,
+                &user.id,
+                &user.account,
+                user.role,
+                &family,
+                refresh_token,
+            )?;
             Ok(HttpResponse::Ok().json(tokens))
         }
-        Rotation::Reused { user } => {
+        Rotation::Reused { user, family } => {
+            state.session_cache.forget(&family);
             tracing::warn!(%user, "a rotated refresh token was presented again; its family is revoked");
             Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -240,7 +249,8 @@ pub async fn refresh(
     }
 }
 
-/// Signs out: revokes the refresh token and every token of the same sign-in.
+/// Signs out: revokes the refresh token and every token of the same sign-in; its access
+/// tokens stop working on the next request.
 #[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", request_body = RefreshRequest,
     responses((status = 204, description = "Signed out (also for an unknown token)")))]
 pub async fn logout(
@@ -248,10 +258,13 @@ pub async fn logout(
     body: Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let now = state.billing.clock.now();
-    state
+    if let Some(family) = state
         .sessions
         .revoke_family_of(&sha256_hex(&body.refresh_token), now)
-        .await?;
+        .await?
+    {
+        state.session_cache.forget(&family);
+    }
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -15,7 +15,8 @@ use crate::extract::Json;
 use crate::routes::auth::{blocking, check_password};
 use crate::state::ApiState;
 
-const RESET: &str = "password_reset";
+/// The purpose of password-reset codes.
+pub(crate) const RESET: &str = "password_reset";
 const VERIFY: &str = "email_verification";
 
 async fn hashed(password: String) -> Result<String, ApiError> {
@@ -118,10 +119,7 @@ pub async fn change(
     }
     user.password_hash = Some(hashed(body.new_password).await?);
     state.billing.accounts.update_user(&user).await?;
-    state
-        .sessions
-        .revoke_user(&user.id, state.billing.clock.now())
-        .await?;
+    state.end_credentials(&user.id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -162,11 +160,10 @@ pub async fn confirm_reset(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     check_password("new_password", &body.new_password)?;
-    let now = state.billing.clock.now();
     let mut user = user_by_code(&state, &body.token, RESET).await?;
     user.password_hash = Some(hashed(body.new_password).await?);
     state.billing.accounts.update_user(&user).await?;
-    state.sessions.revoke_user(&user.id, now).await?;
+    state.end_credentials(&user.id).await?;
     state.limits.logins.succeeded(&user.email);
     Ok(HttpResponse::NoContent().finish())
 }

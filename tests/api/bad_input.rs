@@ -150,3 +150,81 @@ async fn bad_input_is_422_changes_nothing_and_both_databases_agree() {
         assert_eq!(postgres, sqlite, "the two databases answer alike");
     }
 }
+
+/// Found by black-box testing: malformed and deceptive addresses were accepted, and a
+/// full-width `ｅve@example.com` made a second account that looks like `eve@`.
+#[tokio::test]
+async fn emails_are_validated_and_look_alikes_are_one_account() {
+    for db in [Db::Sqlite, Db::Postgres] {
+        let Some(app) = TestApp::spawn_on(db, &[]).await else {
+            continue;
+        };
+        let signup = |email: &str| {
+            app.post(
+                "/v1/auth/signup",
+                None,
+                json!({"email": email, "password": "correct horse battery"}),
+            )
+        };
+        for bad in [
+            "eve@@example.com",
+            "<script>@x.io",
+            "eve\u{202E}@example.com",
+        ] {
+            let (status, problem) = signup(bad).await;
+            assert_eq!(
+                (status, problem["field"].as_str()),
+                (422, Some("email")),
+                "{bad:?}: {problem}"
+            );
+        }
+        app.sign_up("eve@example.com").await;
+        let (status, problem) = signup("\u{FF45}ve@example.com").await;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (409, Some("email_taken"))
+        );
+        // The look-alike signs in to the one account.
+        let (status, _) = app
+            .post(
+                "/v1/auth/login",
+                None,
+                json!({"email": "\u{FF45}VE@example.com", "password": "correct horse battery"}),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+}
+
+/// Every string input has a limit (sign-up `name`, saved-item `title` and admin `reason`
+/// took 60,000 characters before).
+#[tokio::test]
+async fn long_strings_are_refused_naming_the_field() {
+    let app = TestApp::spawn(&[]).await;
+    let long = "x".repeat(60_000);
+    let (status, problem) = app
+        .post(
+            "/v1/auth/signup",
+            None,
+            json!({"email": "long@example.com", "password": "correct horse battery", "name": long}),
+        )
+        .await;
+    assert_eq!((status, problem["field"].as_str()), (422, Some("name")));
+    let (token, _, account) = app.sign_up("long@example.com").await;
+    let (status, problem) = app
+        .post(
+            "/v1/saved-items",
+            Some(&token),
+            json!({"kind": "prompt", "title": "t".repeat(201), "content": "x"}),
+        )
+        .await;
+    assert_eq!((status, problem["field"].as_str()), (422, Some("title")));
+    let (status, problem) = app
+        .post(
+            &format!("/v1/admin/accounts/{account}/credits"),
+            Some(ADMIN_KEY),
+            json!({"delta": 5, "reason": "r".repeat(501)}),
+        )
+        .await;
+    assert_eq!((status, problem["field"].as_str()), (422, Some("reason")));
+}

@@ -184,6 +184,7 @@ async fn set_role(loaded: Loaded, email: String, role: String) -> ExitCode {
         Ok(store) => store,
         Err(code) => return code,
     };
+    let email = billing_core::usecases::normalize_email(&email).unwrap_or(email);
     let mut user = match store.user_by_email(&email).await {
         Ok(Some(user)) => user,
         Ok(None) => {

@@ -156,25 +156,54 @@ fn moved(outcome: LedgerOutcome) -> Result<Moved, BillingError> {
     }
 }
 
-/// A minimal structural email check; the address is proven by verification, not by syntax.
-fn normalize_email(email: &str) -> Result<String, BillingError> {
-    let email = email.trim().to_lowercase();
-    let valid = email.len() <= 254
-        && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-        })
-        && !email.chars().any(char::is_whitespace);
-    if valid {
-        Ok(email)
-    } else {
-        Err(BillingError::Invalid {
-            field: "email",
-            message: "is not an email address".into(),
-        })
+/// The one form an email address is stored and compared in: Unicode NFKC, then lowercase,
+/// so that look-alikes (full-width `ｅve@`, `EVE@`) are the same address and one account.
+/// It must then be a plain RFC 5322 `addr-spec` (checked by the `email_address` crate:
+/// no display text, no domain literal, a domain with a dot), at most 254 characters, with
+/// no quoted local part and no control, format or bidirectional character (a right-to-left
+/// override would make one address look like another). The address itself is proven by
+/// verification, not by syntax.
+pub fn normalize_email(email: &str) -> Result<String, BillingError> {
+    use unicode_normalization::UnicodeNormalization;
+    let invalid = |message: &str| BillingError::Invalid {
+        field: "email",
+        message: message.into(),
+    };
+    let email: String = email.trim().nfkc().collect::<String>().to_lowercase();
+    if email.chars().count() > 254 {
+        return Err(invalid("must be at most 254 characters"));
     }
+    if email.chars().any(|c| c.is_control() || is_format_char(c)) {
+        return Err(invalid("must not contain control or formatting characters"));
+    }
+    if email.contains(['"', ' ']) {
+        return Err(invalid("must not contain quotes or spaces"));
+    }
+    let options = email_address::Options::default()
+        .without_display_text()
+        .without_domain_literal()
+        .with_required_tld();
+    if email_address::EmailAddress::parse_with_options(&email, options).is_err() {
+        return Err(invalid("is not an email address"));
+    }
+    Ok(email)
+}
+
+/// Unicode format characters (category Cf) that can hide in an address: bidirectional
+/// controls, zero-width characters, the soft hyphen, the byte-order mark.
+fn is_format_char(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
 }
 
 impl Billing {
@@ -746,6 +775,36 @@ mod tests {
             LedgerCommand::Grant { source: GrantSource::PeriodAllowance, expires_at: Some(e), .. }
                 if e == datetime!(2026-04-11 0:00 UTC)
         ));
+    }
+
+    /// Found by black-box testing: these were accepted, and the full-width one made a
+    /// second account that looks like `eve@example.com`.
+    #[test]
+    fn emails_are_validated_and_normalised() {
+        for bad in [
+            "eve@@example.com",
+            "<script>@x.io",
+            "eve\u{202E}moc.elpmaxe@example.com",
+            "e\u{200B}ve@example.com",
+            "\"eve\"@example.com",
+            "Eve <eve@example.com>",
+            "eve@[127.0.0.1]",
+            "eve@localhost",
+            "eve@example.com\u{0}",
+            "not-an-email",
+        ] {
+            assert!(normalize_email(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert_eq!(
+            normalize_email("\u{FF45}ve@example.com").unwrap(),
+            "eve@example.com",
+            "full-width letters fold to the address they look like"
+        );
+        assert_eq!(
+            normalize_email("  Eve.Smith+tag@Example.COM ").unwrap(),
+            "eve.smith+tag@example.com"
+        );
+        assert!(normalize_email(&format!("{}@example.com", "a".repeat(250))).is_err());
     }
 
     #[tokio::test]

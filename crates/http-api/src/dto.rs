@@ -9,21 +9,56 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 
+use crate::error::ApiError;
+use crate::extract::{Validate, max_chars, max_chars_opt};
+
 pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
     at.format(&Rfc3339).unwrap_or_default()
+}
+
+/// The longest text each kind of field takes (characters). Documented in the OpenAPI
+/// schemas; a longer value is 422 naming the field.
+pub mod limits {
+    /// An email address (RFC 5321's path limit).
+    pub const EMAIL: usize = 254;
+    /// A password (the rule is 8 to 128; longer is refused before hashing).
+    pub const PASSWORD: usize = 128;
+    /// A display name, an API key's name.
+    pub const NAME: usize = 100;
+    /// A saved item's title.
+    pub const TITLE: usize = 200;
+    /// An admin's reason for an adjustment.
+    pub const REASON: usize = 500;
+    /// A catalog id (action, model, feature, meter).
+    pub const ID: usize = 64;
+    /// A token presented back (refresh token, mailed code).
+    pub const TOKEN: usize = 200;
+    /// A saved item's content, in bytes.
+    pub const CONTENT_BYTES: usize = 32 * 1024;
 }
 
 /// Sign-up.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignupRequest {
-    /// Email address (case-insensitive).
+    /// Email address (case-insensitive; compared after Unicode NFKC normalisation).
+    #[schema(max_length = 254)]
     pub email: String,
     /// 8 to 128 characters.
+    #[schema(min_length = 8, max_length = 128)]
     pub password: String,
-    /// Display name.
+    /// Display name, up to 100 characters.
     #[serde(default)]
+    #[schema(max_length = 100)]
     pub name: Option<String>,
+}
+
+impl Validate for SignupRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        max_chars("email", &self.email, limits::EMAIL)?;
+        max_chars("password", &self.password, limits::PASSWORD)?;
+        max_chars_opt("name", self.name.as_ref(), limits::NAME)
+    }
 }
 
 /// Sign-in.
@@ -31,9 +66,18 @@ pub struct SignupRequest {
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     /// Email address.
+    #[schema(max_length = 254)]
     pub email: String,
     /// Password.
+    #[schema(max_length = 128)]
     pub password: String,
+}
+
+impl Validate for LoginRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        max_chars("email", &self.email, limits::EMAIL)?;
+        max_chars("password", &self.password, limits::PASSWORD)
+    }
 }
 
 /// A refresh token presented to rotate or revoke it.
@@ -41,7 +85,14 @@ pub struct LoginRequest {
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     /// The refresh token from the last sign-in or refresh.
+    #[schema(max_length = 200)]
     pub refresh_token: String,
+}
+
+impl Validate for RefreshRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        max_chars("refresh_token", &self.refresh_token, limits::TOKEN)
+    }
 }
 
 /// A new pair of tokens.
@@ -419,7 +470,14 @@ pub struct JournalQuery {
 #[serde(deny_unknown_fields)]
 pub struct SpendRequest {
     /// An action of the catalog (`short_chat`).
+    #[schema(max_length = 64)]
     pub action: String,
+}
+
+impl Validate for SpendRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        max_chars("action", &self.action, limits::ID)
+    }
 }
 
 /// What a credit movement did. A replay with the same Idempotency-Key returns the same body.
@@ -459,10 +517,18 @@ impl From<&Receipt> for ReceiptView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdjustRequest {
-    /// Credits to add (positive) or take (negative); not zero.
+    /// Credits to add (positive) or take (negative); not zero, at most 10^15 either way.
+    #[schema(minimum = -1_000_000_000_000_000_i64, maximum = 1_000_000_000_000_000_i64)]
     pub delta: i64,
-    /// Why; recorded in the journal and the audit log.
+    /// Why, 1 to 500 characters; recorded in the journal and the audit log.
+    #[schema(min_length = 1, max_length = 500)]
     pub reason: String,
+}
+
+impl Validate for AdjustRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        max_chars("reason", &self.reason, limits::REASON)
+    }
 }
 
 /// A meter's usage in the current period.
@@ -504,6 +570,8 @@ pub struct TrackRequestBody {
     pub amount: Option<u64>,
 }
 
+impl Validate for TrackRequestBody {}
+
 /// A question for the entitlement decision.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -511,10 +579,17 @@ pub struct EntitlementRequest {
     /// `action`, `model`, `feature` or `meter`.
     pub kind: String,
     /// The action, model, feature or meter.
+    #[schema(max_length = 64)]
     pub name: String,
     /// For a meter: units (default 1).
     #[serde(default)]
     pub amount: Option<u64>,
+}
+
+impl Validate for EntitlementRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        max_chars("name", &self.name, limits::ID)
+    }
 }
 
 /// Query of a page of users.
@@ -611,9 +686,16 @@ pub struct AuditPage {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileUpdate {
-    /// Display name (empty clears it).
+    /// Display name, up to 100 characters (empty clears it).
     #[serde(default)]
+    #[schema(max_length = 100)]
     pub name: Option<String>,
+}
+
+impl Validate for ProfileUpdate {
+    fn validate(&self) -> Result<(), ApiError> {
+        max_chars_opt("name", self.name.as_ref(), limits::NAME)
+    }
 }
 
 /// A new saved item.
@@ -622,14 +704,26 @@ pub struct ProfileUpdate {
 pub struct NewSavedItem {
     /// `prompt` or `reply`.
     pub kind: String,
-    /// A title.
+    /// A title, up to 200 characters.
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub title: Option<String>,
     /// The text, up to 32 KiB.
+    #[schema(min_length = 1, max_length = 32768)]
     pub content: String,
     /// Client data.
     #[serde(default)]
     pub metadata: Option<serde_json::Value>,
+}
+
+impl Validate for NewSavedItem {
+    fn validate(&self) -> Result<(), ApiError> {
+        max_chars_opt("title", self.title.as_ref(), limits::TITLE)?;
+        if self.content.len() > limits::CONTENT_BYTES {
+            return Err(ApiError::invalid_field("content", "must be at most 32 KiB"));
+        }
+        Ok(())
+    }
 }
 
 /// A saved item.
@@ -687,8 +781,15 @@ pub struct ItemPage {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
-    /// A name to recognise it by.
+    /// A name to recognise it by, up to 100 characters.
+    #[schema(max_length = 100)]
     pub name: String,
+}
+
+impl Validate for CreateApiKey {
+    fn validate(&self) -> Result<(), ApiError> {
+        max_chars("name", &self.name, limits::NAME)
+    }
 }
 
 /// An API key, without the key.
@@ -733,9 +834,18 @@ pub struct ApiKeyCreated {
 #[serde(deny_unknown_fields)]
 pub struct ChangePassword {
     /// The password now.
+    #[schema(max_length = 128)]
     pub current_password: String,
     /// 8 to 128 characters.
+    #[schema(min_length = 8, max_length = 128)]
     pub new_password: String,
+}
+
+impl Validate for ChangePassword {
+    fn validate(&self) -> Result<(), ApiError> {
+        max_chars("current_password", &self.current_password, limits::PASSWORD)?;
+        max_chars("new_password", &self.new_password, limits::PASSWORD)
+    }
 }
 
 /// A password-reset request.
@@ -743,7 +853,14 @@ pub struct ChangePassword {
 #[serde(deny_unknown_fields)]
 pub struct RequestReset {
     /// The account's email.
+    #[schema(max_length = 254)]
     pub email: String,
+}
+
+impl Validate for RequestReset {
+    fn validate(&self) -> Result<(), ApiError> {
+        max_chars("email", &self.email, limits::EMAIL)
+    }
 }
 
 /// A password reset with its token.
@@ -751,9 +868,18 @@ pub struct RequestReset {
 #[serde(deny_unknown_fields)]
 pub struct ConfirmReset {
     /// The token from the email.
+    #[schema(max_length = 200)]
     pub token: String,
     /// 8 to 128 characters.
+    #[schema(min_length = 8, max_length = 128)]
     pub new_password: String,
+}
+
+impl Validate for ConfirmReset {
+    fn validate(&self) -> Result<(), ApiError> {
+        max_chars("token", &self.token, limits::TOKEN)?;
+        max_chars("new_password", &self.new_password, limits::PASSWORD)
+    }
 }
 
 /// An email verification with its token.
@@ -761,5 +887,12 @@ pub struct ConfirmReset {
 #[serde(deny_unknown_fields)]
 pub struct ConfirmVerification {
     /// The token from the email.
+    #[schema(max_length = 200)]
     pub token: String,
+}
+
+impl Validate for ConfirmVerification {
+    fn validate(&self) -> Result<(), ApiError> {
+        max_chars("token", &self.token, limits::TOKEN)
+    }
 }

@@ -22,6 +22,33 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 
+/// What a request body checks beyond its shape: length limits, value rules. Each limit is
+/// also in the type's OpenAPI schema (`max_length`), so the document tells the truth.
+pub trait Validate {
+    /// `Err` with a 422 naming the field when a rule is broken.
+    fn validate(&self) -> Result<(), ApiError> {
+        Ok(())
+    }
+}
+
+impl Validate for Value {}
+
+/// 422 unless `value` has at most `max` characters.
+pub fn max_chars(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.chars().count() > max {
+        return Err(ApiError::invalid_field(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// [`max_chars`] for an optional field.
+pub fn max_chars_opt(field: &str, value: Option<&String>, max: usize) -> Result<(), ApiError> {
+    value.map_or(Ok(()), |v| max_chars(field, v, max))
+}
+
 /// A JSON object body deserialized into `T`.
 #[derive(Debug)]
 pub struct Json<T>(pub T);
@@ -40,7 +67,7 @@ impl<T> Deref for Json<T> {
     }
 }
 
-impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+impl<T: DeserializeOwned + Validate + 'static> FromRequest for Json<T> {
     type Error = actix_web::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
 
@@ -48,7 +75,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
         let value = web::Json::<Value>::from_request(req, payload);
         Box::pin(async move {
             let value = value.await?.into_inner();
-            Ok(Self(from_value(value)?))
+            let body: T = from_value(value)?;
+            body.validate()?;
+            Ok(Self(body))
         })
     }
 }

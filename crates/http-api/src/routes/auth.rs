@@ -147,7 +147,10 @@ pub async fn login(
     body: Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let email = body.email.trim().to_lowercase();
+    // The form addresses are stored in; one that cannot be an address matches no user (and
+    // is answered like a wrong password, revealing nothing).
+    let email = billing_core::usecases::normalize_email(&body.email)
+        .unwrap_or_else(|_| body.email.trim().to_lowercase());
     let ip = req.peer_addr().map(|a| a.ip());
     if let Err(seconds) = state.limits.logins.check(&email, ip) {
         return Err(crate::limits::too_many(

@@ -131,7 +131,9 @@ pub async fn request_reset(
     state: web::Data<ApiState>,
     body: Json<RequestReset>,
 ) -> Result<HttpResponse, ApiError> {
-    let email = body.into_inner().email.trim().to_lowercase();
+    let body = body.into_inner();
+    let email = billing_core::usecases::normalize_email(&body.email)
+        .unwrap_or_else(|_| body.email.trim().to_lowercase());
     if let Some(user) = state.billing.accounts.user_by_email(&email).await? {
         let intro = "Someone asked to reset the password of this account. If it was you, use this \
                      code within an hour (if not, ignore this message):";

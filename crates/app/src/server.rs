@@ -275,6 +275,10 @@ pub fn api_state(settings: &Settings, catalog: Catalog, store: DieselStore) -> A
         session_cache: http_api::session_cache::SessionCache::new(Duration::from_secs(
             auth.session_check_seconds,
         )),
+        hashing: http_api::hashing::Hashing::new(
+            auth.hashing_threads,
+            Duration::from_secs(auth.hashing_queue_seconds),
+        ),
     }
 }
 

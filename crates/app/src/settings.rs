@@ -142,6 +142,12 @@ pub struct AuthSettings {
     /// Seconds a sign-in found live is trusted before it is checked again (0: always).
     #[serde(default = "default_session_check_seconds")]
     pub session_check_seconds: u64,
+    /// Passwords hashed or verified at once (each argon2id hash takes 19 MiB).
+    #[serde(default = "default_hashing_threads")]
+    pub hashing_threads: usize,
+    /// Seconds a sign-in waits for a hashing thread before it is answered 503.
+    #[serde(default = "default_hashing_queue_seconds")]
+    pub hashing_queue_seconds: u64,
     /// The HS256 signing secret, at least 32 bytes (`TOLLGATE__AUTH__JWT_SECRET`).
     #[serde(default)]
     pub jwt_secret: Option<secrecy::SecretString>,
@@ -152,6 +158,14 @@ pub struct AuthSettings {
 
 fn default_session_check_seconds() -> u64 {
     2
+}
+
+fn default_hashing_threads() -> usize {
+    2
+}
+
+fn default_hashing_queue_seconds() -> u64 {
+    10
 }
 
 /// Outgoing mail.

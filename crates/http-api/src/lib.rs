@@ -9,6 +9,7 @@ pub mod auth;
 mod dto;
 pub mod error;
 pub mod extract;
+pub mod hashing;
 pub mod limits;
 mod middleware;
 pub mod openapi;

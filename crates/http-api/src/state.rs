@@ -37,6 +37,8 @@ pub struct ApiState {
     pub limits: crate::limits::Limits,
     /// Sign-ins recently found live.
     pub session_cache: crate::session_cache::SessionCache,
+    /// The bounded pool that hashes and verifies passwords.
+    pub hashing: crate::hashing::Hashing,
 }
 
 impl ApiState {

@@ -29,15 +29,6 @@ pub(crate) fn check_password(field: &str, password: &str) -> Result<(), ApiError
     Ok(())
 }
 
-/// Runs CPU-heavy password work off the async threads.
-pub(crate) async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(ApiError::internal)
-}
-
 /// Issues a new token pair, starting a new refresh-token family.
 async fn issue(
     state: &ApiState,
@@ -96,7 +87,10 @@ pub async fn signup(
     let body = body.into_inner();
     check_password("password", &body.password)?;
     let password = body.password;
-    let hash = blocking(move || hash_password(&password)).await??;
+    let hash = state
+        .hashing
+        .run(move || hash_password(&password))
+        .await??;
     let signed_up = state
         .billing
         .sign_up(SignUp {
@@ -159,13 +153,14 @@ pub async fn login(
         ));
     }
     let user = state.billing.accounts.user_by_email(&email).await?;
-    // Verify against a decoy when there is no such user, so both cases take as long.
-    let phc = user
-        .as_ref()
-        .and_then(|u| u.password_hash.clone())
-        .unwrap_or_else(|| decoy_hash().to_owned());
+    // Verify against a decoy when there is no such user, so both cases take as long (the
+    // decoy, too, is hashed on the pool).
+    let phc = user.as_ref().and_then(|u| u.password_hash.clone());
     let password = body.password;
-    let matches = blocking(move || verify_password(&password, &phc)).await?;
+    let matches = state
+        .hashing
+        .run(move || verify_password(&password, phc.as_deref().unwrap_or_else(|| decoy_hash())))
+        .await?;
     let user: User = match user {
         Some(user) if matches && user.password_hash.is_some() => user,
         _ => {

@@ -12,15 +12,15 @@ use crate::auth::{Caller, hash_password, sha256_hex, verify_password};
 use crate::dto::{ChangePassword, ConfirmReset, ConfirmVerification, RequestReset};
 use crate::error::{ApiError, Problem};
 use crate::extract::Json;
-use crate::routes::auth::{blocking, check_password};
+use crate::routes::auth::check_password;
 use crate::state::ApiState;
 
 /// The purpose of password-reset codes.
 pub(crate) const RESET: &str = "password_reset";
 const VERIFY: &str = "email_verification";
 
-async fn hashed(password: String) -> Result<String, ApiError> {
-    blocking(move || hash_password(&password)).await?
+async fn hashed(state: &ApiState, password: String) -> Result<String, ApiError> {
+    state.hashing.run(move || hash_password(&password)).await?
 }
 
 fn new_token() -> (String, String) {
@@ -105,10 +105,10 @@ pub async fn change(
         .ok_or_else(|| ApiError::not_found("user"))?;
     let phc = user.password_hash.clone().unwrap_or_default();
     let current = body.current_password;
-    let matches =
-        tokio::task::spawn_blocking(move || !phc.is_empty() && verify_password(&current, &phc))
-            .await
-            .map_err(ApiError::internal)?;
+    let matches = state
+        .hashing
+        .run(move || !phc.is_empty() && verify_password(&current, &phc))
+        .await?;
     if !matches {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -117,7 +117,7 @@ pub async fn change(
             "the current password is wrong",
         ));
     }
-    user.password_hash = Some(hashed(body.new_password).await?);
+    user.password_hash = Some(hashed(&state, body.new_password).await?);
     state.billing.accounts.update_user(&user).await?;
     state.end_credentials(&user.id).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -163,7 +163,7 @@ pub async fn confirm_reset(
     let body = body.into_inner();
     check_password("new_password", &body.new_password)?;
     let mut user = user_by_code(&state, &body.token, RESET).await?;
-    user.password_hash = Some(hashed(body.new_password).await?);
+    user.password_hash = Some(hashed(&state, body.new_password).await?);
     state.billing.accounts.update_user(&user).await?;
     state.end_credentials(&user.id).await?;
     state.limits.logins.succeeded(&user.email);

@@ -136,3 +136,118 @@ async fn cors_allows_only_the_configured_origins() {
             .contains_key("access-control-allow-origin")
     );
 }
+
+fn anonymous_limit(loaded: &mut app::settings::Loaded, requests: u32) {
+    loaded.settings.http.anonymous_rate_limit = Some(RateLimit {
+        requests,
+        per_seconds: 60,
+    });
+}
+
+async fn plans_from(app: &TestApp, forwarded_for: Option<&str>) -> u16 {
+    let headers: Vec<(&str, &str)> = forwarded_for
+        .map(|ip| vec![("x-forwarded-for", ip)])
+        .unwrap_or_default();
+    app.send(Method::GET, "/v1/plans", None, None, &headers)
+        .await
+        .status()
+        .as_u16()
+}
+
+async fn failed_login(app: &TestApp, n: usize) -> u16 {
+    let ip = format!("198.51.100.{n}");
+    app.send(
+        Method::POST,
+        "/v1/auth/login",
+        None,
+        Some(json!({"email": "shared@example.com", "password": "wrong password!"})),
+        &[("x-forwarded-for", ip.as_str())],
+    )
+    .await
+    .status()
+    .as_u16()
+}
+
+/// Found by black-box testing: behind a proxy every client shared one limit (the peer
+/// address is the proxy's). A trusted proxy's `X-Forwarded-For` now names the client; an
+/// untrusted peer cannot name another address to dodge its limit.
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_has_its_own_limit() {
+    let app = TestApp::spawn_with(Db::Sqlite, &[], |loaded| {
+        anonymous_limit(loaded, 2);
+        loaded.settings.http.trusted_proxies = vec!["127.0.0.1".into()];
+    })
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        assert_eq!(plans_from(&app, Some("203.0.113.1")).await, 200);
+    }
+    assert_eq!(plans_from(&app, Some("203.0.113.1")).await, 429);
+    assert_eq!(
+        plans_from(&app, Some("203.0.113.2")).await,
+        200,
+        "another client behind the same proxy has its own limit"
+    );
+    // A spoofed left-most entry does not help: the proxy appended the real address.
+    assert_eq!(
+        plans_from(&app, Some("198.51.100.9, 203.0.113.1")).await,
+        429
+    );
+
+    let untrusting = TestApp::spawn_with(Db::Sqlite, &[], |loaded| anonymous_limit(loaded, 2))
+        .await
+        .unwrap();
+    assert_eq!(plans_from(&untrusting, Some("203.0.113.1")).await, 200);
+    assert_eq!(plans_from(&untrusting, Some("203.0.113.2")).await, 200);
+    assert_eq!(
+        plans_from(&untrusting, Some("203.0.113.3")).await,
+        429,
+        "without trusted proxies the header is ignored"
+    );
+}
+
+/// With `limits.store = "redis"`, two instances count one limit together (and failed
+/// sign-ins too). Runs where `TOLLGATE_TEST_REDIS_URL` is set (CI).
+#[tokio::test]
+async fn two_instances_on_redis_share_rate_limits_and_sign_in_slowing() {
+    let Ok(url) = std::env::var("TOLLGATE_TEST_REDIS_URL") else {
+        assert!(std::env::var("TOLLGATE_REQUIRE_REDIS").is_err());
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            b"NOTE: Redis API test SKIPPED: TOLLGATE_TEST_REDIS_URL is not set\n",
+        );
+        return;
+    };
+    let prefix = format!(
+        "tollgate-api-test:{}:{}:",
+        std::process::id(),
+        time::OffsetDateTime::now_utc().unix_timestamp_nanos()
+    );
+    let redis = |loaded: &mut app::settings::Loaded| {
+        anonymous_limit(loaded, 3);
+        loaded.settings.http.trusted_proxies = vec!["127.0.0.1".into()];
+        loaded.settings.limits.store = app::settings::LimitStore::Redis;
+        loaded.settings.limits.redis_url = Some(url.clone().into());
+        loaded.settings.limits.redis_prefix = prefix.clone();
+    };
+    let one = TestApp::spawn_with(Db::Sqlite, &[], redis).await.unwrap();
+    let two = TestApp::spawn_with(Db::Sqlite, &[], redis).await.unwrap();
+    let client = Some("203.0.113.50");
+    assert_eq!(plans_from(&one, client).await, 200);
+    assert_eq!(plans_from(&two, client).await, 200);
+    assert_eq!(plans_from(&one, client).await, 200);
+    assert_eq!(
+        plans_from(&two, client).await,
+        429,
+        "the fourth, on either instance"
+    );
+    assert_eq!(plans_from(&one, client).await, 429);
+    // Five failed sign-ins for one email, spread over both instances (and addresses)...
+    for n in 0..5 {
+        let app = if n % 2 == 0 { &one } else { &two };
+        assert_eq!(failed_login(app, n).await, 401);
+    }
+    // ...slow that email down on both.
+    assert_eq!(failed_login(&one, 10).await, 429);
+    assert_eq!(failed_login(&two, 11).await, 429);
+}

@@ -33,6 +33,32 @@ pub enum StartupError {
     /// The address could not be bound.
     #[error("cannot listen: {0}")]
     Bind(#[from] std::io::Error),
+    /// The shared limit store (Redis) could not be reached.
+    #[error("limits: {0}")]
+    Limits(StoreError),
+}
+
+/// The configured counters of rate limits and failed sign-ins.
+pub async fn connect_limiter(
+    settings: &Settings,
+) -> Result<Arc<dyn billing_core::ports::RateLimiter>, StartupError> {
+    use crate::settings::LimitStore;
+    use secrecy::ExposeSecret;
+    let limits = &settings.limits;
+    match (limits.store, &limits.redis_url) {
+        (LimitStore::Redis, Some(url)) => {
+            let limiter =
+                ratelimit_redis::RedisLimiter::connect(url.expose_secret(), &limits.redis_prefix)
+                    .await
+                    .map_err(StartupError::Limits)?;
+            tracing::info!(url = %redact_url(url.expose_secret()), "rate limits are counted in Redis");
+            Ok(Arc::new(limiter))
+        }
+        (LimitStore::Redis, None) => Err(StartupError::Limits(StoreError::Other(
+            "limits.store is redis but limits.redis_url is not set".into(),
+        ))),
+        (LimitStore::Memory, _) => Ok(Arc::new(http_api::limits::MemoryLimiter::default())),
+    }
 }
 
 /// Connects to the configured database, applying migrations where the policy says so:
@@ -80,7 +106,8 @@ impl Application {
     /// Connects the store, starts the workers, binds the listener and builds the server.
     pub async fn build(settings: &Settings, catalog: Catalog) -> Result<Self, StartupError> {
         let store = connect_store(settings).await?;
-        Self::with_store(settings, catalog, store)
+        let limiter = connect_limiter(settings).await?;
+        Self::with_store(settings, catalog, store, limiter)
     }
 
     /// The same with a store already connected.
@@ -88,10 +115,11 @@ impl Application {
         settings: &Settings,
         catalog: Catalog,
         store: DieselStore,
+        limiter: Arc<dyn billing_core::ports::RateLimiter>,
     ) -> Result<Self, StartupError> {
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))?;
         let port = listener.local_addr()?.port();
-        let state = web::Data::new(api_state(settings, catalog, store.clone()));
+        let state = web::Data::new(api_state(settings, catalog, store.clone(), limiter));
         let billing = state.billing.clone();
         let body_limit = settings.http.body_limit_bytes;
         let origins = settings.http.cors_allowed_origins.clone();
@@ -221,7 +249,12 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
 
 /// Composes the API's dependencies: the use cases over the store, token keys from the
 /// settings (a random JWT secret, announced, when none is configured outside production).
-pub fn api_state(settings: &Settings, catalog: Catalog, store: DieselStore) -> ApiState {
+pub fn api_state(
+    settings: &Settings,
+    catalog: Catalog,
+    store: DieselStore,
+    limiter: Arc<dyn billing_core::ports::RateLimiter>,
+) -> ApiState {
     use secrecy::ExposeSecret;
     let store = Arc::new(store);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -269,8 +302,13 @@ pub fn api_state(settings: &Settings, catalog: Catalog, store: DieselStore) -> A
         limits: http_api::limits::Limits {
             anonymous: settings.http.anonymous_rate_limit.clone(),
             default_user: settings.http.user_rate_limit.clone(),
-            limiter: http_api::limits::RateLimiter::default(),
-            logins: http_api::limits::LoginThrottle::default(),
+            limiter,
+            trusted_proxies: settings
+                .http
+                .trusted_proxies
+                .iter()
+                .filter_map(|p| p.parse().ok())
+                .collect(),
         },
         session_cache: http_api::session_cache::SessionCache::new(Duration::from_secs(
             auth.session_check_seconds,

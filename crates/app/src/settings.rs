@@ -38,6 +38,9 @@ pub struct Settings {
     pub http: HttpSettings,
     /// Outgoing mail.
     pub mail: MailSettings,
+    /// Where rate limits and failed sign-ins are counted.
+    #[serde(default)]
+    pub limits: LimitsSettings,
     /// The catalog is read separately (see the module docs); this only lets the key exist.
     #[serde(default, rename = "catalog")]
     _catalog: Option<serde::de::IgnoredAny>,
@@ -191,6 +194,49 @@ pub struct HttpSettings {
     /// Browser origins allowed to call the API (CORS); empty allows none.
     #[serde(default)]
     pub cors_allowed_origins: Vec<String>,
+    /// Addresses or ranges (`10.0.0.0/8`) of reverse proxies whose `X-Forwarded-For` names
+    /// the client; empty trusts none (the peer address is the client).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+}
+
+/// Where rate limits and failed sign-ins are counted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSettings {
+    /// `memory` (each process counts alone) or `redis` (every instance counts together).
+    pub store: LimitStore,
+    /// `redis://[:password@]host:port[/db]`, for `store = "redis"`; set it in the
+    /// environment (`TOLLGATE__LIMITS__REDIS_URL`) when it holds a password.
+    #[serde(default)]
+    pub redis_url: Option<secrecy::SecretString>,
+    /// The prefix of every Redis key.
+    #[serde(default = "default_redis_prefix")]
+    pub redis_prefix: String,
+}
+
+impl Default for LimitsSettings {
+    fn default() -> Self {
+        Self {
+            store: LimitStore::Memory,
+            redis_url: None,
+            redis_prefix: default_redis_prefix(),
+        }
+    }
+}
+
+fn default_redis_prefix() -> String {
+    "tollgate:".to_owned()
+}
+
+/// Where limits are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitStore {
+    /// In this process.
+    Memory,
+    /// In Redis, shared by every instance.
+    Redis,
 }
 
 /// How log lines are written.
@@ -573,6 +619,23 @@ fn validate_settings(
                 "`{}` is neither sqlite://PATH nor postgres://…",
                 redact_url(&db.url)
             ),
+        });
+    }
+    for (i, proxy) in settings.http.trusted_proxies.iter().enumerate() {
+        if let Err(message) = proxy.parse::<http_api::limits::IpRange>() {
+            let key = format!("http.trusted_proxies[{i}]");
+            problems.push(ConfigProblem {
+                origin: origin_of("http.trusted_proxies", layers),
+                key: Some(key),
+                message,
+            });
+        }
+    }
+    if settings.limits.store == LimitStore::Redis && settings.limits.redis_url.is_none() {
+        problems.push(ConfigProblem {
+            origin: origin_of("limits.store", layers),
+            key: Some("limits.redis_url".into()),
+            message: "store = \"redis\" needs a redis_url (TOLLGATE__LIMITS__REDIS_URL)".into(),
         });
     }
     if db.pool_size == 0 {

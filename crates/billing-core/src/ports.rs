@@ -108,6 +108,49 @@ pub trait LedgerStore: Send + Sync {
     ) -> Result<Vec<(AccountId, crate::ids::HoldId)>, StoreError>;
 }
 
+/// What a limiter answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go ahead.
+    Allowed,
+    /// Not before this many seconds (at least 1).
+    Wait {
+        /// Seconds to wait.
+        seconds: u64,
+    },
+}
+
+/// How failures of one key (failed sign-ins of an email or an address) slow it down: after
+/// `free` failures within `forget_after_seconds`, each further failure makes the key wait
+/// twice as long as the one before (1, 2, 4… seconds, at most `forget_after_seconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailurePolicy {
+    /// Failures allowed before waiting.
+    pub free: u32,
+    /// After this long without a failure, the count starts again.
+    pub forget_after_seconds: u64,
+}
+
+/// The counters behind rate limits and the slowing of failed sign-ins. In memory for one
+/// instance; in a shared store (Redis) so that several instances count together.
+///
+/// Contract: `hit` counts the request and answers for it; `fail` counts a failure under the
+/// policy; `wait` answers whether a key must wait after its failures, counting nothing;
+/// `clear` forgets a key's failures. A key is any text the caller chooses.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait RateLimiter: Send + Sync {
+    /// Counts one request of `key` against `rule`.
+    async fn hit(&self, key: &str, rule: &crate::catalog::RateLimit)
+    -> Result<Verdict, StoreError>;
+    /// Counts one failure of `key`.
+    async fn fail(&self, key: &str, policy: FailurePolicy) -> Result<(), StoreError>;
+    /// Whether `key` must wait after its failures.
+    async fn wait(&self, key: &str) -> Result<Verdict, StoreError>;
+    /// Forgets `key`'s failures (a success).
+    async fn clear(&self, key: &str) -> Result<(), StoreError>;
+}
+
 /// Accounts and their users.
 ///
 /// Contract: emails are stored lowercased and unique (a duplicate is

@@ -145,8 +145,8 @@ pub async fn login(
     // is answered like a wrong password, revealing nothing).
     let email = billing_core::usecases::normalize_email(&body.email)
         .unwrap_or_else(|_| body.email.trim().to_lowercase());
-    let ip = req.peer_addr().map(|a| a.ip());
-    if let Err(seconds) = state.limits.logins.check(&email, ip) {
+    let ip = state.limits.client_ip(&req);
+    if let Err(seconds) = state.limits.login_allowed(&email, ip).await {
         return Err(crate::limits::too_many(
             seconds,
             "too many failed sign-ins; wait for the time in Retry-After",
@@ -164,11 +164,11 @@ pub async fn login(
     let user: User = match user {
         Some(user) if matches && user.password_hash.is_some() => user,
         _ => {
-            state.limits.logins.failed(&email, ip);
+            state.limits.login_failed(&email, ip).await;
             return Err(invalid_credentials());
         }
     };
-    state.limits.logins.succeeded(&email);
+    state.limits.login_succeeded(&email).await;
     let account = state
         .billing
         .accounts

@@ -166,7 +166,7 @@ pub async fn confirm_reset(
     user.password_hash = Some(hashed(&state, body.new_password).await?);
     state.billing.accounts.update_user(&user).await?;
     state.end_credentials(&user.id).await?;
-    state.limits.logins.succeeded(&user.email);
+    state.limits.login_succeeded(&user.email).await;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -270,6 +270,7 @@ pub fn api_state(
             i64::try_from(settings.ledger.hold_ttl_seconds).unwrap_or(900),
         ),
     };
+    let openapi = http_api::openapi::document(&billing.catalog);
     let auth = &settings.auth;
     let secret: Vec<u8> = match &auth.jwt_secret {
         Some(secret) => secret.expose_secret().as_bytes().to_vec(),
@@ -313,6 +314,7 @@ pub fn api_state(
         session_cache: http_api::session_cache::SessionCache::new(Duration::from_secs(
             auth.session_check_seconds,
         )),
+        openapi,
         hashing: http_api::hashing::Hashing::new(
             auth.hashing_threads,
             Duration::from_secs(auth.hashing_queue_seconds),

@@ -42,7 +42,7 @@ pub mod limits {
 #[serde(deny_unknown_fields)]
 pub struct SignupRequest {
     /// Email address (case-insensitive; compared after Unicode NFKC normalisation).
-    #[schema(max_length = 254)]
+    #[schema(max_length = 254, format = "email")]
     pub email: String,
     /// 8 to 128 characters.
     #[schema(min_length = 8, max_length = 128)]
@@ -457,11 +457,14 @@ pub struct JournalPage {
 
 /// Query of a journal page.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct JournalQuery {
     /// Entries per page, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// The `next` cursor of the previous page.
+    #[param(pattern = "^txn_[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
     pub after: Option<String>,
 }
 
@@ -527,6 +530,15 @@ pub struct AdjustRequest {
 
 impl Validate for AdjustRequest {
     fn validate(&self) -> Result<(), ApiError> {
+        if self.delta == 0 {
+            return Err(ApiError::invalid_field("delta", "must not be zero"));
+        }
+        if self.delta.unsigned_abs() > 1_000_000_000_000_000 {
+            return Err(ApiError::invalid_field(
+                "delta",
+                "must be at most 10^15 either way",
+            ));
+        }
         max_chars("reason", &self.reason, limits::REASON)
     }
 }
@@ -565,12 +577,32 @@ impl From<&billing_core::quota::QuotaCheck> for QuotaStatusView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrackRequestBody {
-    /// Units (default 1).
+    /// Units, 1 to 1,000,000,000 (default 1).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub amount: Option<u64>,
 }
 
-impl Validate for TrackRequestBody {}
+/// The most units one request may track or ask about.
+pub const MAX_UNITS: u64 = 1_000_000_000;
+
+/// 422 unless `amount` (if given) is 1 to [`MAX_UNITS`].
+fn units(amount: Option<u64>) -> Result<(), ApiError> {
+    match amount {
+        Some(0) => Err(ApiError::invalid_field("amount", "must be at least 1")),
+        Some(n) if n > MAX_UNITS => Err(ApiError::invalid_field(
+            "amount",
+            "must be at most 1000000000",
+        )),
+        _ => Ok(()),
+    }
+}
+
+impl Validate for TrackRequestBody {
+    fn validate(&self) -> Result<(), ApiError> {
+        units(self.amount)
+    }
+}
 
 /// A question for the entitlement decision.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -581,26 +613,32 @@ pub struct EntitlementRequest {
     /// The action, model, feature or meter.
     #[schema(max_length = 64)]
     pub name: String,
-    /// For a meter: units (default 1).
+    /// For a meter: units, 1 to 1,000,000,000 (default 1).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub amount: Option<u64>,
 }
 
 impl Validate for EntitlementRequest {
     fn validate(&self) -> Result<(), ApiError> {
-        max_chars("name", &self.name, limits::ID)
+        max_chars("name", &self.name, limits::ID)?;
+        units(self.amount)
     }
 }
 
 /// Query of a page of users.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UserQuery {
-    /// Part of an email or name.
+    /// Part of an email or name, up to 100 characters.
+    #[param(max_length = 100)]
     pub search: Option<String>,
     /// Per page, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// The `next` cursor of the previous page.
+    #[param(pattern = "^usr_[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
     pub after: Option<String>,
 }
 
@@ -630,13 +668,17 @@ pub struct AccountDetailView {
 
 /// Query of a page of the audit log.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
-    /// Only records about this account or user.
+    /// Only records about this account or user (its id, up to 64 characters).
+    #[param(max_length = 64)]
     pub target: Option<String>,
     /// Per page, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// The `next` cursor of the previous page.
+    #[param(pattern = "^aud_[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
     pub after: Option<String>,
 }
 
@@ -711,7 +753,7 @@ pub struct NewSavedItem {
     /// The text, up to 32 KiB.
     #[schema(min_length = 1, max_length = 32768)]
     pub content: String,
-    /// Client data.
+    /// Client data: a JSON object.
     #[serde(default)]
     pub metadata: Option<serde_json::Value>,
 }
@@ -719,6 +761,9 @@ pub struct NewSavedItem {
 impl Validate for NewSavedItem {
     fn validate(&self) -> Result<(), ApiError> {
         max_chars_opt("title", self.title.as_ref(), limits::TITLE)?;
+        if self.metadata.as_ref().is_some_and(|m| !m.is_object()) {
+            return Err(ApiError::invalid_field("metadata", "must be a JSON object"));
+        }
         if self.content.len() > limits::CONTENT_BYTES {
             return Err(ApiError::invalid_field("content", "must be at most 32 KiB"));
         }
@@ -758,13 +803,16 @@ impl From<&billing_core::records::SavedItem> for SavedItemView {
 
 /// Query of saved items.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ItemQuery {
     /// `prompt` or `reply`; all if absent.
     pub kind: Option<String>,
     /// Per page, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// The `next` cursor of the previous page.
+    #[param(pattern = "^itm_[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
     pub after: Option<String>,
 }
 

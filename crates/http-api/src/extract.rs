@@ -95,6 +95,8 @@ pub(crate) fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiErro
     if let Some(field) = nul_path(&value, "") {
         return Err(nul_error(&field));
     }
+    let mut value = value;
+    whole_numbers(&mut value);
     serde_json::from_value(value).map_err(|err| {
         let message = err.to_string();
         let problem = ApiError::new(
@@ -108,6 +110,30 @@ pub(crate) fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiErro
             None => problem,
         }
     })
+}
+
+/// JSON does not tell `3` from `3.0`, and JSON Schema counts both as integers; serde does.
+/// A number written with a zero fraction (`3.0`, `-2.00`) becomes the integer it is.
+fn whole_numbers(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let text = n.to_string();
+            let whole = text
+                .split_once('.')
+                .filter(|(_, fraction)| !fraction.is_empty() && fraction.bytes().all(|b| b == b'0'))
+                .map(|(integer, _)| integer.to_owned());
+            if let Some(integer) = whole {
+                if let Ok(i) = integer.parse::<i64>() {
+                    *value = Value::from(i);
+                } else if let Ok(u) = integer.parse::<u64>() {
+                    *value = Value::from(u);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers),
+        Value::Object(members) => members.values_mut().for_each(whole_numbers),
+        _ => {}
+    }
 }
 
 /// The 422 for a NUL character in `field`.
@@ -177,6 +203,18 @@ mod tests {
             assert_eq!(err.code(), "body_not_object", "{body}");
         }
         assert!(from_value::<Spend>(json!({"action": "short_chat"})).is_ok());
+    }
+
+    #[test]
+    fn whole_numbers_written_as_floats_are_integers() {
+        #[derive(Debug, Deserialize)]
+        struct Track {
+            amount: u64,
+            delta: i64,
+        }
+        let body: Track = from_value(json!({"amount": 34644268.0, "delta": -2.0})).unwrap();
+        assert_eq!((body.amount, body.delta), (34_644_268, -2));
+        assert!(from_value::<Track>(json!({"amount": 1.5, "delta": 0})).is_err());
     }
 
     #[test]

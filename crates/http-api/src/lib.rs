@@ -19,7 +19,7 @@ pub mod state;
 
 use actix_web::error::{JsonPayloadError, QueryPayloadError};
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, web};
+use actix_web::{HttpRequest, ResponseError, web};
 
 pub use error::ApiError;
 pub use limits::rate_limit;
@@ -89,13 +89,49 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
     register(cfg);
 }
 
-async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "Not found",
-        format!("no route for {} {}", req.method(), req.path()),
-    ))
+/// No route matched: 405 with `Allow` when the path exists under other methods, else 404.
+async fn not_found(req: HttpRequest) -> actix_web::HttpResponse {
+    let allowed = allowed_methods(req.path());
+    if allowed.is_empty() {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "Not found",
+            format!("no route for {} {}", req.method(), req.path()),
+        )
+        .error_response();
+    }
+    let allow = allowed.join(", ");
+    let mut response = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "Method not allowed",
+        format!("{} takes {allow}", req.path()),
+    )
+    .error_response();
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    response
+}
+
+/// The methods (upper case) that [`ROUTES`] serves at `path`.
+fn allowed_methods(path: &str) -> Vec<String> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    ROUTES
+        .iter()
+        .filter(|(_, pattern)| {
+            let parts: Vec<&str> = pattern.split('/').collect();
+            parts.len() == segments.len()
+                && parts
+                    .iter()
+                    .zip(&segments)
+                    .all(|(p, s)| p == s || (p.starts_with('{') && !s.is_empty()))
+        })
+        .map(|(method, _)| method.to_ascii_uppercase())
+        .collect()
 }
 
 /// Malformed JSON is 400, JSON of the wrong shape 422 (naming the field where serde does),
@@ -182,6 +218,17 @@ mod tests {
             documented,
             ROUTES.len(),
             "the document describes routes that are not served"
+        );
+    }
+
+    #[test]
+    fn a_known_path_under_another_method_lists_the_allowed_ones() {
+        assert_eq!(allowed_methods("/v1/me"), ["GET", "PATCH"]);
+        assert_eq!(allowed_methods("/v1/saved-items/itm_1"), ["GET", "DELETE"]);
+        assert!(allowed_methods("/v1/nothing").is_empty());
+        assert!(
+            allowed_methods("/v1/saved-items/").len() == 2,
+            "the list route"
         );
     }
 

@@ -1,5 +1,6 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
+use serde_json::{Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -50,5 +51,251 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// The document as served: what the annotations generate, made exact for the running
+/// catalog and for what every route can answer.
+///
+/// * Every problem is `application/problem+json` (the annotations can only say JSON).
+/// * Every operation lists the error statuses its middleware and extractors can produce:
+///   422 (a NUL or bad parameter) everywhere; 429 where rate limits apply; 503 where the
+///   database is used; 401 and 403 with credentials; 400, 413, 415 and 422 with a body; 404
+///   with a path parameter; 400 with an `Idempotency-Key`.
+/// * Every free-text string refuses the NUL character (`pattern`), as the server does.
+/// * Names the catalog defines (actions, meters) are enums of this catalog's names.
+pub fn document(catalog: &billing_core::catalog::Catalog) -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null);
+    let actions: Vec<Value> = catalog.actions.keys().map(|a| json!(a)).collect();
+    let meters: Vec<Value> = catalog.meters.keys().map(|m| json!(m)).collect();
+    if let Some(preferences) = doc.pointer_mut(
+        "/paths/~1v1~1me~1preferences/put/requestBody/content/application~1json/schema",
+    ) {
+        *preferences = json!({"$ref": "#/components/schemas/NulFreeObject"});
+    }
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        for (path, item) in paths.iter_mut() {
+            let Some(item) = item.as_object_mut() else {
+                continue;
+            };
+            for op in item.values_mut() {
+                complete_operation(path, op);
+                if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
+                    for param in params {
+                        if param["name"] == "meter" && !meters.is_empty() {
+                            param["schema"] = json!({"type": "string", "enum": meters});
+                        }
+                        if param["name"] == "kind" && param["in"] == "query" {
+                            param["schema"] =
+                                json!({"type": "string", "enum": ["prompt", "reply"]});
+                        }
+                        exact_parameter(param);
+                    }
+                }
+            }
+        }
+    }
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    {
+        let kinds = [
+            ("NewSavedItem", json!(["prompt", "reply"])),
+            (
+                "EntitlementRequest",
+                json!(["action", "model", "feature", "meter"]),
+            ),
+        ];
+        for (schema, values) in kinds {
+            if let Some(kind) = schemas
+                .get_mut(schema)
+                .and_then(|s| s.pointer_mut("/properties/kind"))
+            {
+                kind["enum"] = values;
+            }
+        }
+        // Text that must hold more than white space.
+        let not_blank = json!("^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$");
+        for (schema, field) in [
+            ("CreateApiKey", "name"),
+            ("AdjustRequest", "reason"),
+            ("NewSavedItem", "content"),
+        ] {
+            if let Some(property) = schemas
+                .get_mut(schema)
+                .and_then(|s| s.pointer_mut(&format!("/properties/{field}")))
+            {
+                property["pattern"] = not_blank.clone();
+            }
+        }
+        // Free-form JSON (preferences, an item's metadata) holds no NUL either, at any depth.
+        let nul_free = json!("^[^\\u0000]*$");
+        schemas.insert(
+            "NulFreeJson".into(),
+            json!({"description": "Any JSON without a NUL character in a string or key",
+            "anyOf": [
+                {"type": "string", "pattern": nul_free},
+                {"type": ["number", "boolean", "null"]},
+                {"type": "array", "items": {"$ref": "#/components/schemas/NulFreeJson"}},
+                {"$ref": "#/components/schemas/NulFreeObject"}
+            ]}),
+        );
+        schemas.insert(
+            "NulFreeObject".into(),
+            json!({"type": "object", "propertyNames": {"pattern": nul_free},
+                "additionalProperties": {"$ref": "#/components/schemas/NulFreeJson"}}),
+        );
+        if let Some(metadata) = schemas
+            .get_mut("NewSavedItem")
+            .and_then(|s| s.pointer_mut("/properties/metadata"))
+        {
+            *metadata = json!({"description": "Client data: a JSON object (or null: none)",
+                "anyOf": [{"$ref": "#/components/schemas/NulFreeObject"}, {"type": "null"}]});
+        }
+        if let Some(delta) = schemas
+            .get_mut("AdjustRequest")
+            .and_then(|s| s.pointer_mut("/properties/delta"))
+        {
+            delta["not"] = json!({"const": 0});
+        }
+        if let Some(action) = schemas
+            .get_mut("SpendRequest")
+            .and_then(|s| s.pointer_mut("/properties/action"))
+            && !actions.is_empty()
+        {
+            *action = json!({"type": "string", "enum": actions, "description": "An action of the catalog"});
+        }
+    }
+    forbid_nul(&mut doc);
+    doc
+}
+
+/// What the server checks of a parameter, in its schema: a query parameter is optional
+/// and never `null` (a query cannot say null); ids in paths and the `Idempotency-Key`
+/// header have their exact forms.
+fn exact_parameter(param: &mut Value) {
+    if param["in"] == "query" {
+        param["required"] = json!(false);
+        if let Some(types) = param
+            .pointer_mut("/schema/type")
+            .and_then(Value::as_array_mut)
+        {
+            types.retain(|t| t != "null");
+            if types.len() == 1 {
+                let only = types[0].clone();
+                param["schema"]["type"] = only;
+            }
+        }
+    }
+    let id = |prefix: &str| json!({"type": "string", "pattern": format!("^{prefix}_[0-7][0-9A-HJKMNP-TV-Z]{{25}}$")});
+    match (param["in"].as_str(), param["name"].as_str()) {
+        (Some("path"), Some("item_id")) => param["schema"] = id("itm"),
+        (Some("path"), Some("key_id")) => param["schema"] = id("key"),
+        (Some("path"), Some("account_id")) => param["schema"] = id("acc"),
+        (Some("header"), Some("Idempotency-Key")) => {
+            param["schema"] = json!({"type": "string", "pattern": "^[!-~]{1,200}$"});
+        }
+        _ => {}
+    }
+}
+
+/// A problem response, described.
+fn problem(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    })
+}
+
+fn complete_operation(path: &str, op: &mut Value) {
+    let secured = op.get("security").is_some();
+    let has_body = op.get("requestBody").is_some();
+    let params: Vec<(String, String)> = op
+        .get("parameters")
+        .and_then(Value::as_array)
+        .map(|ps| {
+            ps.iter()
+                .map(|p| {
+                    (
+                        p["in"].as_str().unwrap_or_default().to_owned(),
+                        p["name"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+        return;
+    };
+    // Problems the annotations declared as JSON are problem+json.
+    for response in responses.values_mut() {
+        let Some(content) = response.get_mut("content").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        let is_problem = content
+            .get("application/json")
+            .and_then(|c| c.pointer("/schema/$ref"))
+            .is_some_and(|r| r == "#/components/schemas/Problem");
+        if is_problem && let Some(json) = content.remove("application/json") {
+            content.insert("application/problem+json".into(), json);
+        }
+    }
+    let system = matches!(path, "/health" | "/ready" | "/openapi.json");
+    let mut add = |status: &str, description: &str| {
+        responses
+            .entry(status.to_owned())
+            .or_insert_with(|| problem(description));
+    };
+    add(
+        "422",
+        "A parameter, the body or the URI is invalid (`field` names it)",
+    );
+    if !matches!(path, "/health" | "/ready") {
+        add("429", "Too many requests; see Retry-After");
+    }
+    if !system {
+        add(
+            "503",
+            "The database (or the password-hashing queue) is busy or unavailable; see Retry-After",
+        );
+    }
+    if secured {
+        add("401", "No valid credentials, or the sign-in has ended");
+        add("403", "Not allowed for these credentials");
+    }
+    if has_body {
+        add("400", "The body is not valid JSON");
+        add("413", "The body is too large");
+        add("415", "The body is not application/json");
+    }
+    if path.contains('{') {
+        add("404", "Not found (another user's looks the same)");
+    }
+    if params.iter().any(|(place, _)| place == "header") {
+        add("400", "A header is malformed");
+    }
+}
+
+/// Adds `pattern: ^[^\u0000]*$` to every free-text string schema (no format, enum or
+/// pattern of its own), parameters included.
+fn forbid_nul(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let free_text = map.get("type").is_some_and(|t| {
+                t == "string"
+                    || t.as_array()
+                        .is_some_and(|ts| ts.iter().any(|t| t == "string"))
+            }) && !map.contains_key("format")
+                && !map.contains_key("enum")
+                && !map.contains_key("pattern");
+            if free_text {
+                map.insert("pattern".into(), json!("^[^\\u0000]*$"));
+            }
+            for child in map.values_mut() {
+                forbid_nul(child);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(forbid_nul),
+        _ => {}
     }
 }

@@ -39,6 +39,8 @@ pub struct ApiState {
     pub session_cache: crate::session_cache::SessionCache,
     /// The bounded pool that hashes and verifies passwords.
     pub hashing: crate::hashing::Hashing,
+    /// The OpenAPI document served at `/openapi.json` (see [`crate::openapi::document`]).
+    pub openapi: serde_json::Value,
 }
 
 impl ApiState {

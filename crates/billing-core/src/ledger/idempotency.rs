@@ -6,7 +6,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// A client-chosen key naming one intended operation: 1–255 visible ASCII characters.
+/// A key naming one intended operation: 1–255 visible ASCII characters (clients send at
+/// most [`IdempotencyKey::CLIENT_MAX_LEN`], leaving room for a use case's prefix).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct IdempotencyKey(String);
@@ -19,6 +20,9 @@ pub struct InvalidIdempotencyKey;
 impl IdempotencyKey {
     /// The longest key accepted.
     pub const MAX_LEN: usize = 255;
+    /// The longest key a client may send: use cases prefix it (`spend:`, `reserve:`…), and
+    /// the prefixed key must still fit [`Self::MAX_LEN`].
+    pub const CLIENT_MAX_LEN: usize = 200;
 
     /// Validates a key.
     pub fn new(key: impl Into<String>) -> Result<Self, InvalidIdempotencyKey> {

@@ -2,7 +2,6 @@
 
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use billing_core::ids::AccountId;
-use billing_core::records::PageRequest;
 use serde_json::json;
 
 use crate::auth::Caller;
@@ -41,9 +40,6 @@ pub async fn adjust_credits(
     caller.require_admin()?;
     let account: AccountId = path.parse().map_err(|_| ApiError::not_found("account"))?;
     let body = body.into_inner();
-    if body.delta == 0 {
-        return Err(ApiError::invalid_field("delta", "must not be zero"));
-    }
     let key = idempotency_key(&req, &state)?;
     let moved = state
         .billing
@@ -79,15 +75,13 @@ pub async fn list_users(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let query = query.into_inner();
+    crate::extract::max_chars_opt("search", query.search.as_ref(), 100)?;
     let page = state
         .billing
         .accounts
         .list_users(
             query.search,
-            PageRequest {
-                limit: query.limit.unwrap_or(50),
-                after: query.after,
-            },
+            crate::routes::page(query.limit, query.after, "usr")?,
         )
         .await?;
     Ok(HttpResponse::Ok().json(UserPage {
@@ -142,14 +136,12 @@ pub async fn audit_log(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let query = query.into_inner();
+    crate::extract::max_chars_opt("target", query.target.as_ref(), 64)?;
     let page = state
         .audit
         .list(
             query.target,
-            PageRequest {
-                limit: query.limit.unwrap_or(50),
-                after: query.after,
-            },
+            crate::routes::page(query.limit, query.after, "aud")?,
         )
         .await?;
     Ok(HttpResponse::Ok().json(AuditPage {

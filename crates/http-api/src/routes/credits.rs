@@ -1,7 +1,6 @@
 //! The caller's credits: balance, journal, and spending an action.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use billing_core::records::PageRequest;
 
 use crate::auth::Caller;
 use crate::dto::{
@@ -43,10 +42,7 @@ pub async fn journal(
         .ledger
         .journal(
             account,
-            PageRequest {
-                limit: query.limit.unwrap_or(50),
-                after: query.after,
-            },
+            crate::routes::page(query.limit, query.after, "txn")?,
         )
         .await?;
     Ok(HttpResponse::Ok().json(JournalPage {

@@ -3,7 +3,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use billing_core::ids::{ApiKeyId, PrefixedId};
-use billing_core::records::{ApiKey, PageRequest, SavedItem};
+use billing_core::records::{ApiKey, SavedItem};
 
 use crate::auth::{Caller, new_api_key};
 use crate::dto::{
@@ -150,15 +150,23 @@ pub async fn items(
 ) -> Result<HttpResponse, ApiError> {
     let (user, _) = caller.user()?;
     let query = query.into_inner();
+    if let Some(kind) = &query.kind
+        && !KINDS.contains(&kind.as_str())
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_query",
+            "Invalid query",
+            "`kind` must be `prompt` or `reply`",
+        )
+        .with("field", "kind"));
+    }
     let page = state
         .user_data
         .items(
             user,
             query.kind,
-            PageRequest {
-                limit: query.limit.unwrap_or(50),
-                after: query.after,
-            },
+            crate::routes::page(query.limit, query.after, "itm")?,
         )
         .await?;
     Ok(HttpResponse::Ok().json(ItemPage {

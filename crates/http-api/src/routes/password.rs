@@ -78,8 +78,15 @@ async fn user_by_code(
         .ok_or_else(invalid_token)
 }
 
+/// A mailed code that is unknown, used or expired: like a wrong password, 401.
 fn invalid_token() -> ApiError {
-    ApiError::invalid_field("token", "is unknown, used or expired")
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_code",
+        "Invalid code",
+        "the code is unknown, used or expired",
+    )
+    .with("field", "token")
 }
 
 /// Changes the caller's password; every session is signed out.
@@ -154,7 +161,8 @@ pub async fn request_reset(
 #[utoipa::path(post, path = "/v1/auth/password-reset/confirm", tag = "auth", request_body = ConfirmReset,
     responses(
         (status = 204, description = "The password is changed; sign in"),
-        (status = 422, description = "Unknown, used or expired token, or invalid password", body = Problem),
+        (status = 401, description = "Unknown, used or expired code (`invalid_code`)", body = Problem),
+        (status = 422, description = "Invalid password", body = Problem),
     ))]
 pub async fn confirm_reset(
     state: web::Data<ApiState>,
@@ -203,7 +211,7 @@ pub async fn request_verification(
 #[utoipa::path(post, path = "/v1/auth/email-verification/confirm", tag = "auth", request_body = ConfirmVerification,
     responses(
         (status = 204, description = "Verified"),
-        (status = 422, description = "Unknown, used or expired token", body = Problem),
+        (status = 401, description = "Unknown, used or expired code (`invalid_code`)", body = Problem),
     ))]
 pub async fn confirm_verification(
     state: web::Data<ApiState>,

@@ -2,7 +2,6 @@
 
 use actix_web::{HttpResponse, web};
 use serde_json::{Map, Value, json};
-use utoipa::OpenApi;
 
 use crate::state::ApiState;
 
@@ -51,6 +50,6 @@ pub async fn ready(state: web::Data<ApiState>) -> HttpResponse {
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "system",
     responses((status = 200, description = "The OpenAPI 3.1 document of this API")))]
-pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(crate::openapi::ApiDoc::openapi())
+pub async fn openapi(state: web::Data<ApiState>) -> HttpResponse {
+    HttpResponse::Ok().json(&state.openapi)
 }

@@ -108,19 +108,7 @@ impl DatabaseSettings {
     }
 }
 
-/// A database URL without its password, for logs and messages.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    match rest.split_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_owned(),
-    }
-}
+pub use store_diesel::redact_url;
 
 /// The ledger.
 #[derive(Debug, Clone, Deserialize)]

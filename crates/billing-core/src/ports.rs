@@ -19,6 +19,32 @@ use crate::records::{
 };
 use crate::subscription::Subscription;
 
+/// Which rule a write would have broken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Conflict {
+    /// The email is already registered.
+    #[error("email")]
+    Email,
+    /// The external identity's subject is already linked.
+    #[error("external_subject")]
+    ExternalSubject,
+    /// The provider's id (subscription, webhook event) is already recorded.
+    #[error("external_id")]
+    ExternalId,
+    /// The account already has an allowance grant for that period.
+    #[error("one_period_allowance")]
+    PeriodAllowance,
+    /// The account already has a live subscription.
+    #[error("one_live_subscription")]
+    LiveSubscription,
+    /// The record changed meanwhile (an optimistic check failed).
+    #[error("changed meanwhile")]
+    ChangedMeanwhile,
+    /// Another uniqueness rule, named by the database.
+    #[error("{0}")]
+    Other(String),
+}
+
 /// A failure of a store itself (not a refusal by the domain).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -26,9 +52,10 @@ pub enum StoreError {
     /// `None`).
     #[error("not found")]
     NotFound,
-    /// A uniqueness rule would be broken (an email already registered, say); names it.
+    /// A uniqueness rule would be broken (an email already registered, say), or the record
+    /// changed meanwhile; says which.
     #[error("conflict: {0}")]
-    Conflict(String),
+    Conflict(Conflict),
     /// The database cannot be reached or timed out; the operation did not happen and may be
     /// retried.
     #[error("store unavailable: {0}")]

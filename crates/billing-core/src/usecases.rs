@@ -15,7 +15,8 @@ use crate::ledger::{
     LedgerRequest, Receipt,
 };
 use crate::ports::{
-    AccountStore, Clock, IdGenerator, LedgerOutcome, LedgerStore, StoreError, SubscriptionStore,
+    AccountStore, Clock, Conflict, IdGenerator, LedgerOutcome, LedgerStore, StoreError,
+    SubscriptionStore,
 };
 use crate::quota::Window;
 use crate::records::{Account, Role, User};
@@ -283,7 +284,7 @@ impl Billing {
             created_at: now,
         };
         match self.accounts.create(account.clone(), user.clone()).await {
-            Err(StoreError::Conflict(what)) if what.contains("email") => {
+            Err(StoreError::Conflict(Conflict::Email)) => {
                 return Err(BillingError::EmailTaken);
             }
             other => other?,
@@ -813,7 +814,7 @@ mod tests {
         mocks
             .accounts
             .expect_create()
-            .returning(|_, _| Err(StoreError::Conflict("email".into())));
+            .returning(|_, _| Err(StoreError::Conflict(Conflict::Email)));
         let billing = mocks.billing();
         let input = |email: &str| SignUp {
             email: email.into(),

@@ -5,7 +5,7 @@
 //! differ only in:
 //!
 //! * how a transaction begins: PostgreSQL `BEGIN` (READ COMMITTED) with the account row
-//!   locked `FOR UPDATE`; SQLite `BEGIN IMMEDIATE`, which takes the database's write lock at
+//!   locked `FOR NO KEY UPDATE`; SQLite `BEGIN IMMEDIATE`, which takes the database's write lock at
 //!   once ([`sqlite_begin_immediate`], `sql::{pg,sqlite}::lock_account`);
 //! * which errors mean "try again": PostgreSQL serialization failures and deadlocks, SQLite
 //!   `database is locked` ([`is_retryable`]);
@@ -14,7 +14,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use billing_core::ports::StoreError;
+use billing_core::ports::{Conflict, StoreError};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sqlite::SqliteConnection;
 use diesel_async::AsyncPgConnection;
@@ -29,8 +29,22 @@ use time::OffsetDateTime;
 /// A SQLite connection usable from async code (each call runs on a blocking thread).
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 
-/// How to reach the database.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A URL without its password (`postgres://app:***@host/db`), for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// How to reach the database. Its `Debug` shows the URL without its password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct DatabaseConfig {
     /// `postgres://…`, `sqlite://path`, `sqlite:path` or a plain file path.
     pub url: String,
@@ -40,6 +54,17 @@ pub struct DatabaseConfig {
     pub connect_timeout: Duration,
     /// SQLite: how long a writer waits for the lock before `database is locked`.
     pub busy_timeout: Duration,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_url(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("busy_timeout", &self.busy_timeout)
+            .finish()
+    }
 }
 
 impl DatabaseConfig {
@@ -198,27 +223,26 @@ pub(crate) fn store_error(err: DieselError) -> StoreError {
     }
 }
 
-/// A short name for a uniqueness violation (`email`, `external_id`…): PostgreSQL names the
-/// constraint, SQLite names the columns in its message.
-fn conflict_name(constraint: Option<&str>, message: &str) -> String {
+/// Which rule a uniqueness violation broke: PostgreSQL names the constraint (index), SQLite
+/// lists the columns in its message. The one place that reads either.
+fn conflict_name(constraint: Option<&str>, message: &str) -> Conflict {
     let text = constraint.unwrap_or(message);
-    // PostgreSQL gives the index name; SQLite lists the columns.
-    let names = [
-        ("one_period_allowance", "one_period_allowance"),
+    let rules = [
+        ("one_period_allowance", Conflict::PeriodAllowance),
         (
             "grants.account_id, grants.reference",
-            "one_period_allowance",
+            Conflict::PeriodAllowance,
         ),
-        ("one_live", "one_live"),
-        ("subscriptions.account_id", "one_live"),
-        ("external_subject", "external_subject"),
-        ("external_id", "external_id"),
-        ("email", "email"),
+        ("one_live", Conflict::LiveSubscription),
+        ("subscriptions.account_id", Conflict::LiveSubscription),
+        ("external_subject", Conflict::ExternalSubject),
+        ("external_id", Conflict::ExternalId),
+        ("email", Conflict::Email),
     ];
-    names
-        .iter()
+    rules
+        .into_iter()
         .find(|(pattern, _)| text.contains(pattern))
-        .map_or_else(|| text.to_owned(), |(_, name)| (*name).to_owned())
+        .map_or_else(|| Conflict::Other(text.to_owned()), |(_, rule)| rule)
 }
 
 pub(crate) fn tx_error(err: TxError) -> StoreError {
@@ -348,4 +372,23 @@ pub(crate) fn parse_enum<T: serde::de::DeserializeOwned>(text: &str) -> Result<T
 /// Reads a stored id, refusing a corrupt one.
 pub(crate) fn parse_id<T: billing_core::ids::PrefixedId>(text: &str) -> Result<T, StoreError> {
     T::parse(text).map_err(|e| StoreError::Other(format!("corrupt id `{text}`: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_never_prints_the_password() {
+        let config = DatabaseConfig {
+            url: "postgres://app:s3cret-pass@db.internal:5432/tollgate".into(),
+            pool_size: 4,
+            connect_timeout: Duration::from_secs(5),
+            busy_timeout: Duration::from_secs(5),
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret-pass"), "{shown}");
+        assert!(shown.contains("postgres://app:***@db.internal:5432/tollgate"));
+        assert_eq!(redact_url("sqlite://data/t.db"), "sqlite://data/t.db");
+    }
 }

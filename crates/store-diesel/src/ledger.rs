@@ -1,6 +1,6 @@
 //! The ledger store: [`LedgerStore`] on both backends.
 //!
-//! `execute` runs in one transaction: lock the account row (PostgreSQL `FOR UPDATE`; SQLite
+//! `execute` runs in one transaction: lock the account row (PostgreSQL `FOR NO KEY UPDATE`; SQLite
 //! holds the write lock since `BEGIN IMMEDIATE`), look the idempotency key up, load the
 //! view, call [`billing_core::ledger::decide`], apply the decision, record the outcome under
 //! the key, commit. Retryable failures (serialization, deadlock, `database is locked`) run

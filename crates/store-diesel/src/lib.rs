@@ -17,5 +17,5 @@ mod sql;
 mod store;
 mod userdata;
 
-pub use db::{Backend, DatabaseConfig};
+pub use db::{Backend, DatabaseConfig, redact_url};
 pub use store::DieselStore;

@@ -21,12 +21,14 @@ pub(crate) mod pg {
 
     /// Locks the account row for the rest of the transaction and returns its debt; every
     /// ledger transaction takes this one lock first, so they serialize per account and
-    /// cannot deadlock.
+    /// cannot deadlock. `FOR NO KEY UPDATE`: the transaction updates the debt, never the
+    /// key, so rows that reference the account (grants, holds, journal) can still be
+    /// inserted by others meanwhile, which `FOR UPDATE` would block.
     pub(crate) async fn lock_account(c: &mut Conn, id: &str) -> Result<Option<i64>, TxError> {
         Ok(accounts::table
             .find(id)
             .select(accounts::debt)
-            .for_update()
+            .for_no_key_update()
             .first::<i64>(c)
             .await
             .optional()?)

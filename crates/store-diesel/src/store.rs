@@ -8,8 +8,8 @@ use billing_core::ledger::{
     AccountSnapshot, Grant, LedgerRequest, Transaction, Violation, burn_order, verify,
 };
 use billing_core::ports::{
-    AccountStore, ApiKeyStore, AuditStore, Clock, IdGenerator, IdempotencyStore, KeyState,
-    LedgerOutcome, LedgerStore, QuotaStore, SessionStore, StoreError, StoredResponse,
+    AccountStore, ApiKeyStore, AuditStore, Clock, Conflict, IdGenerator, IdempotencyStore,
+    KeyState, LedgerOutcome, LedgerStore, QuotaStore, SessionStore, StoreError, StoredResponse,
     SubscriptionStore, TaskStore, TrackOutcome, TrackRequest, UserDataStore, WebhookEventStore,
 };
 use billing_core::records::{
@@ -408,9 +408,7 @@ impl SubscriptionStore for DieselStore {
         if call!(conn, subscription_save(row, expected)).map_err(tx_error)? {
             Ok(())
         } else {
-            Err(StoreError::Conflict(
-                "subscription status changed meanwhile".into(),
-            ))
+            Err(StoreError::Conflict(Conflict::ChangedMeanwhile))
         }
     }
 }

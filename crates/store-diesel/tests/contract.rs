@@ -10,9 +10,9 @@ use billing_core::ledger::{
     LedgerRequest, Receipt, TxnKind, verify,
 };
 use billing_core::ports::{
-    AccountStore, AuditStore, IdempotencyStore, KeyState, LedgerOutcome, LedgerStore, QuotaStore,
-    StoreError, StoredResponse, SubscriptionStore, TaskStore, TrackOutcome, TrackRequest,
-    WebhookEventStore,
+    AccountStore, AuditStore, Conflict, IdempotencyStore, KeyState, LedgerOutcome, LedgerStore,
+    QuotaStore, StoreError, StoredResponse, SubscriptionStore, TaskStore, TrackOutcome,
+    TrackRequest, WebhookEventStore,
 };
 use billing_core::quota::{QuotaError, Timezone, Window};
 use billing_core::records::{
@@ -152,7 +152,7 @@ async fn accounts_and_users(db: &TestDb) {
     dup.account = again.id.clone();
     assert_eq!(
         AccountStore::create(&db.store, again.clone(), dup).await,
-        Err(StoreError::Conflict("email".into()))
+        Err(StoreError::Conflict(Conflict::Email))
     );
     assert_eq!(
         db.store.account(&again.id).await.unwrap(),
@@ -541,7 +541,7 @@ async fn one_allowance_grant_per_period_is_enforced_by_the_database(db: &TestDb)
         .execute(request(&account, "b", period("2026-06")))
         .await
         .unwrap_err();
-    assert_eq!(err, StoreError::Conflict("one_period_allowance".into()));
+    assert_eq!(err, StoreError::Conflict(Conflict::PeriodAllowance));
     assert_eq!(db.store.balance(&account).await.unwrap().available, 100);
     ok(db, &account, "c", period("2026-07")).await;
 }

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use billing_core::catalog::Cadence;
 use billing_core::ledger::{
     IdempotencyKey, LedgerCommand, LedgerError, LedgerPolicy, LedgerRequest,
 };
@@ -115,40 +114,35 @@ pub async fn renew_allowances(billing: Billing, every: Duration, mut stop: watch
     }
 }
 
-/// One pass over every account on a plan with a daily or monthly allowance; returns how
-/// many allowances it newly granted.
+/// One pass over the accounts whose plan has a daily or monthly allowance that they have
+/// not been granted yet for the current period (so an idle pass touches no ledger); returns
+/// how many allowances it newly granted. An account that fails is logged and skipped.
 pub async fn renew_once(billing: &Billing) -> Result<usize, billing_core::usecases::BillingError> {
-    let plans: Vec<String> = billing
-        .catalog
-        .plans
-        .iter()
-        .filter(|(_, plan)| {
-            plan.allowance
-                .as_ref()
-                .is_some_and(|a| matches!(a.cadence, Cadence::Day | Cadence::Month))
-        })
-        .map(|(id, _)| id.clone())
-        .collect();
-    if plans.is_empty() {
-        return Ok(0);
-    }
     let mut granted = 0;
-    let mut after = None;
-    loop {
-        let batch = billing
-            .accounts
-            .accounts_on_plans(plans.clone(), after.clone(), 500)
-            .await?;
-        let Some(last) = batch.last().cloned() else {
-            return Ok(granted);
+    for plan in billing.catalog.plans.keys() {
+        let Some((_, reference)) = billing.calendar_period(plan)? else {
+            continue;
         };
-        for account in &batch {
-            match billing.period_reset(account).await {
-                Ok(Some(moved)) if !moved.replayed => granted += 1,
-                Ok(_) => {}
-                Err(err) => tracing::warn!(%account, error = %err, "could not grant the allowance"),
+        let mut after = None;
+        loop {
+            let due = billing
+                .accounts
+                .accounts_due_allowance(plan.clone(), reference.clone(), after.clone(), 500)
+                .await?;
+            let Some(last) = due.last().cloned() else {
+                break;
+            };
+            for account in &due {
+                match billing.period_reset(account).await {
+                    Ok(Some(moved)) if !moved.replayed => granted += 1,
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::warn!(%account, error = %err, "could not grant the allowance");
+                    }
+                }
             }
+            after = Some(last);
         }
-        after = Some(last);
     }
+    Ok(granted)
 }

@@ -205,10 +205,12 @@ pub trait AccountStore: Send + Sync {
         search: Option<String>,
         page: PageRequest,
     ) -> Result<Page<User>, StoreError>;
-    /// Account ids on plans in `plans`, after `after`, for batch work (period resets).
-    async fn accounts_on_plans(
+    /// Accounts on `plan` that have no period-allowance grant with `reference` yet (the
+    /// ones a period reset still has to serve), by id after `after`.
+    async fn accounts_due_allowance(
         &self,
-        plans: Vec<String>,
+        plan: String,
+        reference: String,
         after: Option<AccountId>,
         limit: u32,
     ) -> Result<Vec<AccountId>, StoreError>;

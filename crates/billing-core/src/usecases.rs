@@ -333,15 +333,8 @@ impl Billing {
         let Some(allowance) = &plan.allowance else {
             return Ok(None);
         };
-        let tz = self.catalog.tz().map_err(|message| BillingError::Invalid {
-            field: "timezone",
-            message,
-        })?;
-        let now = self.clock.now();
-        let window = match allowance.cadence {
-            Cadence::Day => Window::day(now, tz),
-            Cadence::Month => Window::month(now, tz),
-            Cadence::BillingPeriod => return Ok(None),
+        let Some((window, reference)) = self.calendar_period(&account.plan)? else {
+            return Ok(None);
         };
         let command = LedgerCommand::Grant {
             amount: allowance.credits,
@@ -349,11 +342,7 @@ impl Billing {
             priority: 0,
             expires_at: Some(window.end),
             rollover_cap: allowance.rollover_cap,
-            reference: Some(format!(
-                "{}:{}",
-                account.plan,
-                window.start.unix_timestamp()
-            )),
+            reference: Some(reference),
             memo: Some(format!("{} allowance", account.plan)),
         };
         let k = key(format!(
@@ -365,6 +354,27 @@ impl Billing {
         self.run(&account.id, k, command, LedgerPolicy::default())
             .await
             .map(Some)
+    }
+
+    /// The current day or month of a plan's calendar allowance (in the catalog's time zone)
+    /// and the reference its grant carries (`{plan}:{period start}`), which tells a granted
+    /// period from a due one. `None` for a plan without a daily or monthly allowance.
+    pub fn calendar_period(&self, plan: &str) -> Result<Option<(Window, String)>, BillingError> {
+        let Some(allowance) = self.catalog.plan(plan).and_then(|p| p.allowance.as_ref()) else {
+            return Ok(None);
+        };
+        let tz = self.catalog.tz().map_err(|message| BillingError::Invalid {
+            field: "timezone",
+            message,
+        })?;
+        let now = self.clock.now();
+        let window = match allowance.cadence {
+            Cadence::Day => Window::day(now, tz),
+            Cadence::Month => Window::month(now, tz),
+            Cadence::BillingPeriod => return Ok(None),
+        };
+        let reference = format!("{plan}:{}", window.start.unix_timestamp());
+        Ok(Some((window, reference)))
     }
 
     /// The period reset for one account (run by a scheduler at each day or month start, and

@@ -139,14 +139,23 @@ macro_rules! account_queries {
                 .await?)
         }
 
-        pub(crate) async fn accounts_on_plans(
+        /// Served by the unique index on (account, reference) of period-allowance grants.
+        pub(crate) async fn accounts_due_allowance(
             c: &mut Conn,
-            plans: Vec<String>,
+            plan: String,
+            reference: String,
             after: Option<String>,
             limit: i64,
         ) -> Result<Vec<String>, TxError> {
+            use crate::schema::grants;
+            use diesel::dsl::{exists, not};
+            let granted = grants::table
+                .filter(grants::account_id.eq(accounts::id))
+                .filter(grants::source.eq("period_allowance"))
+                .filter(grants::reference.eq(reference));
             let mut query = accounts::table
-                .filter(accounts::plan.eq_any(plans))
+                .filter(accounts::plan.eq(plan))
+                .filter(not(exists(granted)))
                 .into_boxed();
             if let Some(after) = after {
                 query = query.filter(accounts::id.gt(after));

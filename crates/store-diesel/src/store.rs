@@ -311,16 +311,18 @@ impl AccountStore for DieselStore {
         Ok(paged(users, limit, |u| u.id.to_string()))
     }
 
-    async fn accounts_on_plans(
+    async fn accounts_due_allowance(
         &self,
-        plans: Vec<String>,
+        plan: String,
+        reference: String,
         after: Option<AccountId>,
         limit: u32,
     ) -> Result<Vec<AccountId>, StoreError> {
         let mut conn = self.pool.get().await?;
+        let after = after.map(|a| a.to_string());
         let ids = call!(
             conn,
-            accounts_on_plans(plans, after.map(|a| a.to_string()), i64::from(limit))
+            accounts_due_allowance(plan, reference, after, i64::from(limit))
         )
         .map_err(tx_error)?;
         ids.iter().map(|id| db::parse_id(id)).collect()

@@ -161,12 +161,34 @@ async fn accounts_and_users(db: &TestDb) {
     );
 
     db.store.set_plan(&account, "pro").await.unwrap();
+    let due = || {
+        db.store
+            .accounts_due_allowance("pro".into(), "pro:100".into(), None, 10)
+    };
+    assert_eq!(due().await.unwrap(), std::slice::from_ref(&account));
+    ok(
+        db,
+        &account,
+        "pro-allowance",
+        LedgerCommand::Grant {
+            amount: 5,
+            source: GrantSource::PeriodAllowance,
+            priority: 0,
+            expires_at: Some(T0 + Duration::days(1)),
+            rollover_cap: 0,
+            reference: Some("pro:100".into()),
+            memo: None,
+        },
+    )
+    .await;
+    assert!(due().await.unwrap().is_empty(), "granted: no longer due");
     assert_eq!(
         db.store
-            .accounts_on_plans(vec!["pro".into()], None, 10)
+            .accounts_due_allowance("pro".into(), "pro:200".into(), None, 10)
             .await
             .unwrap(),
-        std::slice::from_ref(&account)
+        std::slice::from_ref(&account),
+        "the next period is due again"
     );
     let mut updated = found;
     updated.email_verified = true;

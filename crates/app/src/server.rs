@@ -155,6 +155,13 @@ impl Application {
             tokio::spawn(workers::renew_allowances(
                 billing,
                 Duration::from_secs(settings.ledger.allowance_sweep_seconds),
+                stopped.clone(),
+            )),
+            tokio::spawn(workers::prune_idempotency(
+                store.clone(),
+                Arc::new(SystemClock),
+                time::Duration::days(i64::from(settings.retention.idempotency_days)),
+                Duration::from_secs(settings.retention.sweep_seconds),
                 stopped,
             )),
         ];

@@ -41,6 +41,9 @@ pub struct Settings {
     /// Where rate limits and failed sign-ins are counted.
     #[serde(default)]
     pub limits: LimitsSettings,
+    /// How long records kept only for idempotency live.
+    #[serde(default)]
+    pub retention: RetentionSettings,
     /// The catalog is read separately (see the module docs); this only lets the key exist.
     #[serde(default, rename = "catalog")]
     _catalog: Option<serde::de::IgnoredAny>,
@@ -215,6 +218,25 @@ impl Default for LimitsSettings {
 
 fn default_redis_prefix() -> String {
     "tollgate:".to_owned()
+}
+
+/// How long records kept only for idempotency live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Days an idempotency key (ledger, API, quota event) is remembered (at least 1).
+    pub idempotency_days: u32,
+    /// Seconds between prunings.
+    pub sweep_seconds: u64,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            idempotency_days: 30,
+            sweep_seconds: 3600,
+        }
+    }
 }
 
 /// Where limits are counted.
@@ -624,6 +646,13 @@ fn validate_settings(
             origin: origin_of("limits.store", layers),
             key: Some("limits.redis_url".into()),
             message: "store = \"redis\" needs a redis_url (TOLLGATE__LIMITS__REDIS_URL)".into(),
+        });
+    }
+    if settings.retention.idempotency_days == 0 || settings.retention.sweep_seconds == 0 {
+        problems.push(ConfigProblem {
+            origin: origin_of("retention", layers),
+            key: Some("retention".into()),
+            message: "idempotency_days and sweep_seconds must be at least 1".into(),
         });
     }
     if db.pool_size == 0 {

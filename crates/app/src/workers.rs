@@ -6,7 +6,7 @@ use std::time::Duration;
 use billing_core::ledger::{
     IdempotencyKey, LedgerCommand, LedgerError, LedgerPolicy, LedgerRequest,
 };
-use billing_core::ports::{Clock, LedgerOutcome, LedgerStore};
+use billing_core::ports::{Clock, LedgerOutcome, LedgerStore, Pruned, RetentionStore};
 use billing_core::usecases::Billing;
 use tokio::sync::watch;
 
@@ -31,6 +31,32 @@ pub async fn expire_holds(
                 tracing::info!(released, failed, "released expired holds");
             }
             Err(err) => tracing::warn!(error = %err, "hold sweep failed; will retry"),
+        }
+    }
+}
+
+/// Forgets idempotency records older than `keep`, every `every`, until `stop` turns true.
+pub async fn prune_idempotency(
+    store: impl RetentionStore,
+    clock: Arc<dyn Clock>,
+    keep: time::Duration,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        match store.prune_idempotency(clock.now() - keep).await {
+            Ok(pruned) if pruned == Pruned::default() => {}
+            Ok(pruned) => tracing::info!(
+                ledger_keys = pruned.ledger_keys,
+                api_keys = pruned.api_keys,
+                quota_events = pruned.quota_events,
+                "pruned old idempotency records"
+            ),
+            Err(err) => tracing::warn!(error = %err, "pruning failed; will retry"),
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(every) => {}
         }
     }
 }

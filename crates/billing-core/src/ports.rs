@@ -178,6 +178,29 @@ pub trait RateLimiter: Send + Sync {
     async fn clear(&self, key: &str) -> Result<(), StoreError>;
 }
 
+/// How many idempotency records a pruning removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Ledger idempotency keys.
+    pub ledger_keys: usize,
+    /// API idempotency keys.
+    pub api_keys: usize,
+    /// Quota tracking events.
+    pub quota_events: usize,
+}
+
+/// Keeping the idempotency tables from growing forever.
+///
+/// Contract: removes the ledger's and the API's idempotency records and the quota tracking
+/// events created before `before`, and nothing else (grants, journal and usage totals stay).
+/// A key older than that is forgotten: sent again, it is a new request.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait RetentionStore: Send + Sync {
+    /// Prunes records created before `before`.
+    async fn prune_idempotency(&self, before: OffsetDateTime) -> Result<Pruned, StoreError>;
+}
+
 /// Accounts and their users.
 ///
 /// Contract: emails are stored lowercased and unique (a duplicate is

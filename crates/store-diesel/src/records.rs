@@ -228,6 +228,32 @@ pub(crate) enum TrackResult {
 /// Queries for the records above; stamped into `sql::pg` and `sql::sqlite`.
 macro_rules! record_queries {
     () => {
+        /// Deletes idempotency records created before `before` (indexed by `created_at`).
+        pub(crate) async fn prune_idempotency(
+            c: &mut Conn,
+            before: i64,
+        ) -> Result<(usize, usize, usize), TxError> {
+            use crate::schema::ledger_idempotency;
+            let ledger = diesel::delete(
+                ledger_idempotency::table.filter(ledger_idempotency::created_at.lt(before)),
+            )
+            .execute(c)
+            .await?;
+            let api = diesel::delete(
+                crate::schema::api_idempotency::table
+                    .filter(crate::schema::api_idempotency::created_at.lt(before)),
+            )
+            .execute(c)
+            .await?;
+            let events = diesel::delete(
+                crate::schema::quota_events::table
+                    .filter(crate::schema::quota_events::created_at.lt(before)),
+            )
+            .execute(c)
+            .await?;
+            Ok((ledger, api, events))
+        }
+
         use crate::records::{AuditRow, SubscriptionRow, TaskRow, TrackResult, WebhookRow};
         use crate::schema::{
             api_idempotency, audit_log, quota_events, quota_usage, subscriptions, tasks,

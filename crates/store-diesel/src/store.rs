@@ -9,8 +9,9 @@ use billing_core::ledger::{
 };
 use billing_core::ports::{
     AccountStore, ApiKeyStore, AuditStore, Clock, Conflict, IdGenerator, IdempotencyStore,
-    KeyState, LedgerOutcome, LedgerStore, QuotaStore, SessionStore, StoreError, StoredResponse,
-    SubscriptionStore, TaskStore, TrackOutcome, TrackRequest, UserDataStore, WebhookEventStore,
+    KeyState, LedgerOutcome, LedgerStore, Pruned, QuotaStore, RetentionStore, SessionStore,
+    StoreError, StoredResponse, SubscriptionStore, TaskStore, TrackOutcome, TrackRequest,
+    UserDataStore, WebhookEventStore,
 };
 use billing_core::records::{
     Account, ApiKey, AuditRecord, Balance, Page, PageRequest, RefreshToken, Rotation, SavedItem,
@@ -412,6 +413,21 @@ impl SubscriptionStore for DieselStore {
         } else {
             Err(StoreError::Conflict(Conflict::ChangedMeanwhile))
         }
+    }
+}
+
+#[async_trait]
+impl RetentionStore for DieselStore {
+    async fn prune_idempotency(&self, before: OffsetDateTime) -> Result<Pruned, StoreError> {
+        let _writer = self.pool.write_guard().await;
+        let mut conn = self.pool.get().await?;
+        let (ledger_keys, api_keys, quota_events) =
+            call!(conn, prune_idempotency(db::ts(before))).map_err(tx_error)?;
+        Ok(Pruned {
+            ledger_keys,
+            api_keys,
+            quota_events,
+        })
     }
 }
 

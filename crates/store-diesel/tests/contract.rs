@@ -681,6 +681,51 @@ async fn subscriptions_save_with_optimistic_checks(db: &TestDb) {
     ));
 }
 
+/// Idempotency records are pruned by age, and nothing else with them: the balance, the
+/// journal and the quota totals stay; a pruned key is a new request.
+async fn old_idempotency_records_are_pruned_and_nothing_else(db: &TestDb) {
+    use billing_core::ports::{Pruned, RetentionStore};
+    let (account, _) = new_account(db, "re@tention.test", "free").await;
+    ok(db, &account, "grant-1", grant(10)).await;
+    let window = Window::month(T0, Timezone::utc());
+    let track = TrackRequest {
+        account: account.clone(),
+        meter: "exports".into(),
+        amount: 1,
+        window,
+        limit: None,
+        key: "event-1".into(),
+    };
+    db.store.track(track.clone()).await.unwrap();
+    db.store.claim("usr_r", "key-1", "fp").await.unwrap();
+    assert_eq!(
+        db.store.prune_idempotency(T0).await.unwrap(),
+        Pruned::default(),
+        "nothing is older than T0"
+    );
+    let pruned = db
+        .store
+        .prune_idempotency(T0 + Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        (pruned.ledger_keys, pruned.api_keys, pruned.quota_events),
+        (1, 1, 1)
+    );
+    assert_eq!(db.store.balance(&account).await.unwrap().available, 10);
+    assert_eq!(
+        db.store
+            .usage(&account, "exports", window.start)
+            .await
+            .unwrap(),
+        1,
+        "the usage total stays"
+    );
+    // The forgotten key is a new request now.
+    assert_eq!(ok(db, &account, "grant-1", grant(10)).await.balance, 20);
+    assert_verified(db, &account).await;
+}
+
 async fn api_idempotency_claims_once(db: &TestDb) {
     assert_eq!(
         db.store.claim("usr_1", "key", "fp1").await.unwrap(),
@@ -1141,6 +1186,7 @@ on_both_backends!(
     quotas_track_idempotently_within_the_limit,
     subscriptions_save_with_optimistic_checks,
     api_idempotency_claims_once,
+    old_idempotency_records_are_pruned_and_nothing_else,
     webhooks_are_stored_once,
     tasks_transition_once,
     the_audit_log_appends_and_filters,

@@ -146,9 +146,10 @@ pub async fn renew_allowances(billing: Billing, every: Duration, mut stop: watch
 pub async fn renew_once(billing: &Billing) -> Result<usize, billing_core::usecases::BillingError> {
     let mut granted = 0;
     for plan in billing.catalog.plans.keys() {
-        let Some((_, reference)) = billing.calendar_period(plan)? else {
+        let Some(period) = billing.calendar_period(plan)? else {
             continue;
         };
+        let reference = period.reference;
         let mut after = None;
         loop {
             let due = billing

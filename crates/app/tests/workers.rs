@@ -66,6 +66,7 @@ async fn lapsed_holds_are_released_and_live_ones_kept() {
         priority: 0,
         expires_at: None,
         rollover_cap: 0,
+        rollover_until: None,
         reference: None,
         memo: None,
     };

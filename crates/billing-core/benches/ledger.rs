@@ -23,6 +23,7 @@ fn book_with_grants(n: u64) -> AccountBook {
             priority: i32::try_from(i % 3).unwrap_or(0),
             expires_at: Some(NOW + Duration::days(i64::try_from(i).unwrap_or(0) + 1)),
             rollover_cap: 0,
+            rollover_until: None,
             reference: None,
             memo: None,
         };

@@ -100,6 +100,17 @@ pub struct SignedUp {
     pub allowance: Option<Receipt>,
 }
 
+/// The current period of a calendar (daily or monthly) allowance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CalendarPeriod {
+    /// The day or month now.
+    pub window: Window,
+    /// When the next one ends (where rolled-over credits expire).
+    pub next_end: OffsetDateTime,
+    /// The reference of its grant: `{plan}:{start}`.
+    pub reference: String,
+}
+
 /// A completed purchase of a credit pack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PurchaseCompleted {
@@ -297,6 +308,7 @@ impl Billing {
                 priority: 0,
                 expires_at: None,
                 rollover_cap: 0,
+                rollover_until: None,
                 reference: Some("welcome".into()),
                 memo: Some("welcome credits".into()),
             };
@@ -333,7 +345,12 @@ impl Billing {
         let Some(allowance) = &plan.allowance else {
             return Ok(None);
         };
-        let Some((window, reference)) = self.calendar_period(&account.plan)? else {
+        let Some(CalendarPeriod {
+            window,
+            next_end,
+            reference,
+        }) = self.calendar_period(&account.plan)?
+        else {
             return Ok(None);
         };
         let command = LedgerCommand::Grant {
@@ -342,6 +359,7 @@ impl Billing {
             priority: 0,
             expires_at: Some(window.end),
             rollover_cap: allowance.rollover_cap,
+            rollover_until: Some(next_end),
             reference: Some(reference),
             memo: Some(format!("{} allowance", account.plan)),
         };
@@ -359,7 +377,7 @@ impl Billing {
     /// The current day or month of a plan's calendar allowance (in the catalog's time zone)
     /// and the reference its grant carries (`{plan}:{period start}`), which tells a granted
     /// period from a due one. `None` for a plan without a daily or monthly allowance.
-    pub fn calendar_period(&self, plan: &str) -> Result<Option<(Window, String)>, BillingError> {
+    pub fn calendar_period(&self, plan: &str) -> Result<Option<CalendarPeriod>, BillingError> {
         let Some(allowance) = self.catalog.plan(plan).and_then(|p| p.allowance.as_ref()) else {
             return Ok(None);
         };
@@ -367,14 +385,20 @@ impl Billing {
             field: "timezone",
             message,
         })?;
-        let now = self.clock.now();
-        let window = match allowance.cadence {
-            Cadence::Day => Window::day(now, tz),
-            Cadence::Month => Window::month(now, tz),
-            Cadence::BillingPeriod => return Ok(None),
+        let period = |at| match allowance.cadence {
+            Cadence::Day => Some(Window::day(at, tz)),
+            Cadence::Month => Some(Window::month(at, tz)),
+            Cadence::BillingPeriod => None,
         };
-        let reference = format!("{plan}:{}", window.start.unix_timestamp());
-        Ok(Some((window, reference)))
+        let Some(window) = period(self.clock.now()) else {
+            return Ok(None);
+        };
+        let next_end = period(window.end).map_or(window.end, |next| next.end);
+        Ok(Some(CalendarPeriod {
+            reference: format!("{plan}:{}", window.start.unix_timestamp()),
+            window,
+            next_end,
+        }))
     }
 
     /// The period reset for one account (run by a scheduler at each day or month start, and
@@ -529,6 +553,7 @@ impl Billing {
                 priority: 0,
                 expires_at: None,
                 rollover_cap: 0,
+                rollover_until: None,
                 reference: Some("adjustment".into()),
                 memo: Some(reason.to_owned()),
             }
@@ -569,6 +594,7 @@ impl Billing {
             priority: 0,
             expires_at,
             rollover_cap: 0,
+            rollover_until: None,
             reference: Some(purchase.pack.clone()),
             memo: Some(format!(
                 "{} pack ({} + {} bonus)",
@@ -639,6 +665,8 @@ impl Billing {
                         priority: 0,
                         expires_at: Some(period.end),
                         rollover_cap: *rollover_cap,
+                        // Carried over into the next billing period, as long as this one.
+                        rollover_until: Some(period.end + (period.end - period.start)),
                         reference: Some(k.clone()),
                         memo: Some("subscription period allowance".into()),
                     };
@@ -781,10 +809,15 @@ mod tests {
             requests[1].key.as_str(),
             format!("allowance:{}:free:{day_start}", out.account.id)
         );
+        // Today's allowance expires at midnight; what rolls over lasts until the next one.
         assert!(matches!(
             requests[1].command,
-            LedgerCommand::Grant { source: GrantSource::PeriodAllowance, expires_at: Some(e), .. }
-                if e == datetime!(2026-04-11 0:00 UTC)
+            LedgerCommand::Grant {
+                source: GrantSource::PeriodAllowance,
+                expires_at: Some(e),
+                rollover_until: Some(r),
+                ..
+            } if e == datetime!(2026-04-11 0:00 UTC) && r == datetime!(2026-04-12 0:00 UTC)
         ));
     }
 

@@ -38,8 +38,10 @@ enum Op {
         amount: Credits,
         expires_in: Option<u32>,
         priority: i32,
-        /// With an expiry: a period allowance that carries up to this much over.
+        /// With an expiry: a period allowance that carries up to this much over...
         rollover_cap: Credits,
+        /// ...into a grant lasting this many ticks past the allowance's expiry.
+        rollover_for: u32,
     },
     Debit {
         amount: Credits,
@@ -80,12 +82,13 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (1..120u64, proptest::option::of(1..12u32), 0..3i32, prop_oneof![3 => Just(0u64), 1 => 1..80u64])
-            .prop_map(|(amount, expires_in, priority, cap)| Op::Grant {
+        3 => (1..120u64, proptest::option::of(1..12u32), 0..3i32, prop_oneof![3 => Just(0u64), 1 => 1..80u64], 1..8u32)
+            .prop_map(|(amount, expires_in, priority, cap, rollover_for)| Op::Grant {
                 amount,
                 expires_in,
                 priority,
                 rollover_cap: if expires_in.is_some() { cap } else { 0 },
+                rollover_for,
             }),
         3 => (0..90u64).prop_map(|amount| Op::Debit { amount }),
         3 => (1..90u64, 1..6u32).prop_map(|(amount, ttl)| Op::Reserve { amount, ttl }),
@@ -110,9 +113,10 @@ struct MGrant {
     expires: Option<u32>,
     priority: i32,
     seq: usize,
-    /// Period allowances: how much may carry over at expiry, and when it was granted.
+    /// Period allowances: how much may carry over at expiry, until when, and how much has.
     rollover_cap: Credits,
-    created: u32,
+    rollover_until: Option<u32>,
+    rolled: Credits,
 }
 
 /// Where part of a hold came from: a grant (by index), or the overdraft.
@@ -179,18 +183,27 @@ impl Model {
             }
             let mut carry = Vec::new();
             for &i in &expired {
-                let g = &mut self.grants[i];
-                let carried = g.remaining.min(g.rollover_cap);
-                if carried > 0 {
-                    let end = g.expires.unwrap_or(now);
-                    carry.push((carried, end + (end - g.created), g.priority));
-                }
-                g.remaining = 0;
+                let remaining = self.grants[i].remaining;
+                self.grants[i].remaining = 0;
+                carry.push((i, remaining));
             }
-            for (amount, expires, priority) in carry {
-                self.add_grant(amount, Some(expires), priority, 0, now);
+            for (i, credits) in carry {
+                self.roll_over(i, credits, now);
             }
         }
+    }
+
+    /// Carries up to `credits` of expired allowance `i` into a rollover grant, within what
+    /// its cap has left.
+    fn roll_over(&mut self, i: usize, credits: Credits, now: u32) {
+        let g = &mut self.grants[i];
+        let carried = credits.min(g.rollover_cap.saturating_sub(g.rolled));
+        if carried == 0 {
+            return;
+        }
+        g.rolled += carried;
+        let (until, priority) = (g.rollover_until, g.priority);
+        self.add_grant(carried, until, priority, 0, None, now);
     }
 
     fn take(&mut self, amount: Credits) -> Result<Vec<Part>, LedgerError> {
@@ -236,8 +249,10 @@ impl Model {
         expires: Option<u32>,
         priority: i32,
         rollover_cap: Credits,
+        rollover_until: Option<u32>,
         now: u32,
     ) {
+        let _ = now;
         let repay = amount.min(self.debt);
         self.debt -= repay;
         let seq = self.grants.len();
@@ -247,7 +262,8 @@ impl Model {
             priority,
             seq,
             rollover_cap,
-            created: now,
+            rollover_until,
+            rolled: 0,
         });
     }
 
@@ -258,6 +274,7 @@ impl Model {
         let mut to_keep = keep;
         let mut kept = Vec::new();
         let mut surplus = 0;
+        let mut expired_back: Vec<(usize, Credits)> = Vec::new();
         for &(g, n) in &self.holds[h].parts.clone() {
             let k = n.min(to_keep);
             to_keep -= k;
@@ -269,6 +286,8 @@ impl Model {
                 Some(g) => {
                     if self.grants[g].expires.is_none_or(|e| e > now) {
                         self.grants[g].remaining += back;
+                    } else if back > 0 {
+                        expired_back.push((g, back));
                     }
                 }
                 None => {
@@ -286,8 +305,13 @@ impl Model {
                 priority: 0,
                 seq,
                 rollover_cap: 0,
-                created: now,
+                rollover_until: None,
+                rolled: 0,
             });
+        }
+        // Credits held at a period's end roll over when they come back.
+        for (g, back) in expired_back {
+            self.roll_over(g, back, now);
         }
         self.holds[h].status = status;
         if status == HoldStatus::Captured {
@@ -320,9 +344,11 @@ impl Model {
                 expires_in,
                 priority,
                 rollover_cap,
+                rollover_for,
             } => {
                 let expires = expires_in.map(|e| now + e);
-                self.add_grant(*amount, expires, *priority, *rollover_cap, now);
+                let until = expires.map(|e| e + rollover_for);
+                self.add_grant(*amount, expires, *priority, *rollover_cap, until, now);
             }
             Op::Debit { amount } => {
                 let parts = self.take(*amount)?;
@@ -391,7 +417,7 @@ impl Model {
                 }
                 self.spends[s].refunded += amount;
                 let expires = self.spends[s].refund_expires;
-                self.add_grant(*amount, expires, 0, 0, now);
+                self.add_grant(*amount, expires, 0, 0, None, now);
             }
             Op::ExpireGrants => {}
             Op::Advance { .. } | Op::SetOverdraft { .. } | Op::Replay { .. } | Op::Reuse { .. } => {
@@ -540,6 +566,7 @@ impl Harness {
                 expires_in,
                 priority,
                 rollover_cap,
+                rollover_for,
             } => LedgerCommand::Grant {
                 amount: *amount,
                 source: if *rollover_cap > 0 {
@@ -550,6 +577,7 @@ impl Harness {
                 priority: *priority,
                 expires_at: expires_in.map(|e| at(now + e)),
                 rollover_cap: *rollover_cap,
+                rollover_until: expires_in.map(|e| at(now + e + rollover_for)),
                 reference: None,
                 memo: None,
             },

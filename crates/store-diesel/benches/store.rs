@@ -78,6 +78,7 @@ async fn funded_accounts(store: &DieselStore, n: u128) -> Vec<AccountId> {
             priority: 0,
             expires_at: None,
             rollover_cap: 0,
+            rollover_until: None,
             reference: None,
             memo: None,
         };

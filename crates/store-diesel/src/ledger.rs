@@ -29,6 +29,7 @@ pub(crate) struct GrantRow {
     pub rollover_cap: i64,
     pub reference: Option<String>,
     pub created_at: i64,
+    pub rollover_until: Option<i64>,
 }
 
 impl GrantRow {
@@ -44,6 +45,7 @@ impl GrantRow {
             rollover_cap: signed(g.rollover_cap),
             reference: g.reference.clone(),
             created_at: ts(g.created_at),
+            rollover_until: g.rollover_until.map(ts),
         }
     }
 
@@ -57,6 +59,7 @@ impl GrantRow {
             priority: self.priority,
             expires_at: self.expires_at.map(from_ts),
             rollover_cap: credits(self.rollover_cap),
+            rollover_until: self.rollover_until.map(from_ts),
             reference: self.reference,
             created_at: from_ts(self.created_at),
         })
@@ -341,6 +344,10 @@ macro_rules! ledger_queries {
                     .transpose()?,
                 None => None,
             };
+            let hold_sources = match &hold {
+                Some(hold) => load_hold_sources(c, account, hold).await?,
+                None => Vec::new(),
+            };
             Ok(LedgerView {
                 account: request.account.clone(),
                 grants: live
@@ -350,7 +357,51 @@ macro_rules! ledger_queries {
                 debt: crate::db::credits(debt),
                 hold,
                 refund_target,
+                hold_sources,
             })
+        }
+
+        /// The grants with an expiry that a hold drew from, each with the credits already
+        /// rolled over from it (two small queries, only for a hold that has such grants).
+        async fn load_hold_sources(
+            c: &mut Conn,
+            account: &str,
+            hold: &billing_core::ledger::Hold,
+        ) -> Result<Vec<(billing_core::ledger::Grant, u64)>, TxError> {
+            let ids: Vec<String> = hold
+                .allocations
+                .iter()
+                .filter(|a| a.expires_at.is_some())
+                .filter_map(|a| a.grant.as_ref().map(ToString::to_string))
+                .collect();
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let sources: Vec<GrantRow> = grants::table
+                .filter(grants::account_id.eq(account))
+                .filter(grants::id.eq_any(&ids))
+                .select(GrantRow::as_select())
+                .load(c)
+                .await?;
+            let rolled: Vec<(Option<String>, i64)> = grants::table
+                .filter(grants::account_id.eq(account))
+                .filter(grants::source.eq("rollover"))
+                .filter(grants::reference.eq_any(&ids))
+                .select((grants::reference, grants::amount))
+                .load(c)
+                .await?;
+            sources
+                .into_iter()
+                .map(|row| {
+                    let carried: i64 = rolled
+                        .iter()
+                        .filter(|(reference, _)| reference.as_deref() == Some(row.id.as_str()))
+                        .map(|(_, amount)| amount)
+                        .sum();
+                    Ok((row.into_domain()?, crate::db::credits(carried)))
+                })
+                .collect::<Result<_, LedgerStoreError>>()
+                .map_err(TxError::Store)
         }
 
         /// Applies a decision in the order `Decision` documents.

@@ -37,6 +37,7 @@ diesel::table! {
         rollover_cap -> BigInt,
         reference -> Nullable<Text>,
         created_at -> BigInt,
+        rollover_until -> Nullable<BigInt>,
     }
 }
 

@@ -74,6 +74,7 @@ async fn fund(store: &DieselStore, account: &AccountId, amount: u64) {
         priority: 0,
         expires_at: None,
         rollover_cap: 0,
+        rollover_until: None,
         reference: None,
         memo: None,
     };
@@ -389,6 +390,7 @@ async fn conservation(db: &TestDb) {
                         priority: 0,
                         expires_at: None,
                         rollover_cap: 0,
+                        rollover_until: None,
                         reference: None,
                         memo: None,
                     },

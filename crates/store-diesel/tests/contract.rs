@@ -71,6 +71,7 @@ fn grant(amount: u64) -> LedgerCommand {
         priority: 0,
         expires_at: None,
         rollover_cap: 0,
+        rollover_until: None,
         reference: None,
         memo: None,
     }
@@ -176,6 +177,7 @@ async fn accounts_and_users(db: &TestDb) {
             priority: 0,
             expires_at: Some(T0 + Duration::days(1)),
             rollover_cap: 0,
+            rollover_until: None,
             reference: Some("pro:100".into()),
             memo: None,
         },
@@ -453,6 +455,7 @@ async fn holds_expire_and_grants_expire(db: &TestDb) {
             priority: 0,
             expires_at: Some(T0 + Duration::hours(2)),
             rollover_cap: 0,
+            rollover_until: None,
             reference: None,
             memo: None,
         },
@@ -545,6 +548,67 @@ async fn a_hold_lent_by_the_overdraft_can_be_voided_after_the_debt_is_repaid(db:
     );
 }
 
+/// Another account's real hold cannot be touched, and credits held at a period's end roll
+/// over through the store as in the core.
+async fn holds_belong_to_their_account_and_held_credits_roll_over(db: &TestDb) {
+    let (mine, _) = new_account(db, "mine@holds.test", "free").await;
+    let (theirs, _) = new_account(db, "theirs@holds.test", "free").await;
+    let end = T0 + Duration::hours(1);
+    ok(
+        db,
+        &theirs,
+        "allowance",
+        LedgerCommand::Grant {
+            amount: 100,
+            source: GrantSource::PeriodAllowance,
+            priority: 0,
+            expires_at: Some(end),
+            rollover_cap: 50,
+            rollover_until: Some(end + Duration::days(1)),
+            reference: Some("plan:1".into()),
+            memo: None,
+        },
+    )
+    .await;
+    let reserve = LedgerCommand::Reserve {
+        amount: 70,
+        expires_at: T0 + Duration::hours(3),
+        reference: None,
+        memo: None,
+    };
+    let hold = ok(db, &theirs, "reserve", reserve).await.hold.unwrap();
+    let void = LedgerCommand::Void {
+        hold: hold.clone(),
+        memo: None,
+    };
+    assert_eq!(
+        db.store
+            .execute(request(&mine, "steal", void))
+            .await
+            .unwrap(),
+        LedgerOutcome::Executed(Err(LedgerError::HoldNotFound { hold: hold.clone() }))
+    );
+    db.clock.set(end + Duration::minutes(1));
+    ok(db, &theirs, "sweep", LedgerCommand::ExpireGrants).await;
+    let captured = ok(
+        db,
+        &theirs,
+        "capture",
+        LedgerCommand::Capture {
+            hold,
+            amount: 10,
+            memo: None,
+        },
+    )
+    .await;
+    assert_eq!(
+        captured.balance, 50,
+        "30 rolled at the end, 20 more on return"
+    );
+    assert_verified(db, &theirs).await;
+    assert_verified(db, &mine).await;
+}
+
 async fn one_allowance_grant_per_period_is_enforced_by_the_database(db: &TestDb) {
     let (account, _) = new_account(db, "per@iod.test", "free").await;
     let period = |key: &str| LedgerCommand::Grant {
@@ -553,6 +617,7 @@ async fn one_allowance_grant_per_period_is_enforced_by_the_database(db: &TestDb)
         priority: 0,
         expires_at: Some(T0 + Duration::days(30)),
         rollover_cap: 0,
+        rollover_until: None,
         reference: Some(format!("sub_x:{key}")),
         memo: None,
     };
@@ -1181,6 +1246,7 @@ on_both_backends!(
     idempotency_keys_replay_and_conflict,
     holds_expire_and_grants_expire,
     a_hold_lent_by_the_overdraft_can_be_voided_after_the_debt_is_repaid,
+    holds_belong_to_their_account_and_held_credits_roll_over,
     one_allowance_grant_per_period_is_enforced_by_the_database,
     unknown_accounts_are_not_found,
     quotas_track_idempotently_within_the_limit,

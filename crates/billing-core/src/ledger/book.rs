@@ -10,7 +10,7 @@ use super::{
     AccountSnapshot, Decision, Grant, Hold, LedgerCommand, LedgerError, LedgerRequest, LedgerView,
     Receipt, Transaction, decide,
 };
-use crate::ids::{AccountId, GrantId, HoldId};
+use crate::ids::{AccountId, GrantId, HoldId, PrefixedId};
 use crate::ports::{IdGenerator, LedgerOutcome};
 
 /// One account's grants, holds, journal, debt and idempotency records.
@@ -84,6 +84,29 @@ impl AccountBook {
                 .refund_target()
                 .and_then(|id| self.transactions.iter().find(|t| &t.id == id))
                 .cloned(),
+            hold_sources: command
+                .hold()
+                .and_then(|id| self.holds.get(id))
+                .map(|hold| {
+                    hold.allocations
+                        .iter()
+                        .filter(|a| a.expires_at.is_some())
+                        .filter_map(|a| a.grant.as_ref().and_then(|g| self.grants.get(g)))
+                        .map(|g| {
+                            let rolled = self
+                                .grants
+                                .values()
+                                .filter(|r| {
+                                    r.source == super::GrantSource::Rollover
+                                        && r.reference.as_deref() == Some(g.id.as_str())
+                                })
+                                .map(|r| r.amount)
+                                .sum();
+                            (g.clone(), rolled)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 

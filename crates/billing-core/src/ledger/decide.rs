@@ -1,6 +1,7 @@
 //! The pure decision: what a command does to an account.
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 
 use time::OffsetDateTime;
 
@@ -104,6 +105,8 @@ struct Work<'a> {
     new_hold: Option<Hold>,
     resolved_hold: Option<Hold>,
     refunded: Option<(TxnId, Credits)>,
+    /// Credits rolled over so far from each period allowance named by the view.
+    rolled: BTreeMap<GrantId, Credits>,
 }
 
 impl<'a> Work<'a> {
@@ -127,6 +130,11 @@ impl<'a> Work<'a> {
             new_hold: None,
             resolved_hold: None,
             refunded: None,
+            rolled: view
+                .hold_sources
+                .iter()
+                .map(|(g, rolled)| (g.id.clone(), *rolled))
+                .collect(),
         }
     }
 
@@ -194,25 +202,39 @@ impl<'a> Work<'a> {
             txn.memo = Some("expired".into());
             self.push(txn);
             for g in expired {
-                let carried = g.remaining.min(g.rollover_cap);
-                if g.source != GrantSource::PeriodAllowance || carried == 0 {
-                    continue;
-                }
-                // Rolled-over credits last one more period of the same length.
-                let expires_at = g.expires_at.map(|end| end + (end - g.created_at));
-                self.grant(GrantSpec {
-                    amount: carried,
-                    source: GrantSource::Rollover,
-                    priority: g.priority,
-                    expires_at,
-                    rollover_cap: 0,
-                    reference: Some(g.id.to_string()),
-                    memo: Some(format!("rolled over from {}", g.id)),
-                    kind: TxnKind::Grant,
-                    refund_of: None,
-                });
+                self.roll_over(&g, g.remaining, format!("rolled over from {}", g.id));
             }
         }
+    }
+
+    /// Carries up to `credits` of an expired period allowance into a rollover grant, within
+    /// what its cap has left. Rolled-over credits last until the grant says (the next
+    /// period's end), or for a grant that does not say, one more period as long as its own.
+    fn roll_over(&mut self, g: &Grant, credits: Credits, memo: String) {
+        if g.source != GrantSource::PeriodAllowance {
+            return;
+        }
+        let rolled = self.rolled.entry(g.id.clone()).or_insert(0);
+        let carried = credits.min(g.rollover_cap.saturating_sub(*rolled));
+        if carried == 0 {
+            return;
+        }
+        *rolled += carried;
+        let expires_at = g
+            .rollover_until
+            .or_else(|| g.expires_at.map(|end| end + (end - g.created_at)));
+        self.grant(GrantSpec {
+            amount: carried,
+            source: GrantSource::Rollover,
+            priority: g.priority,
+            expires_at,
+            rollover_cap: 0,
+            rollover_until: None,
+            reference: Some(g.id.to_string()),
+            memo: Some(memo),
+            kind: TxnKind::Grant,
+            refund_of: None,
+        });
     }
 
     /// Creates a grant; any overdraft debt is repaid from it first.
@@ -241,6 +263,7 @@ impl<'a> Work<'a> {
             priority: spec.priority,
             expires_at: spec.expires_at,
             rollover_cap: spec.rollover_cap,
+            rollover_until: spec.rollover_until,
             reference: spec.reference.clone(),
             created_at: self.now,
         };
@@ -382,6 +405,7 @@ impl<'a> Work<'a> {
                 priority: 0,
                 expires_at: None,
                 rollover_cap: 0,
+                rollover_until: None,
                 reference: Some(hold.id.to_string()),
                 created_at: self.now,
             });
@@ -418,10 +442,31 @@ impl<'a> Work<'a> {
             .collect();
         if !expired.is_empty() {
             let total = expired.iter().map(|l| l.delta.unsigned_abs()).sum();
+            let mut back: Vec<(GrantId, Credits)> = Vec::new();
+            for leg in &expired {
+                let Some(grant) = &leg.grant else { continue };
+                match back.iter_mut().find(|(g, _)| g == grant) {
+                    Some((_, credits)) => *credits += leg.delta.unsigned_abs(),
+                    None => back.push((grant.clone(), leg.delta.unsigned_abs())),
+                }
+            }
             let mut txn = self.txn(TxnKind::Expiry, total, expired);
             txn.hold = Some(hold.id.clone());
             txn.memo = Some("returned after the grant expired".into());
             self.push(txn);
+            // Credits held at a period's end were unused at its end: they roll over too.
+            for (grant, credits) in back {
+                let source = self
+                    .view
+                    .hold_sources
+                    .iter()
+                    .find(|(g, _)| g.id == grant)
+                    .map(|(g, _)| g.clone());
+                if let Some(source) = source {
+                    let memo = format!("rolled over from {grant}, returned by {}", hold.id);
+                    self.roll_over(&source, credits, memo);
+                }
+            }
         }
         hold.status = status;
         hold.captured = if kind == TxnKind::Capture { keep } else { 0 };
@@ -438,6 +483,7 @@ impl<'a> Work<'a> {
                 priority,
                 expires_at,
                 rollover_cap,
+                rollover_until,
                 reference,
                 memo,
             } => {
@@ -447,6 +493,7 @@ impl<'a> Work<'a> {
                     priority: *priority,
                     expires_at: *expires_at,
                     rollover_cap: *rollover_cap,
+                    rollover_until: *rollover_until,
                     reference: reference.clone(),
                     memo: memo.clone(),
                     kind: TxnKind::Grant,
@@ -583,6 +630,7 @@ impl<'a> Work<'a> {
                     priority: 0,
                     expires_at,
                     rollover_cap: 0,
+                    rollover_until: None,
                     reference: spend.reference.clone(),
                     memo: memo.clone(),
                     kind: TxnKind::Refund,
@@ -657,6 +705,7 @@ struct GrantSpec {
     priority: i32,
     expires_at: Option<OffsetDateTime>,
     rollover_cap: Credits,
+    rollover_until: Option<OffsetDateTime>,
     reference: Option<String>,
     memo: Option<String>,
     kind: TxnKind,

@@ -99,8 +99,12 @@ pub struct Grant {
     #[serde(with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
     /// For a period allowance: how much of what remains at expiry carries over (as a
-    /// [`GrantSource::Rollover`] grant lasting one more period of the same length).
+    /// [`GrantSource::Rollover`] grant expiring at `rollover_until`).
     pub rollover_cap: Credits,
+    /// When credits carried over from this grant expire: the end of the next period. `None`
+    /// (grants from before this field): one more period as long as the grant's own life.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub rollover_until: Option<OffsetDateTime>,
     /// What the grant is for (a pack id, a period key, a payment id…).
     pub reference: Option<String>,
     /// When it was granted.
@@ -294,6 +298,9 @@ pub enum LedgerCommand {
         expires_at: Option<OffsetDateTime>,
         /// How much may carry over at expiry (period allowances only; 0 otherwise).
         rollover_cap: Credits,
+        /// When carried-over credits expire (the next period's end).
+        #[serde(default, with = "time::serde::rfc3339::option")]
+        rollover_until: Option<OffsetDateTime>,
         /// What it is for.
         reference: Option<String>,
         /// A note.
@@ -416,6 +423,10 @@ pub struct LedgerView {
     pub hold: Option<Hold>,
     /// The transaction named by a refund, if it exists for this account.
     pub refund_target: Option<Transaction>,
+    /// For a command that resolves a hold: the grants with an expiry that the hold drew
+    /// from, each with the credits already rolled over from it (so that credits the hold
+    /// returns to an expired period allowance roll over within its cap).
+    pub hold_sources: Vec<(Grant, Credits)>,
 }
 
 impl LedgerView {

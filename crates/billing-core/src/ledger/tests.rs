@@ -83,6 +83,7 @@ fn grant_cmd(
         priority,
         expires_at,
         rollover_cap: 0,
+        rollover_until: None,
         reference: None,
         memo: None,
     }
@@ -246,18 +247,45 @@ fn void_returns_everything_and_expiry_waits_for_its_time() {
     assert_eq!(f.book.balance(), 100);
 }
 
+/// A real hold of another account, put into this account's view as a careless store
+/// might: the decision still refuses it, and neither account changes.
 #[test]
 fn a_hold_of_another_account_is_not_found() {
+    let mut other = Fixture::new();
+    other.book = AccountBook::new(AccountId::from_ulid(Ulid(8)));
+    other.grant(10, None, 0);
+    let theirs = other
+        .run(reserve(4, Duration::hours(1)))
+        .unwrap()
+        .hold
+        .unwrap();
     let mut f = Fixture::new();
     f.grant(10, None, 0);
-    let stranger = HoldId::from_ulid(Ulid(99));
+    let void = LedgerCommand::Void {
+        hold: theirs.clone(),
+        memo: None,
+    };
+    let mut view = f.book.view(&void);
+    view.hold = other.book.hold(&theirs).cloned();
+    assert!(view.hold.is_some());
     assert_eq!(
-        f.run(LedgerCommand::Void {
-            hold: stranger.clone(),
-            memo: None
-        }),
-        Err(LedgerError::HoldNotFound { hold: stranger })
+        decide(&view, &void, LedgerPolicy::default(), T0, &f.ids),
+        Err(LedgerError::HoldNotFound {
+            hold: theirs.clone()
+        })
     );
+    // Through the book (as through a store), it is simply not this account's.
+    assert_eq!(
+        f.run(void),
+        Err(LedgerError::HoldNotFound {
+            hold: theirs.clone()
+        })
+    );
+    assert_eq!(
+        other.book.hold(&theirs).unwrap().status,
+        HoldStatus::Pending
+    );
+    assert_eq!((f.book.balance(), other.book.balance()), (10, 6));
 }
 
 #[test]
@@ -502,6 +530,7 @@ fn a_period_allowance_rolls_over_up_to_its_cap() {
         priority: 0,
         expires_at: Some(end),
         rollover_cap: 200,
+        rollover_until: None,
         reference: None,
         memo: None,
     })
@@ -522,6 +551,78 @@ fn a_period_allowance_rolls_over_up_to_its_cap() {
     f.now = end + Duration::days(31);
     f.run(LedgerCommand::ExpireGrants).unwrap();
     assert_eq!(f.book.balance(), 0);
+}
+
+/// Found by review: rollover length was measured from when the grant was made, so an
+/// allowance granted in the middle of its period rolled over for less than a period.
+#[test]
+fn rolled_over_credits_last_until_the_grant_says_whenever_it_was_made() {
+    let mut f = Fixture::new();
+    let end = T0 + Duration::days(2);
+    let next_end = end + Duration::days(31);
+    f.run(LedgerCommand::Grant {
+        amount: 100,
+        source: GrantSource::PeriodAllowance,
+        priority: 0,
+        expires_at: Some(end),
+        rollover_cap: 50,
+        rollover_until: Some(next_end),
+        reference: None,
+        memo: None,
+    })
+    .unwrap();
+    f.now = end + Duration::hours(1);
+    f.run(LedgerCommand::ExpireGrants).unwrap();
+    let rollover = f
+        .book
+        .grants()
+        .find(|g| g.source == GrantSource::Rollover)
+        .unwrap();
+    assert_eq!(rollover.expires_at, Some(next_end), "not end + 2 days");
+}
+
+/// Found by review: credits held when a period ended were not rolled over when the hold
+/// gave them back; they are now, within what the cap has left.
+#[test]
+fn credits_held_at_the_periods_end_roll_over_when_the_hold_returns_them() {
+    let mut f = Fixture::new();
+    let end = T0 + Duration::hours(1);
+    f.run(LedgerCommand::Grant {
+        amount: 100,
+        source: GrantSource::PeriodAllowance,
+        priority: 0,
+        expires_at: Some(end),
+        rollover_cap: 50,
+        rollover_until: Some(end + Duration::days(1)),
+        reference: None,
+        memo: None,
+    })
+    .unwrap();
+    let hold = f
+        .run(reserve(70, Duration::hours(3)))
+        .unwrap()
+        .hold
+        .unwrap();
+    // At the period's end 30 are free (30 roll over) and 70 are held.
+    f.now = end + Duration::minutes(1);
+    f.run(LedgerCommand::ExpireGrants).unwrap();
+    assert_eq!(f.book.balance(), 30);
+    // The hold captures 10: of the 60 it returns, 20 more roll over (the cap is 50).
+    let r = f
+        .run(LedgerCommand::Capture {
+            hold,
+            amount: 10,
+            memo: None,
+        })
+        .unwrap();
+    assert_eq!(r.balance, 50);
+    let rolled: Vec<Credits> = f
+        .book
+        .grants()
+        .filter(|g| g.source == GrantSource::Rollover)
+        .map(|g| g.amount)
+        .collect();
+    assert_eq!(rolled, [30, 20]);
 }
 
 #[test]

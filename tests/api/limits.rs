@@ -251,3 +251,53 @@ async fn two_instances_on_redis_share_rate_limits_and_sign_in_slowing() {
     assert_eq!(failed_login(&one, 10).await, 429);
     assert_eq!(failed_login(&two, 11).await, 429);
 }
+
+/// Found by black-box testing: password hashing ran with no bound (19 MiB a hash; 200
+/// sign-ups took the server to 1 GB). Hashes now run a few at a time and a request waits at
+/// most the queue timeout: with one hashing thread and no queue, a burst of sign-ups gets
+/// some `503 busy` with `Retry-After`, never an error, and each one that is let in works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_sign_ups_queues_for_the_bounded_hashing_pool() {
+    let app = TestApp::spawn_with(Db::Sqlite, &[], |loaded| {
+        loaded.settings.http.anonymous_rate_limit = None;
+        loaded.settings.auth.hashing_threads = 1;
+        loaded.settings.auth.hashing_queue_seconds = 0;
+    })
+    .await
+    .unwrap();
+    let app = std::sync::Arc::new(app);
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let response = app
+                .send(
+                    Method::POST,
+                    "/v1/auth/signup",
+                    None,
+                    Some(json!({"email": format!("burst{i}@example.com"), "password": "correct horse battery"})),
+                    &[],
+                )
+                .await;
+            let retry = response.headers().get("retry-after").is_some();
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.unwrap();
+            (status, body["code"].as_str().map(str::to_owned), retry)
+        }));
+    }
+    let mut created = 0;
+    let mut busy = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            (201, _, _) => created += 1,
+            (503, Some(code), true) if code == "busy" => busy += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(created >= 1, "the pool serves someone");
+    assert!(
+        busy >= 1,
+        "24 at once cannot all get the one hashing thread at once"
+    );
+    assert_eq!(created + busy, 24);
+}

@@ -1,11 +1,10 @@
-//! Credentials: argon2id password hashes, short-lived JWT access tokens, opaque refresh
-//! tokens (stored as SHA-256 hashes), and an admin API key from the environment.
+//! Credentials: short-lived JWT access tokens, opaque refresh tokens (stored as SHA-256
+//! hashes), API keys and an admin API key from the environment. Passwords are hashed in
+//! [`crate::hashing`].
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use billing_core::ids::{AccountId, UserId};
@@ -307,28 +306,6 @@ async fn token_caller(state: &ApiState, token: &str) -> Result<Caller, ApiError>
     })
 }
 
-/// An argon2id PHC string for a password. CPU-heavy: call it off the async threads.
-pub fn hash_password(password: &str) -> Result<String, ApiError> {
-    Argon2::default()
-        .hash_password(password.as_bytes())
-        .map(|hash| hash.to_string())
-        .map_err(ApiError::internal)
-}
-
-/// Whether a password matches a PHC string. CPU-heavy, like [`hash_password`].
-pub fn verify_password(password: &str, phc: &str) -> bool {
-    Argon2::default()
-        .verify_password(password.as_bytes(), phc)
-        .is_ok()
-}
-
-/// A hash to verify against when no user matches, so that an unknown email costs the same
-/// time as a wrong password.
-pub fn decoy_hash() -> &'static str {
-    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DECOY.get_or_init(|| hash_password("decoy password that never matches").unwrap_or_default())
-}
-
 /// A new API key (`tgk_` + 256 random bits), its displayable prefix and its SHA-256 hash.
 pub fn new_api_key() -> (String, String, String) {
     let bytes: [u8; 32] = rand::random();
@@ -357,14 +334,6 @@ pub fn sha256_hex(text: &str) -> String {
 mod tests {
     use super::*;
     use billing_core::ids::{PrefixedId, Ulid};
-
-    #[test]
-    fn passwords_hash_with_argon2id_and_verify() {
-        let hash = hash_password("correct horse battery staple").unwrap();
-        assert!(hash.starts_with("$argon2id$"));
-        assert!(verify_password("correct horse battery staple", &hash));
-        assert!(!verify_password("Correct horse battery staple", &hash));
-    }
 
     #[test]
     fn access_tokens_round_trip_and_expire() {

@@ -1,22 +1,31 @@
-//! Password hashing with a bound: a fixed pool of threads, and a queue with a time limit.
+//! Password hashing with a bound: a fixed pool of threads, each with its own argon2 memory,
+//! and a queue with a time limit.
 //!
-//! One argon2id hash (the crate's defaults: m = 19 MiB, t = 2) allocates 19 MiB. Run
-//! without a bound, 200 concurrent sign-ups took the server from 14 MB to 1 GB of RSS, and
-//! the allocator kept it: every blocking thread grew its own arena. Here at most `threads`
-//! hashes run at once, each on one of `threads` long-lived threads (so at most that many
-//! arenas ever hold a hash's memory), and a request waits at most `queue_timeout` for its
-//! turn before it is answered 503 with `Retry-After`. A sign-in flood costs time, not memory.
+//! One argon2id hash (the crate's defaults: m = 19 MiB, t = 2) works in 19 MiB. Run without
+//! a bound, 200 concurrent sign-ups took the server from 14 MB to 1 GB of RSS, never given
+//! back. Bounding the threads is not enough on its own: with a fresh 19 MiB buffer per hash,
+//! glibc's adaptive mmap threshold moves those buffers into arena heaps that fragment, and
+//! RSS still climbs to ~390 MB after twenty sign-ups on two threads (measured; see
+//! docs/benchmarks.md). So each of the `threads` long-lived threads allocates its argon2
+//! memory once and reuses it for every hash and verification: memory is `threads` × 19 MiB,
+//! whatever the load. A request waits at most `queue_timeout` for a thread before it is
+//! answered 503 with `Retry-After`. A sign-in flood costs time, not memory.
 
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
+use argon2::password_hash::phc::{Output, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::error::ApiError;
 
-type Job = Box<dyn FnOnce() + Send>;
+/// A hashing thread's argon2 working memory, allocated on first use and kept.
+type Memory = Vec<Block>;
+
+type Job = Box<dyn FnOnce(&mut Memory) + Send>;
 
 /// The pool of hashing threads and its admission queue.
 #[derive(Debug)]
@@ -48,19 +57,40 @@ impl Hashing {
         }
     }
 
-    /// Runs `work` (a hash or a verification) on the pool, waiting for a turn at most the
+    /// An argon2id PHC string for `password` (a fresh random salt).
+    pub async fn hash(&self, password: String) -> Result<String, ApiError> {
+        self.run(move |memory| hash_with(memory, &password))
+            .await?
+            .map_err(ApiError::internal)
+    }
+
+    /// Whether `password` matches `phc`; with `None`, verifies against a decoy hash so that
+    /// an unknown user costs as much time as a wrong password.
+    pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool, ApiError> {
+        self.run(move |memory| match phc {
+            Some(phc) => verify_with(memory, &password, &phc),
+            None => {
+                let decoy = decoy(memory);
+                verify_with(memory, &password, decoy);
+                false
+            }
+        })
+        .await
+    }
+
+    /// Runs `work` on the pool with a thread's memory, waiting for a turn at most the
     /// queue timeout.
-    pub async fn run<T: Send + 'static>(
+    async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> T + Send + 'static,
+        work: impl FnOnce(&mut Memory) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
         let permit = tokio::time::timeout(self.queue_timeout, self.permits.acquire())
             .await
             .map_err(|_| busy())?
             .map_err(ApiError::internal)?;
         let (done, result) = oneshot::channel();
-        let job: Job = Box::new(move || {
-            let _ = done.send(work());
+        let job: Job = Box::new(move |memory| {
+            let _ = done.send(work(memory));
         });
         self.jobs.send(job).map_err(ApiError::internal)?;
         let out = result.await.map_err(ApiError::internal);
@@ -70,6 +100,7 @@ impl Hashing {
 }
 
 fn work(queue: &Mutex<Receiver<Job>>) {
+    let mut memory = Memory::new();
     loop {
         let job = {
             let queue = queue
@@ -78,10 +109,88 @@ fn work(queue: &Mutex<Receiver<Job>>) {
             queue.recv()
         };
         match job {
-            Ok(job) => job(),
+            Ok(job) => job(&mut memory),
             Err(_) => return,
         }
     }
+}
+
+/// Argon2 into `out`, in `memory` (grown once to what `params` needs, then reused).
+fn compute(
+    memory: &mut Memory,
+    argon: &Argon2<'_>,
+    params: &Params,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> argon2::Result<()> {
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
+    argon.hash_password_into_with_memory(password, salt, out, &mut memory[..blocks])
+}
+
+/// A new argon2id hash (the crate's default parameters) as a PHC string.
+pub(crate) fn hash_with(memory: &mut Memory, password: &str) -> Result<String, String> {
+    let params = Params::default();
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let salt: [u8; 16] = rand::random();
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    compute(
+        memory,
+        &argon,
+        &params,
+        password.as_bytes(),
+        &salt,
+        &mut out,
+    )
+    .map_err(|e| e.to_string())?;
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: (&params).try_into().map_err(|e| format!("{e}"))?,
+        salt: Some(Salt::new(&salt).map_err(|e| e.to_string())?),
+        hash: Some(Output::new(&out).map_err(|e| e.to_string())?),
+    };
+    Ok(hash.to_string())
+}
+
+/// Whether `password` matches a PHC string (any argon2 variant and parameters).
+pub(crate) fn verify_with(memory: &mut Memory, password: &str, phc: &str) -> bool {
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+        return false;
+    };
+    let (Ok(params), Ok(algorithm)) = (
+        Params::try_from(&hash),
+        Algorithm::try_from(hash.algorithm.as_str()),
+    ) else {
+        return false;
+    };
+    let version = match hash.version.map(Version::try_from) {
+        None => Version::default(),
+        Some(Ok(version)) => version,
+        Some(Err(_)) => return false,
+    };
+    let argon = Argon2::new(algorithm, version, params.clone());
+    let mut out = vec![0u8; expected.len()];
+    if compute(memory, &argon, &params, password.as_bytes(), salt, &mut out).is_err() {
+        return false;
+    }
+    // Compare every byte whatever the first difference, so timing reveals nothing.
+    out.iter()
+        .zip(expected.as_bytes())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
+}
+
+/// A hash to verify against when no user matches (made once, on the pool).
+fn decoy(memory: &mut Memory) -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| hash_with(memory, "decoy password that never matches").unwrap_or_default())
 }
 
 fn busy() -> ApiError {
@@ -109,7 +218,7 @@ mod tests {
         for _ in 0..6 {
             let (pool, running, peak) = (pool.clone(), running.clone(), peak.clone());
             tasks.push(tokio::spawn(async move {
-                pool.run(move || {
+                pool.run(move |_| {
                     let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                     peak.fetch_max(now, Ordering::SeqCst);
                     std::thread::sleep(Duration::from_millis(150));

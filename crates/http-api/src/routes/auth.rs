@@ -6,9 +6,7 @@ use billing_core::ids::{AccountId, PrefixedId, UserId};
 use billing_core::records::{RefreshToken, Role, Rotation, User};
 use billing_core::usecases::SignUp;
 
-use crate::auth::{
-    Caller, decoy_hash, hash_password, new_refresh_token, sha256_hex, verify_password,
-};
+use crate::auth::{Caller, new_refresh_token, sha256_hex};
 use crate::dto::{
     AccountView, LoginRequest, MeResponse, RefreshRequest, SessionResponse, SignupRequest,
     TokenPair, UserView,
@@ -87,10 +85,7 @@ pub async fn signup(
     let body = body.into_inner();
     check_password("password", &body.password)?;
     let password = body.password;
-    let hash = state
-        .hashing
-        .run(move || hash_password(&password))
-        .await??;
+    let hash = state.hashing.hash(password).await?;
     let signed_up = state
         .billing
         .sign_up(SignUp {
@@ -157,10 +152,7 @@ pub async fn login(
     // decoy, too, is hashed on the pool).
     let phc = user.as_ref().and_then(|u| u.password_hash.clone());
     let password = body.password;
-    let matches = state
-        .hashing
-        .run(move || verify_password(&password, phc.as_deref().unwrap_or_else(|| decoy_hash())))
-        .await?;
+    let matches = state.hashing.verify(password, phc).await?;
     let user: User = match user {
         Some(user) if matches && user.password_hash.is_some() => user,
         _ => {

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use billing_core::ports::Mail;
 use time::Duration;
 
-use crate::auth::{Caller, hash_password, sha256_hex, verify_password};
+use crate::auth::{Caller, sha256_hex};
 use crate::dto::{ChangePassword, ConfirmReset, ConfirmVerification, RequestReset};
 use crate::error::{ApiError, Problem};
 use crate::extract::Json;
@@ -20,7 +20,7 @@ pub(crate) const RESET: &str = "password_reset";
 const VERIFY: &str = "email_verification";
 
 async fn hashed(state: &ApiState, password: String) -> Result<String, ApiError> {
-    state.hashing.run(move || hash_password(&password)).await?
+    state.hashing.hash(password).await
 }
 
 fn new_token() -> (String, String) {
@@ -110,11 +110,11 @@ pub async fn change(
         .user(user)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
+    // A user without a password (an external identity) has none to change.
     let phc = user.password_hash.clone().unwrap_or_default();
-    let current = body.current_password;
     let matches = state
         .hashing
-        .run(move || !phc.is_empty() && verify_password(&current, &phc))
+        .verify(body.current_password, Some(phc))
         .await?;
     if !matches {
         return Err(ApiError::new(

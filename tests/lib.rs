@@ -167,11 +167,22 @@ impl TestApp {
         self.send(Method::GET, path, None, None, &[]).await
     }
 
-    /// GETs a path with a token and returns status and JSON.
-    pub async fn get_as(&self, path: &str, token: &str) -> (u16, Value) {
-        let response = self.send(Method::GET, path, Some(token), None, &[]).await;
+    /// Sends a request with a token (and a JSON body) and returns status and JSON.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let response = self.send(method, path, Some(token), body, &[]).await;
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GETs a path with a token and returns status and JSON.
+    pub async fn get_as(&self, path: &str, token: &str) -> (u16, Value) {
+        self.call(Method::GET, path, token, None).await
     }
 
     /// POSTs JSON and returns status and JSON.

@@ -6,18 +6,6 @@ use api_tests::{ADMIN_KEY, Db, TestApp};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-async fn call(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let response = app.send(method, path, Some(token), body, &[]).await;
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 /// Every case on one database: (what, status, code, field), in order.
 async fn answers(db: Db) -> Option<Vec<(String, u16, String, Value)>> {
     let app = TestApp::spawn_on(db, &[]).await?;
@@ -97,7 +85,7 @@ async fn answers(db: Db) -> Option<Vec<(String, u16, String, Value)>> {
     ];
     let mut seen = Vec::new();
     for (what, method, path, who, body) in cases {
-        let (status, problem) = call(&app, method, &path, who, body).await;
+        let (status, problem) = app.call(method, &path, who, body).await;
         seen.push((
             what.to_owned(),
             status,

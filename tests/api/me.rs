@@ -1,75 +1,63 @@
 use api_tests::TestApp;
 use reqwest::Method;
-use serde_json::{Value, json};
-
-async fn call(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let response = app.send(method, path, Some(token), body, &[]).await;
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
+use serde_json::json;
 
 #[tokio::test]
 async fn profile_and_preferences_are_the_callers_own() {
     let app = TestApp::spawn(&[]).await;
     let (token, _, _) = app.sign_up("prefs@example.com").await;
-    let (status, user) = call(
-        &app,
-        Method::PATCH,
-        "/v1/me",
-        &token,
-        Some(json!({"name": "  Grace  "})),
-    )
-    .await;
+    let (status, user) = app
+        .call(
+            Method::PATCH,
+            "/v1/me",
+            &token,
+            Some(json!({"name": "  Grace  "})),
+        )
+        .await;
     assert_eq!((status, user["name"].as_str()), (200, Some("Grace")));
-    let (status, body) = call(
-        &app,
-        Method::PATCH,
-        "/v1/me",
-        &token,
-        Some(json!({"name": "x".repeat(101)})),
-    )
-    .await;
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            "/v1/me",
+            &token,
+            Some(json!({"name": "x".repeat(101)})),
+        )
+        .await;
     assert_eq!((status, body["field"].as_str()), (422, Some("name")));
 
     let (status, prefs) = app.get_as("/v1/me/preferences", &token).await;
     assert_eq!((status, prefs), (200, json!({})));
     let wanted = json!({"theme": "dark", "model": "gpt-4o-mini"});
-    let (status, _) = call(
-        &app,
-        Method::PUT,
-        "/v1/me/preferences",
-        &token,
-        Some(wanted.clone()),
-    )
-    .await;
+    let (status, _) = app
+        .call(
+            Method::PUT,
+            "/v1/me/preferences",
+            &token,
+            Some(wanted.clone()),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(app.get_as("/v1/me/preferences", &token).await.1, wanted);
-    let (status, body) = call(
-        &app,
-        Method::PUT,
-        "/v1/me/preferences",
-        &token,
-        Some(json!(["not", "an", "object"])),
-    )
-    .await;
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            "/v1/me/preferences",
+            &token,
+            Some(json!(["not", "an", "object"])),
+        )
+        .await;
     assert_eq!(
         (status, body["code"].as_str()),
         (422, Some("body_not_object"))
     );
-    let (status, body) = call(
-        &app,
-        Method::PUT,
-        "/v1/me/preferences",
-        &token,
-        Some(json!({"blob": "x".repeat(20_000)})),
-    )
-    .await;
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            "/v1/me/preferences",
+            &token,
+            Some(json!({"blob": "x".repeat(20_000)})),
+        )
+        .await;
     assert_eq!(
         (status, body["code"].as_str()),
         (413, Some("preferences_too_large"))
@@ -106,7 +94,7 @@ async fn saved_items_are_invisible_to_everyone_else() {
 
     let path = format!("/v1/saved-items/{id}");
     assert_eq!(app.get_as(&path, &bob).await.0, 404);
-    assert_eq!(call(&app, Method::DELETE, &path, &bob, None).await.0, 404);
+    assert_eq!(app.call(Method::DELETE, &path, &bob, None).await.0, 404);
     assert_eq!(
         app.get_as("/v1/saved-items", &bob).await.1["items"],
         json!([])
@@ -116,7 +104,7 @@ async fn saved_items_are_invisible_to_everyone_else() {
         (status, mine["metadata"]["tone"].as_str()),
         (200, Some("warm"))
     );
-    assert_eq!(call(&app, Method::DELETE, &path, &alice, None).await.0, 204);
+    assert_eq!(app.call(Method::DELETE, &path, &alice, None).await.0, 204);
     assert_eq!(app.get_as(&path, &alice).await.0, 404);
 
     let (status, body) = app
@@ -174,18 +162,18 @@ async fn api_keys_are_shown_once_act_as_their_user_and_can_be_revoked() {
     let (stranger, _, _) = app.sign_up("stranger@example.com").await;
     let path = format!("/v1/api-keys/{}", created["id"].as_str().unwrap());
     assert_eq!(
-        call(&app, Method::DELETE, &path, &stranger, None).await.0,
+        app.call(Method::DELETE, &path, &stranger, None).await.0,
         404,
         "not the stranger's key"
     );
-    assert_eq!(call(&app, Method::DELETE, &path, &token, None).await.0, 204);
+    assert_eq!(app.call(Method::DELETE, &path, &token, None).await.0, 204);
     let (status, body) = app.get_as("/v1/me", &key).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (401, Some("invalid_api_key"))
     );
     assert_eq!(
-        call(&app, Method::DELETE, &path, &token, None).await.0,
+        app.call(Method::DELETE, &path, &token, None).await.0,
         404,
         "already revoked"
     );

@@ -1,0 +1,9 @@
+//! Stripe for Tollgate. Stripe's wire formats stay inside this crate.
+//!
+//! Today: [`WebhookVerifier`], which checks a `Stripe-Signature` header the way Stripe's own
+//! libraries do, with several secrets at once so that a secret can be rolled without losing
+//! events.
+
+mod webhook;
+
+pub use webhook::{DEFAULT_TOLERANCE_SECONDS, WebhookVerifier, sign};

@@ -37,6 +37,9 @@ pub enum Conflict {
     /// The account already has a live subscription.
     #[error("one_live_subscription")]
     LiveSubscription,
+    /// A payment's credits were granted already (one purchase grant per payment).
+    #[error("one_purchase_per_payment")]
+    PaymentGranted,
     /// The record changed meanwhile (an optimistic check failed).
     #[error("changed meanwhile")]
     ChangedMeanwhile,
@@ -494,13 +497,23 @@ pub trait IdempotencyStore: Send + Sync {
 pub trait WebhookEventStore: Send + Sync {
     /// Stores a verified event; `false` if it was already stored.
     async fn record(&self, event: WebhookEvent) -> Result<bool, StoreError>;
-    /// Marks how applying it went.
+    /// Marks how applying it went, counting the attempt; a failed event is tried again
+    /// from `retry_at`.
     async fn mark(
         &self,
         external_id: &str,
         status: WebhookStatus,
         error: Option<String>,
+        retry_at: Option<OffsetDateTime>,
     ) -> Result<(), StoreError>;
+    /// Events to apply now, oldest first: received ones, and failed ones whose retry time
+    /// has come and that have had fewer than `max_attempts`.
+    async fn due(
+        &self,
+        now: OffsetDateTime,
+        max_attempts: u32,
+        limit: u32,
+    ) -> Result<Vec<WebhookEvent>, StoreError>;
     /// Events with a status, oldest first (failed ones, for retry).
     async fn with_status(
         &self,
@@ -640,13 +653,21 @@ pub trait PaymentGateway: Send + Sync {
         external_id: &str,
         at_period_end: bool,
     ) -> Result<(), PaymentError>;
-    /// Checks a webhook's signature and returns its parsed body.
-    fn verify_webhook(
+}
+
+/// Checks that a webhook came from the payment provider.
+///
+/// Contract: `Ok` only when `signature` signs exactly `payload` with one of the configured
+/// secrets and is recent enough at `now`; errors never contain a secret.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+pub trait WebhookSignature: Send + Sync {
+    /// Verifies one delivery.
+    fn verify(
         &self,
         payload: &[u8],
         signature: &str,
         now: OffsetDateTime,
-    ) -> Result<serde_json::Value, PaymentError>;
+    ) -> Result<(), PaymentError>;
 }
 
 /// One chat message.

@@ -57,6 +57,9 @@ pub enum BillingError {
     /// The idempotency key was used for a different request.
     #[error("idempotency key reused with different parameters")]
     IdempotencyConflict,
+    /// The payment's credits were granted already (a late duplicate).
+    #[error("payment {0} was granted already")]
+    AlreadyGranted(String),
     /// The subscription cannot do that.
     #[error(transparent)]
     Subscription(#[from] SubscriptionError),
@@ -98,6 +101,13 @@ pub struct SignedUp {
     pub welcome: Option<Receipt>,
     /// The first period's allowance, if the plan gives one by day or month.
     pub allowance: Option<Receipt>,
+}
+
+/// Something a payment provider reported, in domain terms (its adapter maps the wire format).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentEvent {
+    /// A credit pack was paid for.
+    PackPaid(PurchaseCompleted),
 }
 
 /// The current period of a calendar (daily or monthly) allowance.
@@ -595,22 +605,45 @@ impl Billing {
             expires_at,
             rollover_cap: 0,
             rollover_until: None,
-            reference: Some(purchase.pack.clone()),
+            // The payment is the grant's business key: the database grants it once, however
+            // late a duplicate delivery comes (after the idempotency key is long pruned).
+            reference: Some(format!("payment:{}", purchase.payment_id)),
             memo: Some(format!(
-                "{} pack ({} + {} bonus)",
-                pack.name, pack.credits, pack.bonus_credits
+                "{} pack `{}` ({} + {} bonus)",
+                pack.name, purchase.pack, pack.credits, pack.bonus_credits
             )),
         };
         let k = key(format!("purchase:{}", purchase.payment_id))?;
         let intent = Fingerprint::of(&("purchase", &purchase.pack));
-        self.run_intended(
-            &purchase.account,
-            k,
-            command,
-            LedgerPolicy::default(),
-            Some(intent),
-        )
-        .await
+        match self
+            .run_intended(
+                &purchase.account,
+                k,
+                command,
+                LedgerPolicy::default(),
+                Some(intent),
+            )
+            .await
+        {
+            Err(BillingError::Store(StoreError::Conflict(Conflict::PaymentGranted))) => {
+                Err(BillingError::AlreadyGranted(purchase.payment_id))
+            }
+            other => other,
+        }
+    }
+
+    /// Applies what a payment provider reported (verified and mapped by its adapter).
+    pub async fn apply_payment_event(
+        &self,
+        event: PaymentEvent,
+    ) -> Result<Option<Moved>, BillingError> {
+        match event {
+            PaymentEvent::PackPaid(purchase) => match self.purchase_completed(purchase).await {
+                Ok(moved) => Ok(Some(moved)),
+                Err(BillingError::AlreadyGranted(_)) => Ok(None),
+                Err(err) => Err(err),
+            },
+        }
     }
 
     /// Applies a payment event to a subscription (found by the provider's id) and carries

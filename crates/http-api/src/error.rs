@@ -250,6 +250,12 @@ impl From<BillingError> for ApiError {
                 "Email already registered",
                 "an account with this email already exists",
             ),
+            BillingError::AlreadyGranted(payment) => Self::new(
+                StatusCode::CONFLICT,
+                "already_granted",
+                "Already granted",
+                format!("the credits of payment {payment} were granted already"),
+            ),
             BillingError::IdempotencyConflict => Self::new(
                 StatusCode::CONFLICT,
                 "idempotency_conflict",

@@ -233,6 +233,8 @@ fn conflict_name(constraint: Option<&str>, message: &str) -> Conflict {
             "grants.account_id, grants.reference",
             Conflict::PeriodAllowance,
         ),
+        ("one_purchase", Conflict::PaymentGranted),
+        ("grants.reference", Conflict::PaymentGranted),
         ("one_live", Conflict::LiveSubscription),
         ("subscriptions.account_id", Conflict::LiveSubscription),
         ("external_subject", Conflict::ExternalSubject),

@@ -91,6 +91,7 @@ pub(crate) struct WebhookRow {
     pub attempts: i32,
     pub last_error: Option<String>,
     pub received_at: i64,
+    pub next_attempt_at: Option<i64>,
 }
 
 impl WebhookRow {
@@ -104,6 +105,7 @@ impl WebhookRow {
             attempts: i32::try_from(e.attempts).unwrap_or(i32::MAX),
             last_error: e.last_error.clone(),
             received_at: ts(e.received_at),
+            next_attempt_at: None,
         })
     }
 
@@ -482,6 +484,7 @@ macro_rules! record_queries {
             external_id: String,
             status: String,
             error: Option<String>,
+            retry_at: Option<i64>,
         ) -> Result<usize, TxError> {
             Ok(diesel::update(
                 webhook_events::table.filter(webhook_events::external_id.eq(external_id)),
@@ -490,9 +493,33 @@ macro_rules! record_queries {
                 webhook_events::status.eq(status),
                 webhook_events::last_error.eq(error),
                 webhook_events::attempts.eq(webhook_events::attempts + 1),
+                webhook_events::next_attempt_at.eq(retry_at),
             ))
             .execute(c)
             .await?)
+        }
+
+        /// Received events, and failed ones whose retry time has come, oldest first.
+        pub(crate) async fn webhooks_due(
+            c: &mut Conn,
+            now: i64,
+            max_attempts: i32,
+            limit: i64,
+        ) -> Result<Vec<WebhookRow>, TxError> {
+            Ok(webhook_events::table
+                .filter(
+                    webhook_events::status
+                        .eq("received")
+                        .or(webhook_events::status
+                            .eq("failed")
+                            .and(webhook_events::attempts.lt(max_attempts))
+                            .and(webhook_events::next_attempt_at.le(now))),
+                )
+                .order(webhook_events::id.asc())
+                .limit(limit)
+                .select(WebhookRow::as_select())
+                .load(c)
+                .await?)
         }
 
         pub(crate) async fn webhooks_with_status(

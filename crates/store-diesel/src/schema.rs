@@ -155,6 +155,7 @@ diesel::table! {
         attempts -> Integer,
         last_error -> Nullable<Text>,
         received_at -> BigInt,
+        next_attempt_at -> Nullable<BigInt>,
     }
 }
 

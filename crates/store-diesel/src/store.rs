@@ -508,17 +508,37 @@ impl WebhookEventStore for DieselStore {
         external_id: &str,
         status: WebhookStatus,
         error: Option<String>,
+        retry_at: Option<OffsetDateTime>,
     ) -> Result<(), StoreError> {
         let mut conn = self.pool.get().await?;
+        let retry_at = retry_at.map(db::ts);
         match call!(
             conn,
-            webhook_mark(external_id.to_owned(), enum_text(status), error)
+            webhook_mark(external_id.to_owned(), enum_text(status), error, retry_at)
         )
         .map_err(tx_error)?
         {
             0 => Err(StoreError::NotFound),
             _ => Ok(()),
         }
+    }
+
+    async fn due(
+        &self,
+        now: OffsetDateTime,
+        max_attempts: u32,
+        limit: u32,
+    ) -> Result<Vec<WebhookEvent>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let max_attempts = i32::try_from(max_attempts).unwrap_or(i32::MAX);
+        call!(
+            conn,
+            webhooks_due(db::ts(now), max_attempts, i64::from(limit))
+        )
+        .map_err(tx_error)?
+        .into_iter()
+        .map(WebhookRow::into_domain)
+        .collect()
     }
 
     async fn with_status(

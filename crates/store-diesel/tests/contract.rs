@@ -633,6 +633,32 @@ async fn one_allowance_grant_per_period_is_enforced_by_the_database(db: &TestDb)
     ok(db, &account, "c", period("2026-07")).await;
 }
 
+/// A purchase grant names its payment; the database grants a payment once, whatever key
+/// the request comes with (a late duplicate long after its idempotency key was pruned).
+async fn one_purchase_grant_per_payment_is_enforced_by_the_database(db: &TestDb) {
+    let (account, _) = new_account(db, "pay@ment.test", "free").await;
+    let purchase = |reference: &str| LedgerCommand::Grant {
+        amount: 110,
+        source: GrantSource::Purchase,
+        priority: 0,
+        expires_at: None,
+        rollover_cap: 0,
+        rollover_until: None,
+        reference: Some(reference.into()),
+        memo: None,
+    };
+    ok(db, &account, "first", purchase("payment:cs_1")).await;
+    assert_eq!(
+        db.store
+            .execute(request(&account, "late", purchase("payment:cs_1")))
+            .await
+            .unwrap_err(),
+        StoreError::Conflict(Conflict::PaymentGranted)
+    );
+    ok(db, &account, "other", purchase("payment:cs_2")).await;
+    assert_eq!(db.store.balance(&account).await.unwrap().available, 220);
+}
+
 async fn unknown_accounts_are_not_found(db: &TestDb) {
     let stranger = AccountId::from_ulid(ulid());
     assert_eq!(
@@ -844,7 +870,12 @@ async fn webhooks_are_stored_once(db: &TestDb) {
     again.id = WebhookId::from_ulid(ulid());
     assert!(!db.store.record(again).await.unwrap(), "second delivery");
     db.store
-        .mark("evt_1", WebhookStatus::Failed, Some("boom".into()))
+        .mark(
+            "evt_1",
+            WebhookStatus::Failed,
+            Some("boom".into()),
+            Some(T0 + Duration::minutes(1)),
+        )
         .await
         .unwrap();
     let failed = db
@@ -861,6 +892,27 @@ async fn webhooks_are_stored_once(db: &TestDb) {
     assert_eq!(failed.items.len(), 1);
     assert_eq!(failed.items[0].attempts, 1);
     assert_eq!(failed.items[0].payload, event.payload);
+    // A failed event is due again from its retry time, until its attempts run out.
+    let ids = |events: Vec<WebhookEvent>| -> Vec<String> {
+        events.into_iter().map(|e| e.external_id).collect()
+    };
+    assert!(db.store.due(T0, 3, 10).await.unwrap().is_empty());
+    let later = T0 + Duration::minutes(1);
+    assert_eq!(ids(db.store.due(later, 3, 10).await.unwrap()), ["evt_1"]);
+    assert!(
+        db.store.due(later, 1, 10).await.unwrap().is_empty(),
+        "out of attempts: dead-lettered"
+    );
+    let mut fresh = event.clone();
+    fresh.id = WebhookId::from_ulid(ulid());
+    fresh.external_id = "evt_2".into();
+    db.store.record(fresh).await.unwrap();
+    assert_eq!(ids(db.store.due(T0, 3, 10).await.unwrap()), ["evt_2"]);
+    db.store
+        .mark("evt_2", WebhookStatus::Processed, None, None)
+        .await
+        .unwrap();
+    assert_eq!(ids(db.store.due(later, 3, 10).await.unwrap()), ["evt_1"]);
 }
 
 async fn tasks_transition_once(db: &TestDb) {
@@ -1249,6 +1301,7 @@ on_both_backends!(
     holds_belong_to_their_account_and_held_credits_roll_over,
     one_allowance_grant_per_period_is_enforced_by_the_database,
     unknown_accounts_are_not_found,
+    one_purchase_grant_per_payment_is_enforced_by_the_database,
     quotas_track_idempotently_within_the_limit,
     subscriptions_save_with_optimistic_checks,
     api_idempotency_claims_once,

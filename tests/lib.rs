@@ -3,6 +3,7 @@
 //! and talk HTTP to it.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use app::Application;
 use app::settings::{Sources, load};
@@ -65,6 +66,16 @@ impl TestApp {
         files: &[&str],
         tweak: impl FnOnce(&mut app::settings::Loaded),
     ) -> Option<Self> {
+        Self::spawn_at(db, files, Arc::new(app::system::SystemClock), tweak).await
+    }
+
+    /// The same on a clock of the test's (what the use cases and workers take as now).
+    pub async fn spawn_at(
+        db: Db,
+        files: &[&str],
+        clock: Arc<dyn billing_core::ports::Clock>,
+        tweak: impl FnOnce(&mut app::settings::Loaded),
+    ) -> Option<Self> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let sources = Sources {
             dir: root.join("config"),
@@ -106,7 +117,7 @@ impl TestApp {
         loaded.settings.auth.jwt_secret = Some(JWT_SECRET.to_owned().into());
         loaded.settings.mail.outbox_dir = dir.path().join("outbox");
         tweak(&mut loaded);
-        let app = Application::build(&loaded.settings, loaded.catalog)
+        let app = Application::build_with_clock(&loaded.settings, loaded.catalog, clock)
             .await
             .expect("start");
         let address = format!("http://127.0.0.1:{}", app.port());

@@ -12,3 +12,4 @@ mod openapi;
 mod password;
 mod quotas;
 mod sessions;
+mod webhooks;

@@ -105,9 +105,18 @@ impl std::fmt::Debug for Application {
 impl Application {
     /// Connects the store, starts the workers, binds the listener and builds the server.
     pub async fn build(settings: &Settings, catalog: Catalog) -> Result<Self, StartupError> {
+        Self::build_with_clock(settings, catalog, Arc::new(SystemClock)).await
+    }
+
+    /// The same on another clock (tests set the time the use cases and workers see).
+    pub async fn build_with_clock(
+        settings: &Settings,
+        catalog: Catalog,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
         let store = connect_store(settings).await?;
         let limiter = connect_limiter(settings).await?;
-        Self::with_store(settings, catalog, store, limiter)
+        Self::with_store(settings, catalog, store, limiter, clock)
     }
 
     /// The same with a store already connected.
@@ -116,10 +125,17 @@ impl Application {
         catalog: Catalog,
         store: DieselStore,
         limiter: Arc<dyn billing_core::ports::RateLimiter>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))?;
         let port = listener.local_addr()?.port();
-        let state = web::Data::new(api_state(settings, catalog, store.clone(), limiter));
+        let state = web::Data::new(api_state(
+            settings,
+            catalog,
+            store.clone(),
+            limiter,
+            clock.clone(),
+        ));
         let billing = state.billing.clone();
         let body_limit = settings.http.body_limit_bytes;
         let origins = settings.http.cors_allowed_origins.clone();
@@ -148,18 +164,25 @@ impl Application {
         let workers = vec![
             tokio::spawn(workers::expire_holds(
                 store.clone(),
-                Arc::new(SystemClock),
+                clock.clone(),
                 Duration::from_secs(settings.ledger.hold_sweep_seconds),
                 stopped.clone(),
             )),
             tokio::spawn(workers::renew_allowances(
-                billing,
+                billing.clone(),
                 Duration::from_secs(settings.ledger.allowance_sweep_seconds),
+                stopped.clone(),
+            )),
+            tokio::spawn(workers::apply_webhooks(
+                billing,
+                Arc::new(store.clone()),
+                settings.payments.webhook_max_attempts,
+                Duration::from_millis(settings.payments.webhook_sweep_ms),
                 stopped.clone(),
             )),
             tokio::spawn(workers::prune_idempotency(
                 store.clone(),
-                Arc::new(SystemClock),
+                clock,
                 time::Duration::days(i64::from(settings.retention.idempotency_days)),
                 Duration::from_secs(settings.retention.sweep_seconds),
                 stopped,
@@ -261,10 +284,10 @@ pub fn api_state(
     catalog: Catalog,
     store: DieselStore,
     limiter: Arc<dyn billing_core::ports::RateLimiter>,
+    clock: Arc<dyn Clock>,
 ) -> ApiState {
     use secrecy::ExposeSecret;
     let store = Arc::new(store);
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let ids: Arc<dyn IdGenerator> = Arc::new(UlidGenerator::default());
     let billing = Billing {
         catalog: Arc::new(catalog),
@@ -306,7 +329,7 @@ pub fn api_state(
             settings.mail.outbox_dir.clone(),
         )),
         auth: keys,
-        readiness: Arc::new(StoreReadiness(store)),
+        readiness: Arc::new(StoreReadiness(store.clone())),
         limits: http_api::limits::Limits {
             anonymous: settings.http.anonymous_rate_limit.clone(),
             default_user: settings.http.user_rate_limit.clone(),
@@ -322,11 +345,29 @@ pub fn api_state(
             auth.session_check_seconds,
         )),
         openapi,
+        webhook_intake: webhook_intake(settings),
+        webhooks: store.clone(),
         hashing: http_api::hashing::Hashing::new(
             auth.hashing_threads,
             Duration::from_secs(auth.hashing_queue_seconds),
         ),
     }
+}
+
+/// Stripe's webhook check, when signing secrets are configured (several, comma-separated,
+/// while one is being rolled).
+fn webhook_intake(settings: &Settings) -> Option<Arc<dyn billing_core::ports::WebhookIntake>> {
+    use secrecy::ExposeSecret;
+    let secrets = settings.payments.stripe_webhook_secret.as_ref()?;
+    let verifier = payments_stripe::WebhookVerifier::new(
+        secrets.expose_secret().split(',').map(str::to_owned),
+    )
+    .with_tolerance(settings.payments.webhook_tolerance_seconds);
+    if !verifier.is_configured() {
+        return None;
+    }
+    tracing::info!("Stripe webhooks are verified with the configured signing secret(s)");
+    Some(Arc::new(verifier))
 }
 
 /// `/ready` checks that the database answers.

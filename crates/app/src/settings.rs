@@ -44,6 +44,9 @@ pub struct Settings {
     /// How long records kept only for idempotency live.
     #[serde(default)]
     pub retention: RetentionSettings,
+    /// The payment provider.
+    #[serde(default)]
+    pub payments: PaymentsSettings,
     /// The catalog is read separately (see the module docs); this only lets the key exist.
     #[serde(default, rename = "catalog")]
     _catalog: Option<serde::de::IgnoredAny>,
@@ -218,6 +221,33 @@ impl Default for LimitsSettings {
 
 fn default_redis_prefix() -> String {
     "tollgate:".to_owned()
+}
+
+/// The payment provider (Stripe).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentsSettings {
+    /// Webhook signing secret(s), `whsec_…`, comma-separated while one is rolled
+    /// (`TOLLGATE__PAYMENTS__STRIPE_WEBHOOK_SECRET`; environment only).
+    #[serde(default)]
+    pub stripe_webhook_secret: Option<secrecy::SecretString>,
+    /// How old a webhook's signature may be, in seconds.
+    pub webhook_tolerance_seconds: i64,
+    /// Attempts to apply an event before it is left failed (dead-lettered).
+    pub webhook_max_attempts: u32,
+    /// Milliseconds between passes of the worker that applies stored events.
+    pub webhook_sweep_ms: u64,
+}
+
+impl Default for PaymentsSettings {
+    fn default() -> Self {
+        Self {
+            stripe_webhook_secret: None,
+            webhook_tolerance_seconds: 300,
+            webhook_max_attempts: 8,
+            webhook_sweep_ms: 2000,
+        }
+    }
 }
 
 /// How long records kept only for idempotency live.

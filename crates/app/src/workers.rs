@@ -6,7 +6,9 @@ use std::time::Duration;
 use billing_core::ledger::{
     IdempotencyKey, LedgerCommand, LedgerError, LedgerPolicy, LedgerRequest,
 };
-use billing_core::ports::{Clock, LedgerOutcome, LedgerStore, Pruned, RetentionStore};
+use billing_core::ports::{
+    Clock, LedgerOutcome, LedgerStore, Pruned, RetentionStore, WebhookEventStore,
+};
 use billing_core::usecases::Billing;
 use tokio::sync::watch;
 
@@ -172,4 +174,130 @@ pub async fn renew_once(billing: &Billing) -> Result<usize, billing_core::usecas
         }
     }
     Ok(granted)
+}
+
+/// What one pass over the stored payment events did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WebhookReport {
+    /// Applied (credits granted, or already granted).
+    pub applied: usize,
+    /// Nothing for Tollgate to do (another kind of event, an unknown account or pack).
+    pub ignored: usize,
+    /// Failed; tried again later, until the attempts run out.
+    pub failed: usize,
+}
+
+/// Applies stored payment events every `every`, until `stop` turns true.
+pub async fn apply_webhooks(
+    billing: Billing,
+    events: Arc<dyn WebhookEventStore>,
+    max_attempts: u32,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        match apply_webhooks_once(&billing, events.as_ref(), max_attempts).await {
+            Ok(report) if report == WebhookReport::default() => {}
+            Ok(report) => tracing::info!(
+                applied = report.applied,
+                ignored = report.ignored,
+                failed = report.failed,
+                "applied payment events"
+            ),
+            Err(err) => tracing::warn!(error = %err, "payment events not applied; will retry"),
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// After the `attempts`-th failure, wait 5 s × 2^(attempts-1), at most an hour.
+fn webhook_backoff(attempts: u32) -> time::Duration {
+    let seconds = 5i64.saturating_mul(1 << attempts.saturating_sub(1).min(12));
+    time::Duration::seconds(seconds.min(3600))
+}
+
+/// One pass: every stored event that is due is applied once. Applying is idempotent (a
+/// pack is granted once per payment by the database itself), so an event applied twice, by
+/// two instances or after a crash, grants nothing more.
+pub async fn apply_webhooks_once(
+    billing: &Billing,
+    events: &dyn WebhookEventStore,
+    max_attempts: u32,
+) -> Result<WebhookReport, billing_core::ports::StoreError> {
+    use billing_core::records::WebhookStatus;
+    let mut report = WebhookReport::default();
+    let now = billing.clock.now();
+    loop {
+        let due = events.due(now, max_attempts, 100).await?;
+        if due.is_empty() {
+            return Ok(report);
+        }
+        for event in due {
+            let (status, note) = match apply_event(billing, &event.payload).await {
+                Ok(Applied::Done) => {
+                    report.applied += 1;
+                    (WebhookStatus::Processed, None)
+                }
+                Ok(Applied::Ignored(why)) => {
+                    report.ignored += 1;
+                    (WebhookStatus::Ignored, Some(why))
+                }
+                Err(err) => {
+                    report.failed += 1;
+                    tracing::warn!(event = %event.external_id, error = %err, "payment event failed");
+                    (WebhookStatus::Failed, Some(err))
+                }
+            };
+            let retry_at = (status == WebhookStatus::Failed)
+                .then(|| now + webhook_backoff(event.attempts + 1));
+            events
+                .mark(&event.external_id, status, note, retry_at)
+                .await?;
+        }
+    }
+}
+
+enum Applied {
+    Done,
+    Ignored(String),
+}
+
+async fn apply_event(billing: &Billing, payload: &serde_json::Value) -> Result<Applied, String> {
+    use billing_core::usecases::{BillingError, PaymentEvent, PurchaseCompleted};
+    use payments_stripe::events::{Buyer, Meaning, meaning};
+    let (buyer, pack, payment) = match meaning(payload).map_err(|e| format!("unreadable: {e}"))? {
+        Meaning::Ignored(why) => return Ok(Applied::Ignored(why)),
+        Meaning::PackPaid {
+            buyer,
+            pack,
+            payment,
+        } => (buyer, pack, payment),
+    };
+    let account = match buyer {
+        Buyer::Account(account) => account,
+        Buyer::User(user) => match billing.accounts.user(&user).await {
+            Ok(Some(user)) => user.account,
+            Ok(None) => return Ok(Applied::Ignored(format!("unknown user {user}"))),
+            Err(err) => return Err(err.to_string()),
+        },
+    };
+    let purchase = PurchaseCompleted {
+        account,
+        pack,
+        payment_id: payment,
+    };
+    match billing
+        .apply_payment_event(PaymentEvent::PackPaid(purchase))
+        .await
+    {
+        Ok(_) => Ok(Applied::Done),
+        Err(BillingError::AccountNotFound) => Ok(Applied::Ignored("unknown account".into())),
+        Err(BillingError::UnknownPack(pack)) => {
+            Ok(Applied::Ignored(format!("unknown pack `{pack}`")))
+        }
+        Err(err) => Err(err.to_string()),
+    }
 }

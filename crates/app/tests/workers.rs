@@ -240,3 +240,84 @@ async fn a_failing_hold_does_not_stop_the_sweep() {
         }
     );
 }
+
+/// A payment event whose apply fails (the database is down) is marked failed with a retry
+/// time, not lost and not marked done; its next attempt waits longer.
+#[tokio::test]
+async fn a_failing_payment_event_is_retried_later_not_lost() {
+    use app::workers::{WebhookReport, apply_webhooks_once};
+    use billing_core::ids::WebhookId;
+    use billing_core::ports::{
+        MockAccountStore, MockLedgerStore, MockSubscriptionStore, MockWebhookEventStore, StoreError,
+    };
+    use billing_core::records::{WebhookEvent, WebhookStatus};
+    use billing_core::usecases::Billing;
+
+    let t0 = datetime!(2026-06-01 12:00 UTC);
+    let account = AccountId::from_ulid(Ulid(1));
+    let event = WebhookEvent {
+        id: WebhookId::from_ulid(Ulid(3)),
+        external_id: "evt_1".into(),
+        kind: "checkout.session.completed".into(),
+        payload: serde_json::json!({"id": "evt_1", "type": "checkout.session.completed",
+            "data": {"object": {"id": "cs_1", "mode": "payment", "payment_status": "paid",
+                "metadata": {"account_id": account.to_string(), "pack": "starter"}}}}),
+        status: WebhookStatus::Received,
+        attempts: 2,
+        last_error: None,
+        received_at: t0,
+    };
+    let mut events = MockWebhookEventStore::new();
+    let mut served = false;
+    events.expect_due().returning(move |_, max, _| {
+        assert_eq!(max, 8);
+        let first = !served;
+        served = true;
+        Ok(if first {
+            vec![event.clone()]
+        } else {
+            Vec::new()
+        })
+    });
+    events
+        .expect_mark()
+        .withf(move |id, status, error, retry_at| {
+            id == "evt_1"
+                && *status == WebhookStatus::Failed
+                && error.as_deref().is_some_and(|e| e.contains("unavailable"))
+                && *retry_at == Some(t0 + Duration::seconds(20))
+        })
+        .times(1)
+        .returning(|_, _, _, _| Ok(()));
+    let mut accounts = MockAccountStore::new();
+    let owner = account.clone();
+    accounts.expect_account().returning(move |_| {
+        Ok(Some(Account {
+            id: owner.clone(),
+            plan: "free".into(),
+            created_at: t0,
+        }))
+    });
+    let mut ledger = MockLedgerStore::new();
+    ledger
+        .expect_execute()
+        .returning(|_| Err(StoreError::Unavailable("connection refused".into())));
+    let billing = Billing {
+        catalog: Arc::new(billing_core::testing::sample_catalog()),
+        accounts: Arc::new(accounts),
+        ledger: Arc::new(ledger),
+        subscriptions: Arc::new(MockSubscriptionStore::new()),
+        clock: Arc::new(FixedClock::new(t0)),
+        ids: Arc::new(SequentialIds::default()),
+        default_hold_ttl: Duration::minutes(10),
+    };
+    let report = apply_webhooks_once(&billing, &events, 8).await.unwrap();
+    assert_eq!(
+        report,
+        WebhookReport {
+            applied: 0,
+            ignored: 0,
+            failed: 1
+        }
+    );
+}

@@ -620,6 +620,9 @@ pub enum PaymentError {
     /// A webhook's signature is missing, malformed, wrong or too old.
     #[error("invalid webhook signature: {0}")]
     InvalidSignature(String),
+    /// A genuine delivery that is not an event (no id or type, not JSON).
+    #[error("malformed event: {0}")]
+    MalformedEvent(String),
     /// The provider refused the request (names why, without secrets).
     #[error("payment provider refused: {0}")]
     Rejected(String),
@@ -655,19 +658,31 @@ pub trait PaymentGateway: Send + Sync {
     ) -> Result<(), PaymentError>;
 }
 
-/// Checks that a webhook came from the payment provider.
+/// A webhook delivery the provider is proven to have sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedWebhook {
+    /// The provider's event id, unique per event.
+    pub id: String,
+    /// The event type.
+    pub kind: String,
+    /// The whole event.
+    pub payload: serde_json::Value,
+}
+
+/// Checks that a webhook came from the payment provider and reads its envelope.
 ///
 /// Contract: `Ok` only when `signature` signs exactly `payload` with one of the configured
-/// secrets and is recent enough at `now`; errors never contain a secret.
+/// secrets and is recent enough at `now` (else `InvalidSignature`), and the payload is an
+/// event with an id and a type (else `MalformedEvent`); errors never contain a secret.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
-pub trait WebhookSignature: Send + Sync {
+pub trait WebhookIntake: Send + Sync {
     /// Verifies one delivery.
     fn verify(
         &self,
         payload: &[u8],
         signature: &str,
         now: OffsetDateTime,
-    ) -> Result<(), PaymentError>;
+    ) -> Result<VerifiedWebhook, PaymentError>;
 }
 
 /// One chat message.

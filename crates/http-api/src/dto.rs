@@ -944,3 +944,12 @@ impl Validate for ConfirmVerification {
         max_chars("token", &self.token, limits::TOKEN)
     }
 }
+
+/// A webhook delivery was taken.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookReceived {
+    /// Always true.
+    pub received: bool,
+    /// The event had been received before (nothing more will happen for it).
+    pub duplicate: bool,
+}

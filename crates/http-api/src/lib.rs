@@ -75,6 +75,7 @@ routes! {
     get "/v1/admin/accounts/{account_id}" => routes::admin::get_account,
     post "/v1/admin/accounts/{account_id}/credits" => routes::admin::adjust_credits,
     get "/v1/admin/audit" => routes::admin::audit_log,
+    post "/v1/webhooks/stripe" => routes::webhooks::stripe,
 }
 
 /// Registers the API: JSON limits and error mapping, then every route.

@@ -434,7 +434,10 @@ pub async fn rate_limit(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let exempt = matches!(req.path(), "/health" | "/ready");
+    // Health checks, and the payment provider's webhooks (signed; refusing them would only
+    // make the provider retry) are never limited.
+    let exempt =
+        matches!(req.path(), "/health" | "/ready") || req.path().starts_with("/v1/webhooks/");
     if let (false, Some(state)) = (
         exempt,
         req.app_data::<actix_web::web::Data<ApiState>>().cloned(),

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, auth, catalog, credits, me, password, quotas, system};
+use crate::routes::{admin, auth, catalog, credits, me, password, quotas, system, webhooks};
 
 /// Tollgate's API description, served at `/openapi.json`.
 #[derive(Debug, OpenApi)]
@@ -22,6 +22,7 @@ use crate::routes::{admin, auth, catalog, credits, me, password, quotas, system}
         credits::balance, credits::journal, credits::spend,
         quotas::usage, quotas::track, quotas::check,
         admin::list_users, admin::get_account, admin::adjust_credits, admin::audit_log,
+        webhooks::stripe,
     ),
     components(schemas(crate::error::Problem)),
     modifiers(&BearerAuth),
@@ -32,6 +33,7 @@ use crate::routes::{admin, auth, catalog, credits, me, password, quotas, system}
         (name = "credits", description = "The caller's credits"),
         (name = "quotas", description = "Usage quotas and entitlements"),
         (name = "admin", description = "Operators (admin role or admin API key)"),
+        (name = "payments", description = "The payment provider's webhooks"),
         (name = "system", description = "Health and description"),
     )
 )]

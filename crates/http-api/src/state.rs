@@ -41,6 +41,10 @@ pub struct ApiState {
     pub hashing: crate::hashing::Hashing,
     /// The OpenAPI document served at `/openapi.json` (see [`crate::openapi::document`]).
     pub openapi: serde_json::Value,
+    /// Checks payment webhooks; `None` when no signing secret is configured.
+    pub webhook_intake: Option<Arc<dyn billing_core::ports::WebhookIntake>>,
+    /// Stored payment webhooks.
+    pub webhooks: Arc<dyn billing_core::ports::WebhookEventStore>,
 }
 
 impl ApiState {

@@ -2,8 +2,10 @@
 //!
 //! Today: [`WebhookVerifier`], which checks a `Stripe-Signature` header the way Stripe's own
 //! libraries do, with several secrets at once so that a secret can be rolled without losing
-//! events.
+//! events; and [`events`], which reads a verified event (Stripe's wire format stays here)
+//! and says what it means for Tollgate.
 
+pub mod events;
 mod webhook;
 
 pub use webhook::{DEFAULT_TOLERANCE_SECONDS, WebhookVerifier, sign};

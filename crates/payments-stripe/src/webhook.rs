@@ -101,6 +101,24 @@ impl WebhookVerifier {
     }
 }
 
+impl billing_core::ports::WebhookIntake for WebhookVerifier {
+    fn verify(
+        &self,
+        payload: &[u8],
+        signature: &str,
+        now: OffsetDateTime,
+    ) -> Result<billing_core::ports::VerifiedWebhook, PaymentError> {
+        WebhookVerifier::verify(self, payload, signature, now)?;
+        let (envelope, payload) =
+            crate::events::envelope(payload).map_err(PaymentError::MalformedEvent)?;
+        Ok(billing_core::ports::VerifiedWebhook {
+            id: envelope.id,
+            kind: envelope.kind,
+            payload,
+        })
+    }
+}
+
 /// The hex `v1` signature of `payload` at `timestamp` (also what tests sign with).
 pub fn sign(secret: &str, timestamp: i64, payload: &[u8]) -> String {
     // HMAC accepts a key of any length, so this cannot fail.

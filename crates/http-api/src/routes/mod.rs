@@ -8,6 +8,7 @@ pub mod me;
 pub mod password;
 pub mod quotas;
 pub mod system;
+pub mod webhooks;
 
 use actix_web::HttpRequest;
 use billing_core::ids::{PrefixedId, TxnId};

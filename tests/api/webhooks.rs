@@ -152,3 +152,73 @@ async fn a_paid_pack_checkout_grants_once_however_often_it_is_delivered() {
         assert!(verify(&snapshot, 0).is_empty());
     }
 }
+
+/// Seed 002's webhook status and retry: admins list events by status, see one, and queue a
+/// failed or ignored one again; a retry never grants twice; users see nothing of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_list_see_and_retry_webhook_events() {
+    let app = TestApp::spawn_with(Db::Sqlite, &[], |loaded| {
+        loaded.settings.payments.stripe_webhook_secret = Some(SECRET.to_owned().into());
+        loaded.settings.payments.webhook_sweep_ms = 50;
+    })
+    .await
+    .unwrap();
+    let (token, _, account) = app.sign_up("admin-view@example.com").await;
+    let packs: Value = app.get("/v1/packs").await.json().await.unwrap();
+    let paid = checkout(
+        "evt_paid",
+        "cs_test_9",
+        &account,
+        packs[0]["id"].as_str().unwrap(),
+    );
+    let unknown = checkout("evt_unknown", "cs_test_10", &account, "no_such_pack");
+    for body in [&paid, &unknown] {
+        assert_eq!(deliver(&app, body, &signed(body)).await.0, 200);
+    }
+    let admin = api_tests::ADMIN_KEY;
+    let mut ignored = Value::Null;
+    for _ in 0..200 {
+        ignored = app
+            .get_as("/v1/admin/webhooks?status=ignored", admin)
+            .await
+            .1;
+        if ignored["items"]
+            .as_array()
+            .is_some_and(|items| !items.is_empty())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(ignored["items"][0]["event_id"], "evt_unknown", "{ignored}");
+    assert_eq!(
+        ignored["items"][0]["last_error"],
+        "unknown pack `no_such_pack`"
+    );
+    let (status, one) = app.get_as("/v1/admin/webhooks/evt_paid", admin).await;
+    assert_eq!((status, one["status"].as_str()), (200, Some("processed")));
+    let (status, problem) = app
+        .post("/v1/admin/webhooks/evt_paid/retry", Some(admin), json!({}))
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (409, Some("not_retryable"))
+    );
+    let (status, queued) = app
+        .post(
+            "/v1/admin/webhooks/evt_unknown/retry",
+            Some(admin),
+            json!({}),
+        )
+        .await;
+    assert_eq!((status, queued["status"].as_str()), (202, Some("received")));
+    assert_eq!(
+        app.get_as("/v1/admin/webhooks/evt_nothing", admin).await.0,
+        404
+    );
+    assert_eq!(app.get_as("/v1/admin/webhooks", &token).await.0, 403);
+    assert_eq!(
+        app.get_as("/v1/admin/webhooks?status=lost", admin).await.1["code"],
+        "invalid_query"
+    );
+}

@@ -506,6 +506,11 @@ pub trait WebhookEventStore: Send + Sync {
         error: Option<String>,
         retry_at: Option<OffsetDateTime>,
     ) -> Result<(), StoreError>;
+    /// One event by the provider's id.
+    async fn event(&self, external_id: &str) -> Result<Option<WebhookEvent>, StoreError>;
+    /// Queues a failed or ignored event to be applied again (an admin's retry); `false` if
+    /// there is no such event in either state.
+    async fn retry(&self, external_id: &str) -> Result<bool, StoreError>;
     /// Events to apply now, oldest first: received ones, and failed ones whose retry time
     /// has come and that have had fewer than `max_attempts`.
     async fn due(

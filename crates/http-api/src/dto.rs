@@ -953,3 +953,67 @@ pub struct WebhookReceived {
     /// The event had been received before (nothing more will happen for it).
     pub duplicate: bool,
 }
+
+/// A stored payment webhook event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookEventView {
+    /// Tollgate's id (`whk_…`), the list's cursor.
+    pub id: String,
+    /// The provider's event id (`evt_…`).
+    pub event_id: String,
+    /// The event type.
+    pub kind: String,
+    /// `received`, `processed`, `failed` or `ignored`.
+    pub status: String,
+    /// Attempts to apply it so far.
+    pub attempts: u32,
+    /// Why the last attempt failed, or why it was ignored.
+    pub last_error: Option<String>,
+    /// RFC 3339.
+    pub received_at: String,
+    /// The event as the provider sent it.
+    pub payload: serde_json::Value,
+}
+
+impl From<&billing_core::records::WebhookEvent> for WebhookEventView {
+    fn from(e: &billing_core::records::WebhookEvent) -> Self {
+        Self {
+            id: e.id.to_string(),
+            event_id: e.external_id.clone(),
+            kind: e.kind.clone(),
+            status: serde_json::to_value(e.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            attempts: e.attempts,
+            last_error: e.last_error.clone(),
+            received_at: rfc3339(e.received_at),
+            payload: e.payload.clone(),
+        }
+    }
+}
+
+/// A page of webhook events.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookEventPage {
+    /// Events, oldest first.
+    pub items: Vec<WebhookEventView>,
+    /// The cursor of the next page.
+    pub next: Option<String>,
+}
+
+/// Query of a page of webhook events.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookQuery {
+    /// `received`, `processed`, `failed` (the default: the dead letters to look at) or
+    /// `ignored`.
+    pub status: Option<String>,
+    /// Per page, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<u32>,
+    /// The `next` cursor of the previous page.
+    #[param(pattern = "^whk_[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
+    pub after: Option<String>,
+}

@@ -75,6 +75,9 @@ routes! {
     get "/v1/admin/accounts/{account_id}" => routes::admin::get_account,
     post "/v1/admin/accounts/{account_id}/credits" => routes::admin::adjust_credits,
     get "/v1/admin/audit" => routes::admin::audit_log,
+    get "/v1/admin/webhooks" => routes::admin::list_webhooks,
+    get "/v1/admin/webhooks/{event_id}" => routes::admin::get_webhook,
+    post "/v1/admin/webhooks/{event_id}/retry" => routes::admin::retry_webhook,
     post "/v1/webhooks/stripe" => routes::webhooks::stripe,
 }
 

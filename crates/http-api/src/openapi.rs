@@ -22,6 +22,7 @@ use crate::routes::{admin, auth, catalog, credits, me, password, quotas, system,
         credits::balance, credits::journal, credits::spend,
         quotas::usage, quotas::track, quotas::check,
         admin::list_users, admin::get_account, admin::adjust_credits, admin::audit_log,
+        admin::list_webhooks, admin::get_webhook, admin::retry_webhook,
         webhooks::stripe,
     ),
     components(schemas(crate::error::Problem)),
@@ -90,6 +91,10 @@ pub fn document(catalog: &billing_core::catalog::Catalog) -> Value {
                         if param["name"] == "kind" && param["in"] == "query" {
                             param["schema"] =
                                 json!({"type": "string", "enum": ["prompt", "reply"]});
+                        }
+                        if param["name"] == "status" && param["in"] == "query" {
+                            param["schema"] = json!({"type": "string",
+                                "enum": ["received", "processed", "failed", "ignored"]});
                         }
                         exact_parameter(param);
                     }
@@ -194,6 +199,9 @@ fn exact_parameter(param: &mut Value) {
         (Some("path"), Some("item_id")) => param["schema"] = id("itm"),
         (Some("path"), Some("key_id")) => param["schema"] = id("key"),
         (Some("path"), Some("account_id")) => param["schema"] = id("acc"),
+        (Some("path"), Some("event_id")) => {
+            param["schema"] = json!({"type": "string", "pattern": "^evt_[A-Za-z0-9_]{1,250}$"});
+        }
         (Some("header"), Some("Idempotency-Key")) => {
             param["schema"] = json!({"type": "string", "pattern": "^[!-~]{1,200}$"});
         }

@@ -499,6 +499,35 @@ macro_rules! record_queries {
             .await?)
         }
 
+        pub(crate) async fn webhook_by_external_id(
+            c: &mut Conn,
+            external_id: String,
+        ) -> Result<Option<WebhookRow>, TxError> {
+            Ok(webhook_events::table
+                .filter(webhook_events::external_id.eq(external_id))
+                .select(WebhookRow::as_select())
+                .first(c)
+                .await
+                .optional()?)
+        }
+
+        pub(crate) async fn webhook_retry(
+            c: &mut Conn,
+            external_id: String,
+        ) -> Result<usize, TxError> {
+            Ok(diesel::update(
+                webhook_events::table
+                    .filter(webhook_events::external_id.eq(external_id))
+                    .filter(webhook_events::status.eq_any(["failed", "ignored"])),
+            )
+            .set((
+                webhook_events::status.eq("received"),
+                webhook_events::next_attempt_at.eq(None::<i64>),
+            ))
+            .execute(c)
+            .await?)
+        }
+
         /// Received events, and failed ones whose retry time has come, oldest first.
         pub(crate) async fn webhooks_due(
             c: &mut Conn,

@@ -523,6 +523,19 @@ impl WebhookEventStore for DieselStore {
         }
     }
 
+    async fn event(&self, external_id: &str) -> Result<Option<WebhookEvent>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(conn, webhook_by_external_id(external_id.to_owned()))
+            .map_err(tx_error)?
+            .map(WebhookRow::into_domain)
+            .transpose()
+    }
+
+    async fn retry(&self, external_id: &str) -> Result<bool, StoreError> {
+        let mut conn = self.pool.get().await?;
+        Ok(call!(conn, webhook_retry(external_id.to_owned())).map_err(tx_error)? == 1)
+    }
+
     async fn due(
         &self,
         now: OffsetDateTime,

@@ -913,6 +913,15 @@ async fn webhooks_are_stored_once(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(ids(db.store.due(later, 3, 10).await.unwrap()), ["evt_1"]);
+    // An admin's retry queues a dead-lettered event again; a processed one is not retried.
+    assert!(db.store.due(later, 1, 10).await.unwrap().is_empty());
+    assert!(db.store.retry("evt_1").await.unwrap());
+    assert_eq!(ids(db.store.due(later, 1, 10).await.unwrap()), ["evt_1"]);
+    assert!(!db.store.retry("evt_2").await.unwrap(), "processed");
+    assert!(!db.store.retry("evt_9").await.unwrap(), "unknown");
+    let found = db.store.event("evt_1").await.unwrap().unwrap();
+    assert_eq!((found.status, found.attempts), (WebhookStatus::Received, 1));
+    assert_eq!(db.store.event("evt_9").await.unwrap(), None);
 }
 
 async fn tasks_transition_once(db: &TestDb) {

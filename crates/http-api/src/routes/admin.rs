@@ -1,13 +1,15 @@
 //! Operators' routes.
 
+use actix_web::http::StatusCode;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use billing_core::ids::AccountId;
+use billing_core::records::WebhookStatus;
 use serde_json::json;
 
 use crate::auth::Caller;
 use crate::dto::{
     AccountDetailView, AdjustRequest, AuditPage, AuditQuery, AuditView, BalanceView, ReceiptView,
-    UserPage, UserQuery, UserView,
+    UserPage, UserQuery, UserView, WebhookEventPage, WebhookEventView, WebhookQuery,
 };
 use crate::error::{ApiError, Problem};
 use crate::extract::Json;
@@ -148,4 +150,109 @@ pub async fn audit_log(
         items: page.items.iter().map(AuditView::from).collect(),
         next: page.next,
     }))
+}
+
+fn webhook_status(status: Option<&str>) -> Result<WebhookStatus, ApiError> {
+    match status.unwrap_or("failed") {
+        "received" => Ok(WebhookStatus::Received),
+        "processed" => Ok(WebhookStatus::Processed),
+        "failed" => Ok(WebhookStatus::Failed),
+        "ignored" => Ok(WebhookStatus::Ignored),
+        _ => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_query",
+            "Invalid query",
+            "`status` must be received, processed, failed or ignored",
+        )
+        .with("field", "status")),
+    }
+}
+
+/// Payment webhook events with a status, oldest first: by default the failed ones (those
+/// out of attempts are the dead letters).
+#[utoipa::path(get, path = "/v1/admin/webhooks", tag = "admin", security(("bearer" = [])),
+    params(WebhookQuery),
+    responses(
+        (status = 200, description = "A page of events", body = WebhookEventPage),
+        (status = 403, description = "Not an admin", body = Problem),
+    ))]
+pub async fn list_webhooks(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    query: web::Query<WebhookQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let query = query.into_inner();
+    let status = webhook_status(query.status.as_deref())?;
+    let page = state
+        .webhooks
+        .with_status(
+            status,
+            crate::routes::page(query.limit, query.after, "whk")?,
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(WebhookEventPage {
+        items: page.items.iter().map(WebhookEventView::from).collect(),
+        next: page.next,
+    }))
+}
+
+/// One payment webhook event, by the provider's event id.
+#[utoipa::path(get, path = "/v1/admin/webhooks/{event_id}", tag = "admin", security(("bearer" = [])),
+    params(("event_id" = String, Path, description = "The provider's event id (`evt_…`)")),
+    responses(
+        (status = 200, description = "The event", body = WebhookEventView),
+        (status = 403, description = "Not an admin", body = Problem),
+        (status = 404, description = "No such event", body = Problem),
+    ))]
+pub async fn get_webhook(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let event = state
+        .webhooks
+        .event(&path.into_inner())
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook event"))?;
+    Ok(HttpResponse::Ok().json(WebhookEventView::from(&event)))
+}
+
+/// Applies a failed or ignored event again (after fixing what made it fail: a missing pack,
+/// say); the worker takes it within its next pass. Applying is idempotent, so a retry never
+/// grants twice.
+#[utoipa::path(post, path = "/v1/admin/webhooks/{event_id}/retry", tag = "admin", security(("bearer" = [])),
+    params(("event_id" = String, Path, description = "The provider's event id (`evt_…`)")),
+    responses(
+        (status = 202, description = "Queued; the event as it now stands", body = WebhookEventView),
+        (status = 403, description = "Not an admin", body = Problem),
+        (status = 404, description = "No such event", body = Problem),
+        (status = 409, description = "The event is not failed or ignored (`not_retryable`)", body = Problem),
+    ))]
+pub async fn retry_webhook(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let id = path.into_inner();
+    let event = state
+        .webhooks
+        .event(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook event"))?;
+    if !state.webhooks.retry(&id).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_retryable",
+            "Not retryable",
+            format!(
+                "the event is {:?}; only failed or ignored events are retried",
+                event.status
+            ),
+        ));
+    }
+    let queued = state.webhooks.event(&id).await?.unwrap_or(event);
+    Ok(HttpResponse::Accepted().json(WebhookEventView::from(&queued)))
 }

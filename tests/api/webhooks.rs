@@ -222,3 +222,20 @@ async fn admins_list_see_and_retry_webhook_events() {
         "invalid_query"
     );
 }
+
+/// Found by schemathesis: without a configured secret, a delivery with no signature at all
+/// was 404; a missing signature is refused as such first.
+#[tokio::test]
+async fn an_unsigned_delivery_is_401_whether_or_not_a_secret_is_configured() {
+    let unconfigured = TestApp::spawn(&[]).await;
+    let response = unconfigured
+        .client
+        .post(format!("{}/v1/webhooks/stripe", unconfigured.address))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(deliver(&unconfigured, "{}", "t=1,v1=00").await.0, 404);
+}

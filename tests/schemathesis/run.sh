@@ -31,6 +31,8 @@ export TOLLGATE__MAIL__OUTBOX_DIR="$work/outbox"
 export TOLLGATE__AUTH__JWT_SECRET="schemathesis-jwt-secret-0123456789abcdef"
 export TOLLGATE__AUTH__ADMIN_API_KEY="schemathesis-admin-key-0123456789"
 export TOLLGATE__AUTH__ACCESS_TOKEN_TTL_SECONDS=3600
+# A webhook secret, so that the webhook route is exercised (generated signatures fail: 401).
+export TOLLGATE__PAYMENTS__STRIPE_WEBHOOK_SECRET="whsec_schemathesis_0123456789abcdef"
 export TOLLGATE__LOG__LEVEL=warn
 
 "$bin" serve > "$work/server.log" 2>&1 &

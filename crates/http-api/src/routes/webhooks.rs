@@ -20,7 +20,7 @@ use crate::state::ApiState;
     responses(
         (status = 200, description = "Stored (or already stored); it will be applied", body = WebhookReceived),
         (status = 400, description = "Signed, but not an event (`malformed_event`)", body = Problem),
-        (status = 401, description = "No valid signature (`invalid_signature`)", body = Problem),
+        (status = 401, description = "No signature, or not a valid one (`invalid_signature`)", body = Problem),
         (status = 404, description = "No Stripe signing secret is configured (`not_configured`)", body = Problem),
     ))]
 pub async fn stripe(
@@ -28,6 +28,21 @@ pub async fn stripe(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    let invalid = |detail: String| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_signature",
+            "Invalid signature",
+            detail,
+        )
+    };
+    // An unsigned request is refused as such, whether or not a secret is configured.
+    let signature = req
+        .headers()
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| invalid("the Stripe-Signature header is missing".into()))?;
     let Some(intake) = &state.webhook_intake else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -36,11 +51,6 @@ pub async fn stripe(
             "no Stripe webhook signing secret is configured",
         ));
     };
-    let signature = req
-        .headers()
-        .get("stripe-signature")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
     let now = state.billing.clock.now();
     let verified = intake
         .verify(&body, signature, now)
@@ -51,12 +61,7 @@ pub async fn stripe(
                 "Malformed event",
                 why,
             ),
-            other => ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_signature",
-                "Invalid signature",
-                other.to_string(),
-            ),
+            other => invalid(other.to_string()),
         })?;
     let stored = state
         .webhooks

@@ -284,3 +284,60 @@ async fn spend_refuses_an_action_outside_the_plan_as_the_entitlement_check_does(
         assert!(verify(&snapshot, 0).is_empty());
     }
 }
+
+/// `GET /v1/subscription`: the caller's own plan and subscription, and nobody else's.
+#[tokio::test]
+async fn the_caller_sees_their_own_subscription() {
+    use billing_core::catalog::Interval;
+    use billing_core::ids::{PrefixedId, SubscriptionId, Ulid};
+    use billing_core::ports::SubscriptionStore;
+    use billing_core::quota::Window;
+    use billing_core::subscription::{Subscription, SubscriptionStatus};
+    let app = TestApp::spawn(&[]).await;
+    let (alice, _, alice_account) = app.sign_up("subscriber@example.com").await;
+    let (bob, _, _) = app.sign_up("free@example.com").await;
+    let (status, none) = app.get_as("/v1/subscription", &bob).await;
+    assert_eq!(status, 200);
+    assert_eq!(none, json!({"plan": "free", "subscription": null}));
+    let start = time::macros::datetime!(2026-11-01 0:00 UTC);
+    app.store
+        .save(
+            &Subscription {
+                id: SubscriptionId::from_ulid(Ulid(77)),
+                account: alice_account.parse().unwrap(),
+                plan: "pro".into(),
+                interval: Interval::Month,
+                status: SubscriptionStatus::Active,
+                current_period: Some(Window {
+                    start,
+                    end: time::macros::datetime!(2026-12-01 0:00 UTC),
+                }),
+                trial_end: None,
+                cancel_at_period_end: true,
+                pending_plan: None,
+                external_id: Some("sub_test_1".into()),
+                created_at: start,
+                canceled_at: None,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let (_, mine) = app.get_as("/v1/subscription", &alice).await;
+    let sub = &mine["subscription"];
+    assert_eq!(
+        (
+            sub["plan"].as_str(),
+            sub["status"].as_str(),
+            sub["interval"].as_str()
+        ),
+        (Some("pro"), Some("active"), Some("month"))
+    );
+    assert_eq!(sub["grants_access"], true);
+    assert_eq!(sub["cancel_at_period_end"], true);
+    assert_eq!(sub["current_period_end"], "2026-12-01T00:00:00Z");
+    assert_eq!(
+        app.get_as("/v1/subscription", &bob).await.1["subscription"],
+        Value::Null
+    );
+}

@@ -1017,3 +1017,58 @@ pub struct WebhookQuery {
     #[param(pattern = "^whk_[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
     pub after: Option<String>,
 }
+
+/// The caller's plan and subscription.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionStateView {
+    /// The plan in force (the account's; the default plan without a subscription).
+    pub plan: String,
+    /// The subscription, if the account has a live one.
+    pub subscription: Option<SubscriptionView>,
+}
+
+/// A subscription.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionView {
+    /// `sub_…`.
+    pub id: String,
+    /// The subscribed plan.
+    pub plan: String,
+    /// `month` or `year`.
+    pub interval: String,
+    /// `trialing`, `active`, `past_due`, `unpaid`, `paused`, `incomplete`, `canceled`…
+    pub status: String,
+    /// Whether the status grants the plan's access.
+    pub grants_access: bool,
+    /// The current period's start (RFC 3339).
+    pub current_period_start: Option<String>,
+    /// The current period's end (RFC 3339).
+    pub current_period_end: Option<String>,
+    /// When the trial ends (RFC 3339).
+    pub trial_end: Option<String>,
+    /// It ends at the period's end instead of renewing.
+    pub cancel_at_period_end: bool,
+    /// A plan change scheduled for the next period.
+    pub scheduled_plan: Option<String>,
+    /// When it ended (RFC 3339).
+    pub canceled_at: Option<String>,
+}
+
+impl From<&billing_core::subscription::Subscription> for SubscriptionView {
+    fn from(s: &billing_core::subscription::Subscription) -> Self {
+        let text = |v: serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_default();
+        Self {
+            id: s.id.to_string(),
+            plan: s.plan.clone(),
+            interval: text(serde_json::to_value(s.interval).unwrap_or_default()),
+            status: text(serde_json::to_value(s.status).unwrap_or_default()),
+            grants_access: s.status.grants_access(),
+            current_period_start: s.current_period.map(|p| rfc3339(p.start)),
+            current_period_end: s.current_period.map(|p| rfc3339(p.end)),
+            trial_end: s.trial_end.map(rfc3339),
+            cancel_at_period_end: s.cancel_at_period_end,
+            scheduled_plan: s.pending_plan.clone(),
+            canceled_at: s.canceled_at.map(rfc3339),
+        }
+    }
+}

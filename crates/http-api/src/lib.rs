@@ -68,6 +68,7 @@ routes! {
     get "/v1/credits" => routes::credits::balance,
     get "/v1/credits/journal" => routes::credits::journal,
     post "/v1/credits/spend" => routes::credits::spend,
+    get "/v1/subscription" => routes::credits::subscription,
     get "/v1/quotas" => routes::quotas::usage,
     post "/v1/quotas/{meter}/track" => routes::quotas::track,
     post "/v1/entitlements/check" => routes::quotas::check,

@@ -4,7 +4,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::auth::Caller;
 use crate::dto::{
-    BalanceView, JournalPage, JournalQuery, ReceiptView, SpendRequest, TransactionView,
+    BalanceView, JournalPage, JournalQuery, ReceiptView, SpendRequest, SubscriptionStateView,
+    SubscriptionView, TransactionView,
 };
 use crate::error::{ApiError, Problem};
 use crate::extract::Json;
@@ -80,4 +81,29 @@ pub async fn spend(
         response.insert_header(("Idempotent-Replayed", "true"));
     }
     Ok(response.json(ReceiptView::from(&moved.receipt)))
+}
+
+/// The caller's plan and live subscription (none on the default plan): status, interval,
+/// current period, trial end, cancellation at the period's end and a scheduled plan change.
+#[utoipa::path(get, path = "/v1/subscription", tag = "credits", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The plan in force and the subscription, if any", body = SubscriptionStateView),
+        (status = 401, description = "No valid token", body = Problem),
+    ))]
+pub async fn subscription(
+    state: web::Data<ApiState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    let (_, account) = caller.user()?;
+    let record = state
+        .billing
+        .accounts
+        .account(account)
+        .await?
+        .ok_or_else(|| ApiError::not_found("account"))?;
+    let subscription = state.billing.subscriptions.current(account).await?;
+    Ok(HttpResponse::Ok().json(SubscriptionStateView {
+        plan: record.plan,
+        subscription: subscription.as_ref().map(SubscriptionView::from),
+    }))
 }

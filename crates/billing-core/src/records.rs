@@ -229,6 +229,18 @@ pub enum WebhookStatus {
     Ignored,
 }
 
+impl WebhookStatus {
+    /// The snake_case name used in storage and in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Received => "received",
+            Self::Processed => "processed",
+            Self::Failed => "failed",
+            Self::Ignored => "ignored",
+        }
+    }
+}
+
 /// A webhook event as received from the payment provider.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebhookEvent {

@@ -981,10 +981,7 @@ impl From<&billing_core::records::WebhookEvent> for WebhookEventView {
             id: e.id.to_string(),
             event_id: e.external_id.clone(),
             kind: e.kind.clone(),
-            status: serde_json::to_value(e.status)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            status: e.status.as_str().to_owned(),
             attempts: e.attempts,
             last_error: e.last_error.clone(),
             received_at: rfc3339(e.received_at),
@@ -1056,12 +1053,11 @@ pub struct SubscriptionView {
 
 impl From<&billing_core::subscription::Subscription> for SubscriptionView {
     fn from(s: &billing_core::subscription::Subscription) -> Self {
-        let text = |v: serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_default();
         Self {
             id: s.id.to_string(),
             plan: s.plan.clone(),
-            interval: text(serde_json::to_value(s.interval).unwrap_or_default()),
-            status: text(serde_json::to_value(s.status).unwrap_or_default()),
+            interval: s.interval.as_str().to_owned(),
+            status: s.status.as_str().to_owned(),
             grants_access: s.status.grants_access(),
             current_period_start: s.current_period.map(|p| rfc3339(p.start)),
             current_period_end: s.current_period.map(|p| rfc3339(p.end)),

@@ -266,13 +266,7 @@ impl From<BillingError> for ApiError {
                 let (code, detail) = match &denial {
                     Denial::SubscriptionInactive { status } => (
                         "subscription_inactive",
-                        format!(
-                            "the subscription that includes it is {}",
-                            serde_json::to_value(status)
-                                .ok()
-                                .and_then(|v| v.as_str().map(str::to_owned))
-                                .unwrap_or_default()
-                        ),
+                        format!("the subscription that includes it is {}", status.as_str()),
                     ),
                     Denial::NotInPlan { plan } => (
                         "not_in_plan",

@@ -133,7 +133,7 @@ pub async fn reject_nul(
 
 /// `path` or `query.<name>` when the raw URI carries an encoded NUL there.
 fn nul_in_uri(path: &str, query: &str) -> Option<String> {
-    let has_nul = |raw: &str| raw.to_ascii_lowercase().contains("%00") || raw.contains('\0');
+    let has_nul = |raw: &str| raw.contains("%00") || raw.contains('\0');
     if has_nul(path) {
         return Some("path".to_owned());
     }

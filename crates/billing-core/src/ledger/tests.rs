@@ -89,6 +89,25 @@ fn grant_cmd(
     }
 }
 
+/// A period allowance of `amount` ending at `end`, carrying up to `cap` over until `until`.
+fn allowance(
+    amount: Credits,
+    end: OffsetDateTime,
+    cap: Credits,
+    until: Option<OffsetDateTime>,
+) -> LedgerCommand {
+    LedgerCommand::Grant {
+        amount,
+        source: GrantSource::PeriodAllowance,
+        priority: 0,
+        expires_at: Some(end),
+        rollover_cap: cap,
+        rollover_until: until,
+        reference: None,
+        memo: None,
+    }
+}
+
 fn debit(amount: Credits) -> LedgerCommand {
     LedgerCommand::Debit {
         amount,
@@ -524,17 +543,7 @@ fn verify_finds_a_debt_repaid_beyond_zero() {
 fn a_period_allowance_rolls_over_up_to_its_cap() {
     let mut f = Fixture::new();
     let end = T0 + Duration::days(30);
-    f.run(LedgerCommand::Grant {
-        amount: 1000,
-        source: GrantSource::PeriodAllowance,
-        priority: 0,
-        expires_at: Some(end),
-        rollover_cap: 200,
-        rollover_until: None,
-        reference: None,
-        memo: None,
-    })
-    .unwrap();
+    f.run(allowance(1000, end, 200, None)).unwrap();
     f.run(debit(300)).unwrap();
     f.now = end + Duration::hours(1);
     let r = f.run(LedgerCommand::ExpireGrants).unwrap();
@@ -560,17 +569,7 @@ fn rolled_over_credits_last_until_the_grant_says_whenever_it_was_made() {
     let mut f = Fixture::new();
     let end = T0 + Duration::days(2);
     let next_end = end + Duration::days(31);
-    f.run(LedgerCommand::Grant {
-        amount: 100,
-        source: GrantSource::PeriodAllowance,
-        priority: 0,
-        expires_at: Some(end),
-        rollover_cap: 50,
-        rollover_until: Some(next_end),
-        reference: None,
-        memo: None,
-    })
-    .unwrap();
+    f.run(allowance(100, end, 50, Some(next_end))).unwrap();
     f.now = end + Duration::hours(1);
     f.run(LedgerCommand::ExpireGrants).unwrap();
     let rollover = f
@@ -587,17 +586,8 @@ fn rolled_over_credits_last_until_the_grant_says_whenever_it_was_made() {
 fn credits_held_at_the_periods_end_roll_over_when_the_hold_returns_them() {
     let mut f = Fixture::new();
     let end = T0 + Duration::hours(1);
-    f.run(LedgerCommand::Grant {
-        amount: 100,
-        source: GrantSource::PeriodAllowance,
-        priority: 0,
-        expires_at: Some(end),
-        rollover_cap: 50,
-        rollover_until: Some(end + Duration::days(1)),
-        reference: None,
-        memo: None,
-    })
-    .unwrap();
+    f.run(allowance(100, end, 50, Some(end + Duration::days(1))))
+        .unwrap();
     let hold = f
         .run(reserve(70, Duration::hours(3)))
         .unwrap()

@@ -17,6 +17,18 @@ pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
 /// The JWT secret of the test server (so tests can forge expired tokens).
 pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef0123456789";
 
+/// The Stripe webhook signing secret of servers started with [`TestApp::with_stripe`].
+pub const STRIPE_SECRET: &str = "whsec_test_0123456789abcdefghijklmnop";
+
+/// A `Stripe-Signature` header for `body`, signed now with [`STRIPE_SECRET`].
+pub fn stripe_signature(body: &str) -> String {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    format!(
+        "t={now},v1={}",
+        payments_stripe::sign(STRIPE_SECRET, now, body.as_bytes())
+    )
+}
+
 /// Which database a test server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Db {
@@ -201,6 +213,46 @@ impl TestApp {
         let response = self.send(Method::POST, path, token, Some(body), &[]).await;
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A server that takes Stripe webhooks signed with [`STRIPE_SECRET`] and applies them
+    /// every 50 ms.
+    pub async fn with_stripe(db: Db) -> Option<Self> {
+        Self::spawn_with(db, &[], |loaded| {
+            loaded.settings.payments.stripe_webhook_secret = Some(STRIPE_SECRET.to_owned().into());
+            loaded.settings.payments.webhook_sweep_ms = 50;
+        })
+        .await
+    }
+
+    /// Delivers a webhook body with a `Stripe-Signature` header; returns status and JSON.
+    pub async fn deliver(&self, body: &str, signature: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("{}/v1/webhooks/stripe", self.address))
+            .header("content-type", "application/json")
+            .header("stripe-signature", signature)
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits until the worker has taken up every stored webhook event (none is left
+    /// `received`); panics after 20 s.
+    pub async fn settle_webhooks(&self) {
+        for _ in 0..800 {
+            let (_, page) = self
+                .get_as("/v1/admin/webhooks?status=received&limit=1", ADMIN_KEY)
+                .await;
+            if page["items"].as_array().is_some_and(Vec::is_empty) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("webhook events were not applied in time");
     }
 
     /// Signs a new user up; returns (access token, refresh token, account id).

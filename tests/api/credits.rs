@@ -318,6 +318,8 @@ async fn the_caller_sees_their_own_subscription() {
                 external_id: Some("sub_test_1".into()),
                 created_at: start,
                 canceled_at: None,
+                version: 0,
+                past_due_since: None,
             },
             None,
         )

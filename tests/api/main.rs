@@ -10,6 +10,7 @@ mod limits;
 mod me;
 mod openapi;
 mod password;
+mod payments;
 mod quotas;
 mod sessions;
 mod webhooks;

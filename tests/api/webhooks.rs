@@ -13,20 +13,8 @@ use billing_core::testing::FixedClock;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-const SECRET: &str = "whsec_test_0123456789abcdefghijklmnop";
-
 async fn deliver(app: &TestApp, body: &str, signature: &str) -> (u16, Value) {
-    let response = app
-        .client
-        .post(format!("{}/v1/webhooks/stripe", app.address))
-        .header("content-type", "application/json")
-        .header("stripe-signature", signature)
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    app.deliver(body, signature).await
 }
 
 #[tokio::test]
@@ -72,11 +60,7 @@ async fn every_signature_vector_gets_stripes_verdict_through_the_route() {
 }
 
 fn signed(body: &str) -> String {
-    let now = OffsetDateTime::now_utc().unix_timestamp();
-    format!(
-        "t={now},v1={}",
-        payments_stripe::sign(SECRET, now, body.as_bytes())
-    )
+    api_tests::stripe_signature(body)
 }
 
 fn checkout(event: &str, session: &str, account: &str, pack: &str) -> String {
@@ -94,12 +78,7 @@ fn checkout(event: &str, session: &str, account: &str, pack: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paid_pack_checkout_grants_once_however_often_it_is_delivered() {
     for db in [Db::Sqlite, Db::Postgres] {
-        let Some(app) = TestApp::spawn_with(db, &[], |loaded| {
-            loaded.settings.payments.stripe_webhook_secret = Some(SECRET.to_owned().into());
-            loaded.settings.payments.webhook_sweep_ms = 50;
-        })
-        .await
-        else {
+        let Some(app) = TestApp::with_stripe(db).await else {
             continue;
         };
         let (token, _, account) = app.sign_up("buyer@example.com").await;
@@ -157,12 +136,7 @@ async fn a_paid_pack_checkout_grants_once_however_often_it_is_delivered() {
 /// failed or ignored one again; a retry never grants twice; users see nothing of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admins_list_see_and_retry_webhook_events() {
-    let app = TestApp::spawn_with(Db::Sqlite, &[], |loaded| {
-        loaded.settings.payments.stripe_webhook_secret = Some(SECRET.to_owned().into());
-        loaded.settings.payments.webhook_sweep_ms = 50;
-    })
-    .await
-    .unwrap();
+    let app = TestApp::with_stripe(Db::Sqlite).await.unwrap();
     let (token, _, account) = app.sign_up("admin-view@example.com").await;
     let packs: Value = app.get("/v1/packs").await.json().await.unwrap();
     let paid = checkout(

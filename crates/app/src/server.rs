@@ -137,6 +137,7 @@ impl Application {
             clock.clone(),
         ));
         let billing = state.billing.clone();
+        let mailer = state.mailer.clone();
         let body_limit = settings.http.body_limit_bytes;
         let origins = settings.http.cors_allowed_origins.clone();
         let mut server = HttpServer::new(move || {
@@ -176,6 +177,7 @@ impl Application {
             tokio::spawn(workers::apply_webhooks(
                 billing,
                 Arc::new(store.clone()),
+                mailer,
                 settings.payments.webhook_max_attempts,
                 Duration::from_millis(settings.payments.webhook_sweep_ms),
                 stopped.clone(),
@@ -294,6 +296,7 @@ pub fn api_state(
         accounts: store.clone(),
         ledger: store.clone(),
         subscriptions: store.clone(),
+        payments: store.clone(),
         clock,
         ids,
         default_hold_ttl: time::Duration::seconds(

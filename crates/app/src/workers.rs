@@ -7,9 +7,9 @@ use billing_core::ledger::{
     IdempotencyKey, LedgerCommand, LedgerError, LedgerPolicy, LedgerRequest,
 };
 use billing_core::ports::{
-    Clock, LedgerOutcome, LedgerStore, Pruned, RetentionStore, WebhookEventStore,
+    Clock, LedgerOutcome, LedgerStore, Mail, Mailer, Pruned, RetentionStore, WebhookEventStore,
 };
-use billing_core::usecases::Billing;
+use billing_core::usecases::{Applied, Billing, Notice};
 use tokio::sync::watch;
 
 /// Releases holds whose time is up, every `every`, until `stop` turns true.
@@ -126,14 +126,20 @@ pub async fn sweep_once(
 }
 
 /// Grants each account on a plan with a daily or monthly allowance its current period's
-/// credits, every `every`, until `stop` turns true. Safe to run any number of times (and in
-/// several processes): each period's grant is keyed by account and period start.
+/// credits, and applies the dunning policy ([`dunning_once`]), every `every`, until `stop`
+/// turns true. Safe to run any number of times (and in several processes): each period's
+/// grant is keyed by account and period start, and a plan is set only where it differs.
 pub async fn renew_allowances(billing: Billing, every: Duration, mut stop: watch::Receiver<bool>) {
     loop {
         match renew_once(&billing).await {
             Ok(0) => {}
             Ok(granted) => tracing::info!(granted, "granted period allowances"),
             Err(err) => tracing::warn!(error = %err, "allowance renewal failed; will retry"),
+        }
+        match dunning_once(&billing).await {
+            Ok(0) => {}
+            Ok(demoted) => tracing::info!(demoted, "unpaid past the dunning grace: default plan"),
+            Err(err) => tracing::warn!(error = %err, "dunning pass failed; will retry"),
         }
         tokio::select! {
             _ = stop.changed() => return,
@@ -191,12 +197,13 @@ pub struct WebhookReport {
 pub async fn apply_webhooks(
     billing: Billing,
     events: Arc<dyn WebhookEventStore>,
+    mailer: Arc<dyn Mailer>,
     max_attempts: u32,
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        match apply_webhooks_once(&billing, events.as_ref(), max_attempts).await {
+        match apply_webhooks_once(&billing, events.as_ref(), mailer.as_ref(), max_attempts).await {
             Ok(report) if report == WebhookReport::default() => {}
             Ok(report) => tracing::info!(
                 applied = report.applied,
@@ -225,6 +232,7 @@ fn webhook_backoff(attempts: u32) -> time::Duration {
 pub async fn apply_webhooks_once(
     billing: &Billing,
     events: &dyn WebhookEventStore,
+    mailer: &dyn Mailer,
     max_attempts: u32,
 ) -> Result<WebhookReport, billing_core::ports::StoreError> {
     use billing_core::records::WebhookStatus;
@@ -237,8 +245,11 @@ pub async fn apply_webhooks_once(
         }
         for event in due {
             let (status, note) = match apply_event(billing, &event.payload).await {
-                Ok(Applied::Done) => {
+                Ok(Applied::Done(notices)) => {
                     report.applied += 1;
+                    for notice in &notices {
+                        send_notice(billing, mailer, notice).await;
+                    }
                     (WebhookStatus::Processed, None)
                 }
                 Ok(Applied::Ignored(why)) => {
@@ -260,44 +271,88 @@ pub async fn apply_webhooks_once(
     }
 }
 
-enum Applied {
-    Done,
-    Ignored(String),
-}
-
+/// Reads a stored Stripe event and applies what it means.
 async fn apply_event(billing: &Billing, payload: &serde_json::Value) -> Result<Applied, String> {
-    use billing_core::usecases::{BillingError, PaymentEvent, PurchaseCompleted};
-    use payments_stripe::events::{Buyer, Meaning, meaning};
-    let (buyer, pack, payment) = match meaning(payload).map_err(|e| format!("unreadable: {e}"))? {
+    use billing_core::usecases::BillingError;
+    use payments_stripe::events::{Meaning, meaning};
+    let event = match meaning(payload).map_err(|e| format!("unreadable: {e}"))? {
         Meaning::Ignored(why) => return Ok(Applied::Ignored(why)),
-        Meaning::PackPaid {
-            buyer,
-            pack,
-            payment,
-        } => (buyer, pack, payment),
+        Meaning::Event(event) => event,
     };
-    let account = match buyer {
-        Buyer::Account(account) => account,
-        Buyer::User(user) => match billing.accounts.user(&user).await {
-            Ok(Some(user)) => user.account,
-            Ok(None) => return Ok(Applied::Ignored(format!("unknown user {user}"))),
-            Err(err) => return Err(err.to_string()),
-        },
-    };
-    let purchase = PurchaseCompleted {
-        account,
-        pack,
-        payment_id: payment,
-    };
-    match billing
-        .apply_payment_event(PaymentEvent::PackPaid(purchase))
-        .await
-    {
-        Ok(_) => Ok(Applied::Done),
+    match billing.apply_payment_event(event).await {
+        Ok(applied) => Ok(applied),
         Err(BillingError::AccountNotFound) => Ok(Applied::Ignored("unknown account".into())),
         Err(BillingError::UnknownPack(pack)) => {
             Ok(Applied::Ignored(format!("unknown pack `{pack}`")))
         }
         Err(err) => Err(err.to_string()),
     }
+}
+
+/// Mails a notice to the account's users. A failure is logged: the event is applied, and
+/// a second delivery attempt would send the others twice.
+async fn send_notice(billing: &Billing, mailer: &dyn Mailer, notice: &Notice) {
+    let (account, subject, body) = match notice {
+        Notice::PaymentFailed {
+            account,
+            final_attempt,
+        } => (
+            account,
+            "Your payment failed",
+            if *final_attempt {
+                "We could not collect your subscription payment, and no retry remains. \
+                 Please update your payment method to keep your plan."
+                    .to_owned()
+            } else {
+                "We could not collect your subscription payment. We will try again; \
+                 please check your payment method."
+                    .to_owned()
+            },
+        ),
+        Notice::TrialEnding { account, trial_end } => (
+            account,
+            "Your trial ends soon",
+            match trial_end.and_then(|at| {
+                at.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            }) {
+                Some(at) => format!("Your free trial ends at {at}. Your subscription starts then."),
+                None => "Your free trial ends soon. Your subscription starts then.".to_owned(),
+            },
+        ),
+    };
+    let users = match billing.accounts.account_users(account).await {
+        Ok(users) => users,
+        Err(err) => {
+            tracing::warn!(%account, error = %err, "could not find whom to notify");
+            return;
+        }
+    };
+    for user in users {
+        let mail = Mail {
+            to: user.email,
+            subject: subject.to_owned(),
+            body: body.clone(),
+        };
+        if let Err(err) = mailer.send(mail).await {
+            tracing::warn!(%account, error = %err, "could not send a billing notice");
+        }
+    }
+}
+
+/// Puts accounts whose renewal has been unpaid for longer than the catalog's dunning grace
+/// on the default plan's entitlements (the provider may still collect; a payment puts the
+/// plan back).
+pub async fn dunning_once(billing: &Billing) -> Result<usize, billing_core::ports::StoreError> {
+    let grace = time::Duration::days(i64::from(billing.catalog.dunning.grace_days));
+    let before = billing.clock.now() - grace;
+    let mut demoted = 0;
+    for sub in billing.subscriptions.past_due_before(before, 1000).await? {
+        match billing.refresh_plan(&sub.account).await {
+            Ok(plan) if plan == billing.catalog.default_plan => demoted += 1,
+            Ok(_) => {}
+            Err(err) => tracing::warn!(account = %sub.account, error = %err, "dunning step failed"),
+        }
+    }
+    Ok(demoted)
 }

@@ -149,6 +149,7 @@ async fn daily_allowances_are_granted_once_per_day() {
         accounts: store.clone(),
         ledger: store.clone(),
         subscriptions: store.clone(),
+        payments: store.clone(),
         clock: clock.clone(),
         ids,
         default_hold_ttl: Duration::minutes(10),
@@ -248,7 +249,8 @@ async fn a_failing_payment_event_is_retried_later_not_lost() {
     use app::workers::{WebhookReport, apply_webhooks_once};
     use billing_core::ids::WebhookId;
     use billing_core::ports::{
-        MockAccountStore, MockLedgerStore, MockSubscriptionStore, MockWebhookEventStore, StoreError,
+        MockAccountStore, MockLedgerStore, MockMailer, MockPaymentStore, MockSubscriptionStore,
+        MockWebhookEventStore, StoreError,
     };
     use billing_core::records::{WebhookEvent, WebhookStatus};
     use billing_core::usecases::Billing;
@@ -302,16 +304,25 @@ async fn a_failing_payment_event_is_retried_later_not_lost() {
     ledger
         .expect_execute()
         .returning(|_| Err(StoreError::Unavailable("connection refused".into())));
+    // The payment is recorded; granting its credits is what fails.
+    let mut payments = MockPaymentStore::new();
+    payments
+        .expect_record_payment()
+        .returning(|payment| Ok(payment.clone()));
     let billing = Billing {
         catalog: Arc::new(billing_core::testing::sample_catalog()),
         accounts: Arc::new(accounts),
         ledger: Arc::new(ledger),
         subscriptions: Arc::new(MockSubscriptionStore::new()),
+        payments: Arc::new(payments),
         clock: Arc::new(FixedClock::new(t0)),
         ids: Arc::new(SequentialIds::default()),
         default_hold_ttl: Duration::minutes(10),
     };
-    let report = apply_webhooks_once(&billing, &events, 8).await.unwrap();
+    let mailer = MockMailer::new();
+    let report = apply_webhooks_once(&billing, &events, &mailer, 8)
+        .await
+        .unwrap();
     assert_eq!(
         report,
         WebhookReport {

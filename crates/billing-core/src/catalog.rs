@@ -47,6 +47,30 @@ pub struct Catalog {
     /// Rewards (credits for an engagement) by id.
     #[serde(default)]
     pub rewards: BTreeMap<String, Reward>,
+    /// What happens when a renewal is not paid.
+    #[serde(default)]
+    pub dunning: Dunning,
+}
+
+/// The dunning policy: after a renewal payment fails, the plan stays in force for
+/// `grace_days` (the provider keeps retrying meanwhile); then the account has the default
+/// plan's entitlements until a payment succeeds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dunning {
+    /// Days of access after the first failed renewal.
+    #[serde(default = "seven")]
+    pub grace_days: u32,
+}
+
+impl Default for Dunning {
+    fn default() -> Self {
+        Self { grace_days: 7 }
+    }
+}
+
+fn seven() -> u32 {
+    7
 }
 
 fn default_currency() -> Currency {
@@ -466,6 +490,16 @@ impl Catalog {
     /// The plan with this id.
     pub fn plan(&self, id: &str) -> Option<&Plan> {
         self.plans.get(id)
+    }
+
+    /// The plan and interval a provider price id is configured for.
+    pub fn plan_by_price(&self, price_id: &str) -> Option<(&str, Interval)> {
+        self.plans.iter().find_map(|(id, plan)| {
+            plan.prices
+                .iter()
+                .find(|(_, p)| p.stripe_price_id.as_deref() == Some(price_id))
+                .map(|(interval, _)| (id.as_str(), *interval))
+        })
     }
 
     /// The default plan (validated to exist).

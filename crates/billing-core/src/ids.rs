@@ -194,6 +194,9 @@ prefixed_id!(
 prefixed_id!(
     /// A usage record of a quota meter.
     UsageId, "use");
+prefixed_id!(
+    /// A payment received (a pack or a subscription invoice).
+    PaymentId, "pay");
 
 #[cfg(test)]
 mod tests {

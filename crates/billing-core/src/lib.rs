@@ -14,6 +14,7 @@ pub mod entitlements;
 pub mod ids;
 pub mod ledger;
 pub mod money;
+pub mod payments;
 pub mod ports;
 pub mod quota;
 pub mod records;

@@ -9,9 +9,10 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::catalog::TokenUsage;
-use crate::ids::{AccountId, SubscriptionId, TaskId, Ulid, UserId};
-use crate::ledger::{AccountSnapshot, LedgerError, LedgerRequest, Receipt, Transaction};
+use crate::ids::{AccountId, PaymentId, SubscriptionId, TaskId, Ulid, UserId};
+use crate::ledger::{AccountSnapshot, Credits, LedgerError, LedgerRequest, Receipt, Transaction};
 use crate::money::Money;
+use crate::payments::{ChargeState, Payment};
 use crate::quota::{QuotaCheck, QuotaError, Window};
 use crate::records::{
     Account, ApiKey, AuditRecord, Balance, Page, PageRequest, RefreshToken, Rotation, SavedItem,
@@ -225,6 +226,8 @@ pub trait AccountStore: Send + Sync {
     async fn user_by_subject(&self, subject: &str) -> Result<Option<User>, StoreError>;
     /// Replaces a user's mutable fields (name, role, verification, password hash).
     async fn update_user(&self, user: &User) -> Result<(), StoreError>;
+    /// The users of an account, oldest first.
+    async fn account_users(&self, account: &AccountId) -> Result<Vec<User>, StoreError>;
     /// Users whose email or name contains `search`, newest first.
     async fn list_users(
         &self,
@@ -418,9 +421,11 @@ pub trait QuotaStore: Send + Sync {
 
 /// Subscriptions' storage.
 ///
-/// Contract: one live (not canceled) subscription per account; `save` replaces the record
-/// whole and fails with `Conflict` if `expected_status` no longer matches (optimistic
-/// concurrency between webhooks).
+/// Contract: one live (not canceled) subscription per account (a second is a
+/// `Conflict(LiveSubscription)`); `save` with `expected: None` inserts, else replaces the
+/// record whole only if its stored status and version are still `expected`, failing with
+/// `Conflict(ChangedMeanwhile)` otherwise (optimistic concurrency between webhooks and
+/// instances).
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait SubscriptionStore: Send + Sync {
@@ -434,8 +439,14 @@ pub trait SubscriptionStore: Send + Sync {
     async fn save(
         &self,
         subscription: &Subscription,
-        expected_status: Option<crate::subscription::SubscriptionStatus>,
+        expected: Option<crate::subscription::Expected>,
     ) -> Result<(), StoreError>;
+    /// Past-due subscriptions that fell past due before `before` (for the dunning sweep).
+    async fn past_due_before(
+        &self,
+        before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Subscription>, StoreError>;
 }
 
 /// A stored HTTP response, for idempotent replays at the API edge.
@@ -567,6 +578,61 @@ pub trait TaskQueue: Send + Sync {
     async fn enqueue(&self, task: &TaskId) -> Result<(), StoreError>;
     /// Takes the next task, if any.
     async fn dequeue(&self) -> Result<Option<TaskId>, StoreError>;
+}
+
+/// Payments received, the charges behind them, and which provider customer is which
+/// account.
+///
+/// Contract: `record_payment` inserts a payment unless one with the same `external_id` exists and
+/// returns the stored one either way (so two deliveries of one payment record it once);
+/// `set_withheld` changes a row only if it still holds what the caller read (`false`
+/// otherwise: read again and retry); `merge_charge` merges atomically
+/// ([`ChargeState::merge`]), so concurrent observations of one charge all count.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait PaymentStore: Send + Sync {
+    /// Records a payment once; returns the stored record.
+    async fn record_payment(&self, payment: &Payment) -> Result<Payment, StoreError>;
+    /// The payments made with a payment intent.
+    async fn by_intent(&self, payment_intent: &str) -> Result<Vec<Payment>, StoreError>;
+    /// Sets the credits withheld from `from` to `to`; `false` if it no longer was `from`.
+    async fn set_withheld(
+        &self,
+        id: &PaymentId,
+        from: Credits,
+        to: Credits,
+    ) -> Result<bool, StoreError>;
+    /// An account's payments, newest first.
+    async fn payments(
+        &self,
+        account: &AccountId,
+        page: PageRequest,
+    ) -> Result<Page<Payment>, StoreError>;
+    /// A charge's state.
+    async fn charge(&self, charge: &str) -> Result<Option<ChargeState>, StoreError>;
+    /// The charges of a payment intent.
+    async fn charges_for(&self, payment_intent: &str) -> Result<Vec<ChargeState>, StoreError>;
+    /// Merges an observation of a charge into its stored state; returns the result.
+    async fn merge_charge(&self, seen: &ChargeState) -> Result<ChargeState, StoreError>;
+    /// Remembers that the provider's `customer` is `account` (first link wins).
+    async fn link_customer(
+        &self,
+        provider: &str,
+        customer: &str,
+        account: &AccountId,
+    ) -> Result<(), StoreError>;
+    /// The account of a provider's customer.
+    async fn customer_account(
+        &self,
+        provider: &str,
+        customer: &str,
+    ) -> Result<Option<AccountId>, StoreError>;
+    /// The provider's customer of an account.
+    async fn customer_of(
+        &self,
+        provider: &str,
+        account: &AccountId,
+    ) -> Result<Option<String>, StoreError>;
 }
 
 /// A hosted checkout to start.

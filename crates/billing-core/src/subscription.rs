@@ -98,6 +98,32 @@ pub struct Subscription {
     /// When it ended.
     #[serde(with = "time::serde::rfc3339::option")]
     pub canceled_at: Option<OffsetDateTime>,
+    /// The newest provider state applied ([`SyncVersion`](crate::payments::SyncVersion));
+    /// 0 for a subscription no provider event has touched.
+    pub version: i64,
+    /// Since when a renewal has gone unpaid (set on entering `past_due`, cleared by a
+    /// payment): the dunning grace counts from here.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub past_due_since: Option<OffsetDateTime>,
+}
+
+impl Subscription {
+    /// What a save expects the stored record to still be.
+    pub fn expected(&self) -> Expected {
+        Expected {
+            status: self.status,
+            version: self.version,
+        }
+    }
+}
+
+/// The stored state an update was computed from (optimistic concurrency).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    /// The status read.
+    pub status: SubscriptionStatus,
+    /// The version read.
+    pub version: i64,
 }
 
 /// Something that happened to a subscription, as the payment provider reports it.
@@ -487,6 +513,8 @@ mod tests {
             external_id: None,
             created_at: datetime!(2026-01-01 0:00 UTC),
             canceled_at: None,
+            version: 0,
+            past_due_since: None,
         }
     }
 

@@ -15,12 +15,16 @@ use crate::ledger::{
     LedgerRequest, Receipt,
 };
 use crate::ports::{
-    AccountStore, Clock, Conflict, IdGenerator, LedgerOutcome, LedgerStore, StoreError,
-    SubscriptionStore,
+    AccountStore, Clock, Conflict, IdGenerator, LedgerOutcome, LedgerStore, PaymentStore,
+    StoreError, SubscriptionStore,
 };
 use crate::quota::Window;
 use crate::records::{Account, Role, User};
-use crate::subscription::{self, SubscriptionEffect, SubscriptionError, SubscriptionEvent};
+use crate::subscription::SubscriptionError;
+
+mod payments;
+
+pub use payments::{Applied, Notice};
 
 /// Why a use case did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,13 +107,6 @@ pub struct SignedUp {
     pub allowance: Option<Receipt>,
 }
 
-/// Something a payment provider reported, in domain terms (its adapter maps the wire format).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PaymentEvent {
-    /// A credit pack was paid for.
-    PackPaid(PurchaseCompleted),
-}
-
 /// The current period of a calendar (daily or monthly) allowance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CalendarPeriod {
@@ -143,6 +140,8 @@ pub struct Billing {
     pub ledger: Arc<dyn LedgerStore>,
     /// Subscriptions.
     pub subscriptions: Arc<dyn SubscriptionStore>,
+    /// Payments, charges and provider customers.
+    pub payments: Arc<dyn PaymentStore>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// Id generation.
@@ -632,91 +631,6 @@ impl Billing {
         }
     }
 
-    /// Applies what a payment provider reported (verified and mapped by its adapter).
-    pub async fn apply_payment_event(
-        &self,
-        event: PaymentEvent,
-    ) -> Result<Option<Moved>, BillingError> {
-        match event {
-            PaymentEvent::PackPaid(purchase) => match self.purchase_completed(purchase).await {
-                Ok(moved) => Ok(Some(moved)),
-                Err(BillingError::AlreadyGranted(_)) => Ok(None),
-                Err(err) => Err(err),
-            },
-        }
-    }
-
-    /// Applies a payment event to a subscription (found by the provider's id) and carries
-    /// out its effects: period grants (keyed per period, so replays grant nothing more) and
-    /// the account's plan.
-    pub async fn subscription_event(
-        &self,
-        external_id: &str,
-        event: SubscriptionEvent,
-    ) -> Result<Vec<SubscriptionEffect>, BillingError> {
-        let current = self
-            .subscriptions
-            .by_external_id(external_id)
-            .await?
-            .ok_or(BillingError::SubscriptionNotFound)?;
-        let now = self.clock.now();
-        let transition = subscription::apply(&current, &event, &self.catalog, now)?;
-        self.subscriptions
-            .save(&transition.subscription, Some(current.status))
-            .await?;
-        self.carry_out(&transition.effects).await?;
-        Ok(transition.effects)
-    }
-
-    /// An invoice for `period` was paid.
-    pub async fn invoice_paid(
-        &self,
-        external_id: &str,
-        period: Window,
-    ) -> Result<Vec<SubscriptionEffect>, BillingError> {
-        self.subscription_event(external_id, SubscriptionEvent::PaymentSucceeded { period })
-            .await
-    }
-
-    async fn carry_out(&self, effects: &[SubscriptionEffect]) -> Result<(), BillingError> {
-        for effect in effects {
-            match effect {
-                SubscriptionEffect::GrantAllowance {
-                    account,
-                    credits,
-                    rollover_cap,
-                    period,
-                    key: k,
-                } => {
-                    if period.end <= self.clock.now() {
-                        // A late replay of a period that is over grants nothing.
-                        continue;
-                    }
-                    let command = LedgerCommand::Grant {
-                        amount: *credits,
-                        source: GrantSource::PeriodAllowance,
-                        priority: 0,
-                        expires_at: Some(period.end),
-                        rollover_cap: *rollover_cap,
-                        // Carried over into the next billing period, as long as this one.
-                        rollover_until: Some(period.end + (period.end - period.start)),
-                        reference: Some(k.clone()),
-                        memo: Some("subscription period allowance".into()),
-                    };
-                    self.run(account, key(k.clone())?, command, LedgerPolicy::default())
-                        .await?;
-                }
-                SubscriptionEffect::SetAccountPlan { account, plan } => {
-                    self.accounts.set_plan(account, plan).await?;
-                }
-                // Notifications are delivered by the mailer adapter's caller (HTTP/worker).
-                SubscriptionEffect::NotifyPaymentFailed { .. }
-                | SubscriptionEffect::NotifyTrialEnding { .. } => {}
-            }
-        }
-        Ok(())
-    }
-
     /// When the next day or month begins for an account's calendar allowance (for
     /// schedulers).
     pub fn next_reset(&self, plan: &Plan, now: OffsetDateTime) -> Option<OffsetDateTime> {
@@ -736,11 +650,11 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
-    use crate::catalog::Interval;
-    use crate::ids::{SubscriptionId, Ulid};
+    use crate::ids::Ulid;
     use crate::ledger::{AccountBook, TxnKind};
-    use crate::ports::{MockAccountStore, MockLedgerStore, MockSubscriptionStore};
-    use crate::subscription::{Subscription, SubscriptionStatus};
+    use crate::ports::{
+        MockAccountStore, MockLedgerStore, MockPaymentStore, MockSubscriptionStore,
+    };
     use crate::testing::{FixedClock, SequentialIds, sample_catalog};
 
     const NOW: OffsetDateTime = datetime!(2026-04-10 15:00 UTC);
@@ -757,6 +671,7 @@ mod tests {
         accounts: MockAccountStore,
         ledger: MockLedgerStore,
         subscriptions: MockSubscriptionStore,
+        payments: MockPaymentStore,
     }
 
     impl Mocks {
@@ -765,6 +680,7 @@ mod tests {
                 accounts: MockAccountStore::new(),
                 ledger: MockLedgerStore::new(),
                 subscriptions: MockSubscriptionStore::new(),
+                payments: MockPaymentStore::new(),
             }
         }
 
@@ -793,6 +709,7 @@ mod tests {
                 accounts: Arc::new(self.accounts),
                 ledger: Arc::new(self.ledger),
                 subscriptions: Arc::new(self.subscriptions),
+                payments: Arc::new(self.payments),
                 clock: Arc::new(FixedClock::new(NOW)),
                 ids: Arc::new(SequentialIds::default()),
                 default_hold_ttl: Duration::minutes(10),
@@ -1111,82 +1028,6 @@ mod tests {
         assert_eq!(
             billing.purchase_completed(unknown).await,
             Err(BillingError::UnknownPack("mega".into()))
-        );
-    }
-
-    fn pro_subscription(status: SubscriptionStatus) -> Subscription {
-        Subscription {
-            id: SubscriptionId::from_ulid(Ulid(9)),
-            account: account("free").id,
-            plan: "pro".into(),
-            interval: Interval::Month,
-            status,
-            current_period: None,
-            trial_end: None,
-            cancel_at_period_end: false,
-            pending_plan: None,
-            external_id: Some("sub_123".into()),
-            created_at: NOW,
-            canceled_at: None,
-        }
-    }
-
-    #[tokio::test]
-    async fn a_paid_invoice_activates_grants_the_period_and_sets_the_plan() {
-        let requests = seen();
-        let mut mocks = Mocks::new().with_book(requests.clone());
-        mocks
-            .subscriptions
-            .expect_by_external_id()
-            .withf(|id| id == "sub_123")
-            .returning(|_| Ok(Some(pro_subscription(SubscriptionStatus::Incomplete))));
-        mocks
-            .subscriptions
-            .expect_save()
-            .withf(|s, expected| {
-                s.status == SubscriptionStatus::Active
-                    && *expected == Some(SubscriptionStatus::Incomplete)
-            })
-            .times(1)
-            .returning(|_, _| Ok(()));
-        mocks
-            .accounts
-            .expect_set_plan()
-            .withf(|_, plan| plan == "pro")
-            .times(1)
-            .returning(|_, _| Ok(()));
-        let billing = mocks.billing();
-        let period = Window {
-            start: datetime!(2026-04-10 0:00 UTC),
-            end: datetime!(2026-05-10 0:00 UTC),
-        };
-        billing.invoice_paid("sub_123", period).await.unwrap();
-        let requests = requests.lock().unwrap();
-        assert_eq!(requests.len(), 1);
-        assert_eq!(
-            requests[0].key.as_str(),
-            subscription::allowance_key(&pro_subscription(SubscriptionStatus::Active).id, &period)
-        );
-        assert!(matches!(
-            requests[0].command,
-            LedgerCommand::Grant { amount: 1000, rollover_cap: 200, expires_at: Some(e), .. } if e == period.end
-        ));
-    }
-
-    #[tokio::test]
-    async fn an_invoice_for_an_unknown_subscription_is_reported() {
-        let mut mocks = Mocks::new();
-        mocks
-            .subscriptions
-            .expect_by_external_id()
-            .returning(|_| Ok(None));
-        let period = Window {
-            start: NOW,
-            end: NOW + Duration::days(30),
-        };
-        assert_eq!(
-            mocks.billing().invoice_paid("sub_nope", period).await,
-            Err(BillingError::SubscriptionNotFound)
         );
     }
 

@@ -236,6 +236,18 @@ macro_rules! account_queries {
             }
             Ok(query.order(users::id.desc()).limit(limit).load(c).await?)
         }
+
+        pub(crate) async fn users_of_account(
+            c: &mut Conn,
+            account: String,
+        ) -> Result<Vec<UserRow>, TxError> {
+            Ok(users::table
+                .filter(users::account_id.eq(account))
+                .select(UserRow::as_select())
+                .order(users::id.asc())
+                .load(c)
+                .await?)
+        }
     };
 }
 pub(crate) use account_queries;

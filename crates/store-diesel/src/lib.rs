@@ -10,6 +10,7 @@ mod accounts;
 mod db;
 mod ledger;
 pub mod migrate;
+mod payments;
 mod records;
 mod schema;
 mod sessions;

@@ -34,6 +34,8 @@ pub(crate) struct SubscriptionRow {
     pub external_id: Option<String>,
     pub created_at: i64,
     pub canceled_at: Option<i64>,
+    pub version: i64,
+    pub past_due_since: Option<i64>,
 }
 
 impl SubscriptionRow {
@@ -52,6 +54,8 @@ impl SubscriptionRow {
             external_id: s.external_id.clone(),
             created_at: ts(s.created_at),
             canceled_at: s.canceled_at.map(ts),
+            version: s.version,
+            past_due_since: s.past_due_since.map(ts),
         }
     }
 
@@ -76,6 +80,8 @@ impl SubscriptionRow {
             external_id: self.external_id,
             created_at: from_ts(self.created_at),
             canceled_at: self.canceled_at.map(from_ts),
+            version: self.version,
+            past_due_since: self.past_due_since.map(from_ts),
         })
     }
 }
@@ -382,7 +388,7 @@ macro_rules! record_queries {
         pub(crate) async fn subscription_save(
             c: &mut Conn,
             row: SubscriptionRow,
-            expected: Option<String>,
+            expected: Option<(String, i64)>,
         ) -> Result<bool, TxError> {
             match expected {
                 None => {
@@ -392,11 +398,12 @@ macro_rules! record_queries {
                         .await?;
                     Ok(true)
                 }
-                Some(status) => {
+                Some((status, version)) => {
                     let changed = diesel::update(
                         subscriptions::table
                             .find(row.id.clone())
-                            .filter(subscriptions::status.eq(status)),
+                            .filter(subscriptions::status.eq(status))
+                            .filter(subscriptions::version.eq(version)),
                     )
                     .set(&row)
                     .execute(c)
@@ -404,6 +411,21 @@ macro_rules! record_queries {
                     Ok(changed == 1)
                 }
             }
+        }
+
+        pub(crate) async fn subscriptions_past_due(
+            c: &mut Conn,
+            before: i64,
+            limit: i64,
+        ) -> Result<Vec<SubscriptionRow>, TxError> {
+            Ok(subscriptions::table
+                .filter(subscriptions::status.eq("past_due"))
+                .filter(subscriptions::past_due_since.lt(before))
+                .select(SubscriptionRow::as_select())
+                .order(subscriptions::past_due_since.asc())
+                .limit(limit)
+                .load(c)
+                .await?)
         }
 
         /// Claims a key: `None` if newly claimed, else what it holds.

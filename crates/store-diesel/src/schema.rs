@@ -131,6 +131,8 @@ diesel::table! {
         external_id -> Nullable<Text>,
         created_at -> BigInt,
         canceled_at -> Nullable<BigInt>,
+        version -> BigInt,
+        past_due_since -> Nullable<BigInt>,
     }
 }
 
@@ -261,5 +263,41 @@ diesel::table! {
         expires_at -> BigInt,
         used_at -> Nullable<BigInt>,
         created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    payments (id) {
+        id -> Text,
+        account_id -> Text,
+        kind -> Text,
+        external_id -> Text,
+        payment_intent -> Nullable<Text>,
+        item -> Text,
+        amount_minor -> BigInt,
+        currency -> Text,
+        credits -> BigInt,
+        withheld -> BigInt,
+        expires_at -> Nullable<BigInt>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    payment_charges (charge) {
+        charge -> Text,
+        payment_intent -> Nullable<Text>,
+        amount_minor -> BigInt,
+        refunded_minor -> BigInt,
+        dispute -> Nullable<Text>,
+        dispute_observed_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    payment_customers (provider, customer) {
+        provider -> Text,
+        customer -> Text,
+        account_id -> Text,
     }
 }

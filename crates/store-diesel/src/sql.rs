@@ -34,6 +34,17 @@ pub(crate) mod pg {
             .optional()?)
     }
 
+    /// Locks a charge's row for the rest of the transaction.
+    pub(crate) async fn lock_charge(c: &mut Conn, charge: &str) -> Result<ChargeRow, TxError> {
+        use crate::schema::payment_charges;
+        Ok(payment_charges::table
+            .find(charge)
+            .select(ChargeRow::as_select())
+            .for_update()
+            .first(c)
+            .await?)
+    }
+
     crate::ledger::ledger_queries!();
     use crate::accounts::UserField;
     crate::accounts::account_queries!();
@@ -41,6 +52,7 @@ pub(crate) mod pg {
     crate::records::record_queries!();
     crate::sessions::session_queries!();
     crate::userdata::userdata_queries!();
+    crate::payments::payment_queries!();
 }
 
 /// SQLite.
@@ -65,8 +77,19 @@ pub(crate) mod sqlite {
     crate::accounts::account_queries!();
     use crate::records::SubscriptionField;
     crate::records::record_queries!();
+    /// `BEGIN IMMEDIATE` holds the write lock already.
+    pub(crate) async fn lock_charge(c: &mut Conn, charge: &str) -> Result<ChargeRow, TxError> {
+        use crate::schema::payment_charges;
+        Ok(payment_charges::table
+            .find(charge)
+            .select(ChargeRow::as_select())
+            .first(c)
+            .await?)
+    }
+
     crate::sessions::session_queries!();
     crate::userdata::userdata_queries!();
+    crate::payments::payment_queries!();
 }
 
 /// Calls `$module::$func(conn, args…)` on the pooled connection's backend.

@@ -17,7 +17,7 @@ use billing_core::records::{
     Account, ApiKey, AuditRecord, Balance, Page, PageRequest, RefreshToken, Rotation, SavedItem,
     Task, TaskStatus, User, WebhookEvent, WebhookStatus,
 };
-use billing_core::subscription::{Subscription, SubscriptionStatus};
+use billing_core::subscription::{Expected, Subscription};
 use time::OffsetDateTime;
 
 use crate::accounts::{AccountRow, UserField, UserRow};
@@ -31,7 +31,7 @@ use crate::sql::{call, transaction_call};
 /// The store: a connection pool plus the clock and id source the ledger needs.
 #[derive(Clone)]
 pub struct DieselStore {
-    pool: Pool,
+    pub(crate) pool: Pool,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
 }
@@ -44,12 +44,12 @@ impl std::fmt::Debug for DieselStore {
     }
 }
 
-fn page_limit(page: &PageRequest) -> i64 {
+pub(crate) fn page_limit(page: &PageRequest) -> i64 {
     i64::from(page.clamped_limit())
 }
 
 /// Builds a page: `rows` were fetched with one extra to learn whether more follow.
-fn paged<T, F: Fn(&T) -> String>(mut items: Vec<T>, limit: i64, cursor: F) -> Page<T> {
+pub(crate) fn paged<T, F: Fn(&T) -> String>(mut items: Vec<T>, limit: i64, cursor: F) -> Page<T> {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let more = items.len() > limit;
     items.truncate(limit);
@@ -80,7 +80,7 @@ impl DieselStore {
     }
 
     /// Runs a transaction-wrapped query again while it fails for a retryable reason.
-    async fn retrying<T, F, Fut>(&self, mut attempt_once: F) -> Result<T, StoreError>
+    pub(crate) async fn retrying<T, F, Fut>(&self, mut attempt_once: F) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, TxError>>,
@@ -296,6 +296,15 @@ impl AccountStore for DieselStore {
         }
     }
 
+    async fn account_users(&self, account: &AccountId) -> Result<Vec<User>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(conn, users_of_account(account.to_string()))
+            .map_err(tx_error)?
+            .into_iter()
+            .map(UserRow::into_domain)
+            .collect()
+    }
+
     async fn list_users(
         &self,
         search: Option<String>,
@@ -403,16 +412,33 @@ impl SubscriptionStore for DieselStore {
     async fn save(
         &self,
         subscription: &Subscription,
-        expected_status: Option<SubscriptionStatus>,
+        expected: Option<Expected>,
     ) -> Result<(), StoreError> {
         let row = SubscriptionRow::from_domain(subscription);
-        let expected = expected_status.map(|s| s.as_str().to_owned());
+        let expected = expected.map(|e| (e.status.as_str().to_owned(), e.version));
+        let _writer = self.pool.write_guard().await;
         let mut conn = self.pool.get().await?;
         if call!(conn, subscription_save(row, expected)).map_err(tx_error)? {
             Ok(())
         } else {
             Err(StoreError::Conflict(Conflict::ChangedMeanwhile))
         }
+    }
+
+    async fn past_due_before(
+        &self,
+        before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(
+            conn,
+            subscriptions_past_due(db::ts(before), i64::from(limit))
+        )
+        .map_err(tx_error)?
+        .into_iter()
+        .map(SubscriptionRow::into_domain)
+        .collect()
     }
 }
 

@@ -735,24 +735,47 @@ async fn subscriptions_save_with_optimistic_checks(db: &TestDb) {
         external_id: Some("sub_stripe_1".into()),
         created_at: T0,
         canceled_at: None,
+        version: 0,
+        past_due_since: None,
     };
     db.store.save(&sub, None).await.unwrap();
-    sub.status = SubscriptionStatus::Active;
+    let read = sub.expected();
+    sub.status = SubscriptionStatus::PastDue;
+    sub.version = 42;
+    sub.past_due_since = Some(T0 + Duration::days(3));
     sub.current_period = Some(Window {
         start: T0,
         end: T0 + Duration::days(30),
     });
-    db.store
-        .save(&sub, Some(SubscriptionStatus::Incomplete))
-        .await
-        .unwrap();
-    // A writer that still thinks it is incomplete loses.
+    db.store.save(&sub, Some(read)).await.unwrap();
+    // A writer that still thinks it is incomplete, or that read an older version, loses.
     assert!(matches!(
-        db.store
-            .save(&sub, Some(SubscriptionStatus::Incomplete))
-            .await,
+        db.store.save(&sub, Some(read)).await,
         Err(StoreError::Conflict(_))
     ));
+    let stale = billing_core::subscription::Expected {
+        status: SubscriptionStatus::PastDue,
+        version: 41,
+    };
+    assert!(matches!(
+        db.store.save(&sub, Some(stale)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // The dunning sweep finds it once its grace has begun before the cut-off.
+    assert!(
+        db.store
+            .past_due_before(T0 + Duration::days(3), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        db.store
+            .past_due_before(T0 + Duration::days(4), 10)
+            .await
+            .unwrap(),
+        vec![sub.clone()]
+    );
     assert_eq!(
         db.store.by_external_id("sub_stripe_1").await.unwrap(),
         Some(sub.clone())
@@ -1297,6 +1320,135 @@ async fn user_data_belongs_to_its_owner(db: &TestDb) {
     assert!(db.store.live_key("hash-4").await.unwrap().is_some());
 }
 
+/// Payments are recorded once per provider id; the withheld credits move only from what
+/// the caller read; charge observations merge (refunds accumulate, a decided dispute is
+/// final) in any order; a customer links to one account.
+async fn payments_charges_and_customers(db: &TestDb) {
+    use billing_core::ids::PaymentId;
+    use billing_core::payments::{ChargeState, DisputeStatus, Payment, PaymentKind, STRIPE};
+    use billing_core::ports::PaymentStore;
+    let (account, _) = new_account(db, "pay@er.test", "free").await;
+    let (other, _) = new_account(db, "oth@er.test", "free").await;
+    let payment = Payment {
+        id: PaymentId::from_ulid(ulid()),
+        account: account.clone(),
+        kind: PaymentKind::Pack,
+        external_id: "cs_1".into(),
+        payment_intent: Some("pi_1".into()),
+        item: "starter".into(),
+        amount_minor: 999,
+        currency: "usd".parse().unwrap(),
+        credits: 110,
+        withheld: 0,
+        expires_at: Some(T0 + Duration::days(365)),
+        created_at: T0,
+    };
+    assert_eq!(db.store.record_payment(&payment).await.unwrap(), payment);
+    let mut again = payment.clone();
+    again.id = PaymentId::from_ulid(ulid());
+    again.credits = 5;
+    assert_eq!(
+        db.store.record_payment(&again).await.unwrap(),
+        payment,
+        "once per payment"
+    );
+    assert_eq!(
+        db.store.by_intent("pi_1").await.unwrap(),
+        vec![payment.clone()]
+    );
+    assert!(db.store.set_withheld(&payment.id, 0, 40).await.unwrap());
+    assert!(!db.store.set_withheld(&payment.id, 0, 50).await.unwrap());
+    let page = db
+        .store
+        .payments(&account, PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].withheld, 40);
+    assert!(
+        db.store
+            .payments(&other, PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    // Charges: refunds accumulate; a decided dispute stays decided.
+    let seen = |refunded, dispute: Option<DisputeStatus>, day| ChargeState {
+        charge: "ch_1".into(),
+        payment_intent: Some("pi_1".into()),
+        amount_minor: 999,
+        refunded_minor: refunded,
+        dispute,
+        dispute_observed_at: dispute.map(|_| T0 + Duration::days(day)),
+    };
+    db.store.merge_charge(&seen(300, None, 0)).await.unwrap();
+    db.store
+        .merge_charge(&seen(0, Some(DisputeStatus::Lost), 2))
+        .await
+        .unwrap();
+    db.store.merge_charge(&seen(100, None, 0)).await.unwrap();
+    let merged = db
+        .store
+        .merge_charge(&seen(0, Some(DisputeStatus::Open), 5))
+        .await
+        .unwrap();
+    assert_eq!(merged.refunded_minor, 300);
+    assert_eq!(merged.dispute, Some(DisputeStatus::Lost));
+    assert_eq!(db.store.charge("ch_1").await.unwrap(), Some(merged.clone()));
+    assert_eq!(db.store.charges_for("pi_1").await.unwrap(), vec![merged]);
+    // Customers.
+    db.store
+        .link_customer(STRIPE, "cus_1", &account)
+        .await
+        .unwrap();
+    db.store
+        .link_customer(STRIPE, "cus_1", &other)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store.customer_account(STRIPE, "cus_1").await.unwrap(),
+        Some(account.clone())
+    );
+    assert_eq!(
+        db.store
+            .customer_of(STRIPE, &account)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("cus_1")
+    );
+    assert_eq!(db.store.customer_of(STRIPE, &other).await.unwrap(), None);
+}
+
+/// Many observations of one charge at once all count (the merge is atomic).
+async fn concurrent_charge_observations_all_count(db: &TestDb) {
+    use billing_core::payments::ChargeState;
+    use billing_core::ports::PaymentStore;
+    let tasks: Vec<_> = (1..=16)
+        .map(|n| {
+            let store = db.store.clone();
+            tokio::spawn(async move {
+                store
+                    .merge_charge(&ChargeState {
+                        charge: "ch_many".into(),
+                        payment_intent: Some("pi_many".into()),
+                        amount_minor: 1000,
+                        refunded_minor: n * 10,
+                        dispute: None,
+                        dispute_observed_at: None,
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let stored = db.store.charge("ch_many").await.unwrap().unwrap();
+    assert_eq!(stored.refunded_minor, 160);
+}
+
 on_both_backends!(
     user_data_belongs_to_its_owner,
     refresh_tokens_rotate_once_and_reuse_revokes_the_family,
@@ -1318,4 +1470,6 @@ on_both_backends!(
     webhooks_are_stored_once,
     tasks_transition_once,
     the_audit_log_appends_and_filters,
+    payments_charges_and_customers,
+    concurrent_charge_observations_all_count,
 );

@@ -70,7 +70,9 @@ fn validate(command: &LedgerCommand, now: OffsetDateTime) -> Result<(), LedgerEr
                 return Err(LedgerError::ExpiryNotInFuture);
             }
         }
-        LedgerCommand::Debit { amount, .. } | LedgerCommand::Refund { amount, .. } => {
+        LedgerCommand::Debit { amount, .. }
+        | LedgerCommand::Refund { amount, .. }
+        | LedgerCommand::Clawback { amount, .. } => {
             positive(*amount)?;
         }
         LedgerCommand::Capture { amount, .. } if *amount > MAX_AMOUNT => {
@@ -642,6 +644,38 @@ impl<'a> Work<'a> {
                     amount: *amount,
                     hold: None,
                     grant: Some(id),
+                })
+            }
+            LedgerCommand::Clawback {
+                reference,
+                amount,
+                memo,
+            } => {
+                let mut left = *amount;
+                let mut legs = Vec::new();
+                for g in &self.grants {
+                    if left == 0 {
+                        break;
+                    }
+                    if g.reference.as_deref() != Some(reference.as_str()) {
+                        continue;
+                    }
+                    let take = g.remaining.min(left);
+                    legs.push(Leg {
+                        grant: Some(g.id.clone()),
+                        delta: -to_i64(take),
+                    });
+                    left -= take;
+                }
+                let taken = *amount - left;
+                let mut txn = self.txn(TxnKind::Clawback, taken, legs);
+                txn.reference = Some(reference.clone());
+                txn.memo.clone_from(memo);
+                Ok(Main {
+                    txn: Some(self.push(txn)),
+                    amount: taken,
+                    hold: None,
+                    grant: None,
                 })
             }
             LedgerCommand::ExpireGrants => {

@@ -205,6 +205,9 @@ pub enum TxnKind {
     Expiry,
     /// Credits given back for an earlier debit or capture, as a new grant.
     Refund,
+    /// Unspent credits taken back from the grants a payment bought, because the money went
+    /// back (a refund) or is contested (a dispute).
+    Clawback,
 }
 
 impl TxnKind {
@@ -219,6 +222,7 @@ impl TxnKind {
             Self::HoldExpiry => "hold_expiry",
             Self::Expiry => "expiry",
             Self::Refund => "refund",
+            Self::Clawback => "clawback",
         }
     }
 }
@@ -353,6 +357,18 @@ pub enum LedgerCommand {
         /// The debit or capture.
         txn: TxnId,
         /// Credits to give back (> 0, ≤ what is left to refund).
+        amount: Credits,
+        /// A note.
+        memo: Option<String>,
+    },
+    /// Take back up to `amount` of what remains in the live grants whose reference is
+    /// `reference` (the grants one payment bought), in burn order. Takes what is there: the
+    /// receipt's amount is what was taken, possibly less than asked, possibly 0. Credits a
+    /// pending hold reserved from those grants are not touched.
+    Clawback {
+        /// The grants' reference (`payment:<id>`).
+        reference: String,
+        /// At most this many credits (> 0).
         amount: Credits,
         /// A note.
         memo: Option<String>,

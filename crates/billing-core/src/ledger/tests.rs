@@ -397,6 +397,42 @@ fn refunds_give_back_at_most_what_was_spent() {
 }
 
 #[test]
+fn a_clawback_takes_only_what_remains_of_the_payments_grants() {
+    let mut f = Fixture::new();
+    let paid = |amount| LedgerCommand::Grant {
+        amount,
+        source: GrantSource::Purchase,
+        priority: 0,
+        expires_at: None,
+        rollover_cap: 0,
+        rollover_until: None,
+        reference: Some("payment:pi_1".into()),
+        memo: None,
+    };
+    let bought = f.run(paid(100)).unwrap().grant.unwrap();
+    let other = f.grant(50, None, 0);
+    // 30 of the bought credits are spent (the payment's grant is older: it burns first).
+    f.run(debit(30)).unwrap();
+    let claw = |amount| LedgerCommand::Clawback {
+        reference: "payment:pi_1".into(),
+        amount,
+        memo: Some("refund".into()),
+    };
+    let receipt = f.run(claw(40)).unwrap();
+    assert_eq!(
+        (receipt.kind, receipt.amount),
+        (Some(TxnKind::Clawback), 40)
+    );
+    assert_eq!(f.remaining(&bought), 30);
+    // Asking for more than is left takes what is left; other grants are never touched.
+    assert_eq!(f.run(claw(100)).unwrap().amount, 30);
+    assert_eq!(f.run(claw(5)).unwrap().amount, 0);
+    assert_eq!(f.remaining(&other), 50);
+    assert_eq!(f.book.balance(), 50);
+    assert_eq!(f.run(claw(0)), Err(LedgerError::InvalidAmount));
+}
+
+#[test]
 fn refunded_credits_expire_with_the_grants_they_came_from() {
     let mut f = Fixture::new();
     f.grant(100, Some(Duration::days(1)), 0);

@@ -1,0 +1,384 @@
+//! Credits follow the money, whatever order Stripe's events come in: a subscription's
+//! lifecycle and a pack's refunds and disputes, delivered in order, shuffled and duplicated,
+//! through the signed HTTP route, on SQLite and on PostgreSQL.
+
+use api_tests::{ADMIN_KEY, Db, TestApp, stripe_signature};
+use billing_core::ids::AccountId;
+use billing_core::ledger::verify;
+use billing_core::ports::LedgerStore;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+const DAY: i64 = 86_400;
+
+/// One Stripe event, as JSON text.
+fn event(id: &str, kind: &str, created: i64, object: Value) -> String {
+    json!({"id": id, "object": "event", "type": kind, "created": created,
+           "data": {"object": object}})
+    .to_string()
+}
+
+/// The events of a subscription to `pro`: created, first invoice paid, active; renewal
+/// paid; the next renewal fails (past due), is paid on retry, active again; set to end at
+/// the period's end; and, with `end`, deleted. `tag` keeps each run's Stripe ids apart.
+fn subscription_lifecycle(tag: &str, account: &str, now: i64, end: bool) -> Vec<String> {
+    let periods = [
+        (now - DAY, now + 29 * DAY),
+        (now + 29 * DAY, now + 59 * DAY),
+        (now + 59 * DAY, now + 89 * DAY),
+    ];
+    let t0 = now - 3600;
+    let sub_id = format!("sub_{tag}");
+    let customer = format!("cus_{tag}");
+    let meta = json!({"account_id": account, "plan": "pro"});
+    let sub = |status: &str, period: (i64, i64)| {
+        json!({"id": sub_id, "object": "subscription", "customer": customer, "status": status,
+               "metadata": meta, "cancel_at_period_end": false, "created": t0,
+               "items": {"data": [{"price": {"id": "price_pro_month", "recurring": {"interval": "month"}},
+                                   "current_period_start": period.0, "current_period_end": period.1}]}})
+    };
+    let invoice = |n: usize, reason: &str, period: (i64, i64), retry: Option<i64>| {
+        json!({"id": format!("in_{tag}_{n}"), "object": "invoice", "customer": customer,
+               "billing_reason": reason, "amount_paid": 1900, "currency": "usd",
+               "next_payment_attempt": retry,
+               "parent": {"subscription_details": {"subscription": sub_id, "metadata": meta}},
+               "payments": {"data": [{"payment": {"payment_intent": format!("pi_{tag}_{n}")}}]},
+               "lines": {"data": [{"period": {"start": period.0, "end": period.1},
+                                   "pricing": {"price_details": {"price": "price_pro_month"}}}]}})
+    };
+    let e = |n: u32, kind: &str, at: i64, object: Value| {
+        event(&format!("evt_{tag}_{n}"), kind, at, object)
+    };
+    let mut events = vec![
+        e(
+            1,
+            "customer.subscription.created",
+            t0,
+            sub("incomplete", periods[0]),
+        ),
+        e(
+            2,
+            "invoice.paid",
+            t0 + 1,
+            invoice(1, "subscription_create", periods[0], None),
+        ),
+        e(
+            3,
+            "customer.subscription.updated",
+            t0 + 2,
+            sub("active", periods[0]),
+        ),
+        e(
+            4,
+            "invoice.paid",
+            t0 + 10,
+            invoice(2, "subscription_cycle", periods[1], None),
+        ),
+        e(
+            5,
+            "customer.subscription.updated",
+            t0 + 11,
+            sub("active", periods[1]),
+        ),
+        e(
+            6,
+            "invoice.payment_failed",
+            t0 + 20,
+            invoice(3, "subscription_cycle", periods[2], Some(t0 + 3 * DAY)),
+        ),
+        e(
+            7,
+            "customer.subscription.updated",
+            t0 + 21,
+            sub("past_due", periods[1]),
+        ),
+        e(
+            8,
+            "invoice.paid",
+            t0 + 30,
+            invoice(3, "subscription_cycle", periods[2], None),
+        ),
+        e(
+            9,
+            "customer.subscription.updated",
+            t0 + 31,
+            sub("active", periods[2]),
+        ),
+    ];
+    // The customer asks to stop at the period's end: a change only the subscription's own
+    // events carry, so an older one applied later would undo it.
+    let mut stopping = sub("active", periods[2]);
+    stopping["cancel_at_period_end"] = json!(true);
+    events.push(e(11, "customer.subscription.updated", t0 + 35, stopping));
+    if end {
+        let mut deleted = sub("canceled", periods[2]);
+        deleted["canceled_at"] = json!(t0 + 40);
+        events.push(e(10, "customer.subscription.deleted", t0 + 40, deleted));
+    }
+    events
+}
+
+/// A deterministic shuffle (xorshift), with some events delivered twice, once under a new
+/// event id (the same object twice is the duplicate the database must catch).
+fn shuffled(events: &[String], seed: u64) -> Vec<String> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut out: Vec<String> = events.to_vec();
+    for (i, e) in events.iter().enumerate() {
+        match next() % 3 {
+            0 => out.push(e.clone()),
+            1 => out.push(e.replacen("\"id\":\"evt_", &format!("\"id\":\"evt_again{i}_"), 1)),
+            _ => {}
+        }
+    }
+    for i in (1..out.len()).rev() {
+        let j = usize::try_from(next() % (i as u64 + 1)).unwrap();
+        out.swap(i, j);
+    }
+    out
+}
+
+/// What a user and the ledger show of an account, with the run's tag taken out.
+async fn state_of(app: &TestApp, token: &str, account: &str, tag: &str) -> Value {
+    let (_, subscription) = app.get_as("/v1/subscription", token).await;
+    let (_, credits) = app.get_as("/v1/credits", token).await;
+    let id: AccountId = account.parse().unwrap();
+    let snapshot = app.store.snapshot(&id).await.unwrap();
+    assert_eq!(verify(&snapshot, 0), vec![], "ledger verify");
+    let mut paid: Vec<(String, u64, u64)> = snapshot
+        .grants
+        .iter()
+        .filter_map(|g| {
+            let reference = g.reference.as_deref()?;
+            reference
+                .starts_with("payment:")
+                .then(|| (reference.replace(tag, "T"), g.amount, g.remaining))
+        })
+        .collect();
+    paid.sort();
+    let mut sub = subscription["subscription"].clone();
+    if let Some(object) = sub.as_object_mut() {
+        object.remove("id");
+        object.remove("created_at");
+    }
+    let text = json!({
+        "plan": subscription["plan"],
+        "subscription": sub,
+        "available": credits["available"],
+        "payment_grants": paid,
+    })
+    .to_string()
+    .replace(tag, "T");
+    serde_json::from_str(&text).unwrap()
+}
+
+async fn deliver_all(app: &TestApp, events: &[String]) {
+    for body in events {
+        let (status, reply) = app.deliver(body, &stripe_signature(body)).await;
+        assert_eq!(status, 200, "{reply}");
+    }
+}
+
+async fn failed_events(app: &TestApp) -> Value {
+    app.get_as("/v1/admin/webhooks?status=failed", ADMIN_KEY)
+        .await
+        .1["items"]
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_ends_the_same_however_its_events_arrive() {
+    for db in [Db::Sqlite, Db::Postgres] {
+        let Some(app) = TestApp::with_stripe(db).await else {
+            continue;
+        };
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        for end in [false, true] {
+            let mut states = Vec::new();
+            for seed in 0..5u64 {
+                let tag = format!("{}{seed}", if end { "e" } else { "l" });
+                let (token, _, account) = app.sign_up(&format!("sub-{tag}@example.com")).await;
+                let events = subscription_lifecycle(&tag, &account, now, end);
+                let order = if seed == 0 {
+                    events
+                } else {
+                    shuffled(&events, seed)
+                };
+                deliver_all(&app, &order).await;
+                app.settle_webhooks().await;
+                states.push((seed, state_of(&app, &token, &account, &tag).await));
+            }
+            let (_, in_order) = &states[0];
+            // In order: one allowance grant per paid invoice, never one for the failure.
+            assert_eq!(
+                in_order["payment_grants"],
+                json!([
+                    ["payment:in_T_1", 20000, 20000],
+                    ["payment:in_T_2", 20000, 20000],
+                    ["payment:in_T_3", 20000, 20000]
+                ]),
+                "{in_order}"
+            );
+            if end {
+                assert_eq!(in_order["plan"], "free", "{in_order}");
+                assert_eq!(in_order["subscription"], Value::Null, "{in_order}");
+            } else {
+                assert_eq!(in_order["plan"], "pro", "{in_order}");
+                assert_eq!(in_order["subscription"]["status"], "active", "{in_order}");
+                assert_eq!(in_order["subscription"]["plan"], "pro", "{in_order}");
+                assert_eq!(
+                    in_order["subscription"]["cancel_at_period_end"], true,
+                    "{in_order}"
+                );
+            }
+            for (seed, state) in &states[1..] {
+                assert_eq!(state, in_order, "order #{seed} (end: {end})");
+            }
+        }
+        assert_eq!(failed_events(&app).await, json!([]));
+    }
+}
+
+/// A pack's events: its checkout, then the refunds and disputes of its charge.
+fn pack_checkout(tag: &str, account: &str, created: i64) -> String {
+    event(
+        &format!("evt_{tag}_cs"),
+        "checkout.session.completed",
+        created,
+        json!({"id": format!("cs_{tag}"), "object": "checkout.session", "mode": "payment",
+               "payment_status": "paid", "amount_total": 500, "currency": "usd",
+               "payment_intent": format!("pi_{tag}"), "customer": format!("cus_{tag}"),
+               "metadata": {"account_id": account, "pack": "small"}}),
+    )
+}
+
+fn refunded(tag: &str, n: u32, refunded: i64, created: i64) -> String {
+    event(
+        &format!("evt_{tag}_re{n}"),
+        "charge.refunded",
+        created,
+        json!({"id": format!("ch_{tag}"), "object": "charge", "amount": 500,
+               "amount_refunded": refunded, "payment_intent": format!("pi_{tag}")}),
+    )
+}
+
+fn dispute(tag: &str, n: u32, status: &str, created: i64) -> String {
+    event(
+        &format!("evt_{tag}_dp{n}"),
+        if status == "won" || status == "lost" {
+            "charge.dispute.closed"
+        } else {
+            "charge.dispute.created"
+        },
+        created,
+        json!({"id": format!("dp_{tag}"), "object": "dispute", "charge": format!("ch_{tag}"),
+               "payment_intent": format!("pi_{tag}"), "status": status, "amount": 500}),
+    )
+}
+
+async fn pack_credits(app: &TestApp, account: &str) -> (u64, u64) {
+    let id: AccountId = account.parse().unwrap();
+    let snapshot = app.store.snapshot(&id).await.unwrap();
+    assert_eq!(verify(&snapshot, 0), vec![], "ledger verify");
+    snapshot
+        .grants
+        .iter()
+        .filter(|g| {
+            g.reference
+                .as_deref()
+                .is_some_and(|r| r.starts_with("payment:"))
+        })
+        .fold((0, 0), |(a, r), g| (a + g.amount, r + g.remaining))
+}
+
+async fn spend(app: &TestApp, account: &str, credits: i64) {
+    let (status, body) = app
+        .post(
+            &format!("/v1/admin/accounts/{account}/credits"),
+            Some(ADMIN_KEY),
+            json!({"delta": -credits, "reason": "test spending"}),
+        )
+        .await;
+    assert!(status < 300, "{status} {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refunds_and_disputes_take_back_only_what_is_unspent() {
+    for db in [Db::Sqlite, Db::Postgres] {
+        let Some(app) = TestApp::with_stripe(db).await else {
+            continue;
+        };
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        // Spent 3,000 of the pack's 5,000 (after the 550 welcome and daily credits, which
+        // burn first); a full refund takes back the 2,550 left, no more, and no debt.
+        let (_, _, a) = app.sign_up("refund-full@example.com").await;
+        deliver_all(&app, &[pack_checkout("full", &a, now)]).await;
+        app.settle_webhooks().await;
+        assert_eq!(pack_credits(&app, &a).await, (5000, 5000));
+        spend(&app, &a, 3000).await;
+        deliver_all(&app, &[refunded("full", 1, 500, now + 1)]).await;
+        app.settle_webhooks().await;
+        assert_eq!(pack_credits(&app, &a).await, (5000, 0));
+        let (_, credits) = app
+            .get_as(&format!("/v1/admin/accounts/{a}"), ADMIN_KEY)
+            .await;
+        assert_eq!(credits["balance"]["available"], 0, "{credits}");
+
+        // Half refunded, reported before the purchase itself: floor(5000 × 250/500) = 2,500
+        // go once the purchase arrives; a duplicate and an older (smaller) refund total
+        // change nothing.
+        let (_, _, b) = app.sign_up("refund-half@example.com").await;
+        deliver_all(
+            &app,
+            &[
+                refunded("half", 1, 250, now + 1),
+                refunded("half", 1, 250, now + 1),
+                refunded("half", 0, 100, now),
+                pack_checkout("half", &b, now),
+            ],
+        )
+        .await;
+        app.settle_webhooks().await;
+        assert_eq!(pack_credits(&app, &b).await, (5000, 2500));
+
+        // A dispute freezes what is left; won, it comes back; a refund meanwhile counts.
+        let (_, _, c) = app.sign_up("dispute@example.com").await;
+        deliver_all(&app, &[pack_checkout("dp", &c, now)]).await;
+        app.settle_webhooks().await;
+        spend(&app, &c, 1550).await; // 550 free credits, then 1,000 of the pack
+        deliver_all(&app, &[dispute("dp", 1, "needs_response", now + 1)]).await;
+        app.settle_webhooks().await;
+        assert_eq!(pack_credits(&app, &c).await.1, 0, "frozen");
+        deliver_all(
+            &app,
+            &[
+                dispute("dp", 2, "won", now + 5),
+                dispute("dp", 1, "needs_response", now + 1),
+            ],
+        )
+        .await;
+        app.settle_webhooks().await;
+        // The 4,000 frozen come back (as a returned grant under the same payment).
+        assert_eq!(pack_credits(&app, &c).await, (9000, 4000));
+
+        // Lost: what was frozen stays gone.
+        let (_, _, d) = app.sign_up("dispute-lost@example.com").await;
+        deliver_all(
+            &app,
+            &[
+                dispute("lost", 2, "lost", now + 5),
+                pack_checkout("lost", &d, now),
+                dispute("lost", 1, "needs_response", now + 1),
+            ],
+        )
+        .await;
+        app.settle_webhooks().await;
+        assert_eq!(pack_credits(&app, &d).await, (5000, 0));
+        assert_eq!(failed_events(&app).await, json!([]));
+    }
+}

@@ -382,3 +382,205 @@ async fn refunds_and_disputes_take_back_only_what_is_unspent() {
         assert_eq!(failed_events(&app).await, json!([]));
     }
 }
+
+/// The purchase flow with no Stripe key, as a front end drives it: checkout, the local pay
+/// page, and the same grants and plan changes Stripe's events would make.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packs_and_plans_are_bought_through_the_local_pay_page() {
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let post = |url: String| {
+        let client = no_redirects.clone();
+        async move { client.post(url).send().await.unwrap() }
+    };
+    for db in [Db::Sqlite, Db::Postgres] {
+        let Some(app) = TestApp::spawn_with(db, &[], |loaded| {
+            loaded.settings.payments.public_url = "http://127.0.0.1:1".into();
+        })
+        .await
+        else {
+            continue;
+        };
+        let local = |url: &str| url.replace("http://127.0.0.1:1", &app.address);
+        let (token, _, account) = app.sign_up("local-buyer@example.com").await;
+        let urls = json!({"success_url": "http://localhost:3000/paid?x=1",
+                          "cancel_url": "http://localhost:3000/cancelled"});
+        let mut body = urls.clone();
+        body["pack"] = json!("small");
+        // A return URL elsewhere is refused: no open redirect.
+        let mut evil = body.clone();
+        evil["success_url"] = json!("https://evil.example/steal");
+        let (status, problem) = app.post("/v1/checkout/pack", Some(&token), evil).await;
+        assert_eq!(
+            (status, problem["field"].as_str()),
+            (422, Some("success_url"))
+        );
+        let (status, session) = app.post("/v1/checkout/pack", Some(&token), body).await;
+        assert_eq!(status, 200, "{session}");
+        assert!(session["id"].as_str().unwrap().starts_with("cs_local_"));
+        let page_url = local(session["url"].as_str().unwrap());
+        let page = app.client.get(&page_url).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        assert!(page.text().await.unwrap().contains("Credit pack `small`"));
+        let before = app.get_as("/v1/credits", &token).await.1["available"]
+            .as_i64()
+            .unwrap();
+        let paid = post(format!("{page_url}/pay")).await;
+        assert_eq!(paid.status(), 303);
+        assert_eq!(paid.headers()["location"], "http://localhost:3000/paid?x=1");
+        // Paying twice grants once.
+        assert_eq!(post(format!("{page_url}/pay")).await.status(), 303);
+        let after = app.get_as("/v1/credits", &token).await.1["available"]
+            .as_i64()
+            .unwrap();
+        assert_eq!(after, before + 5000);
+        // A forged session is not found.
+        let forged = format!("{page_url}x/pay");
+        assert_eq!(post(forged).await.status(), 404);
+
+        // A plan: pro has a 14-day trial, once per account.
+        let mut plan = urls.clone();
+        plan["plan"] = json!("pro");
+        plan["interval"] = json!("month");
+        let (status, session) = app
+            .post("/v1/checkout/subscription", Some(&token), plan.clone())
+            .await;
+        assert_eq!(status, 200, "{session}");
+        let page_url = local(session["url"].as_str().unwrap());
+        let page = app
+            .client
+            .get(&page_url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("14-day free trial"), "{page}");
+        assert_eq!(post(format!("{page_url}/pay")).await.status(), 303);
+        let (_, state) = app.get_as("/v1/subscription", &token).await;
+        assert_eq!(state["plan"], "pro", "{state}");
+        assert_eq!(state["subscription"]["status"], "trialing", "{state}");
+        let (status, problem) = app
+            .post("/v1/checkout/subscription", Some(&token), plan.clone())
+            .await;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (409, Some("already_subscribed"))
+        );
+        // Cancel at the period's end, take it back, then end it now.
+        let (status, sub) = app
+            .post("/v1/subscription/cancel", Some(&token), json!({}))
+            .await;
+        assert_eq!(
+            (status, &sub["cancel_at_period_end"]),
+            (200, &json!(true)),
+            "{sub}"
+        );
+        let (status, sub) = app
+            .post("/v1/subscription/resume", Some(&token), json!({}))
+            .await;
+        assert_eq!(
+            (status, &sub["cancel_at_period_end"]),
+            (200, &json!(false)),
+            "{sub}"
+        );
+        let (status, sub) = app
+            .post(
+                "/v1/subscription/cancel",
+                Some(&token),
+                json!({"at_period_end": false}),
+            )
+            .await;
+        assert_eq!((status, &sub["status"]), (200, &json!("canceled")), "{sub}");
+        assert_eq!(
+            app.get_as("/v1/subscription", &token).await.1["plan"],
+            "free"
+        );
+        // The second subscription has no trial.
+        let (_, session) = app
+            .post("/v1/checkout/subscription", Some(&token), plan)
+            .await;
+        let page_url = local(session["url"].as_str().unwrap());
+        let page = app
+            .client
+            .get(&page_url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!page.contains("trial"), "{page}");
+        assert_eq!(
+            post(format!("{page_url}/decline")).await.headers()["location"],
+            "http://localhost:3000/cancelled"
+        );
+        assert_eq!(
+            app.get_as("/v1/subscription", &token).await.1["plan"],
+            "free"
+        );
+
+        // A quick buy completes on its page without a success URL.
+        let (status, quick) = app
+            .post(
+                "/v1/checkout/quick-buy",
+                Some(&token),
+                json!({"pack": "small"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{quick}");
+        assert!(
+            quick["client_secret"]
+                .as_str()
+                .unwrap()
+                .starts_with("pi_local_")
+        );
+        let done = post(format!("{}/pay", local(quick["url"].as_str().unwrap()))).await;
+        assert_eq!(done.status(), 200);
+
+        // The history: two packs and the trial's invoice, newest first.
+        let (_, history) = app.get_as("/v1/billing/history", &token).await;
+        let kinds: Vec<(&str, &str, &str)> = history["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["kind"].as_str().unwrap(),
+                    p["item"].as_str().unwrap(),
+                    p["amount"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("pack", "small", "5.00"),
+                ("invoice", "pro", "0.00"),
+                ("pack", "small", "5.00")
+            ],
+            "{history}"
+        );
+        // An admin comps the account onto team; a user cannot.
+        let path = format!("/v1/admin/accounts/{account}/plan");
+        assert_eq!(
+            app.post(&path, Some(&token), json!({"plan": "team"}))
+                .await
+                .0,
+            403
+        );
+        let (status, comp) = app
+            .post(&path, Some(ADMIN_KEY), json!({"plan": "team"}))
+            .await;
+        assert_eq!((status, &comp["plan"]), (200, &json!("team")), "{comp}");
+        assert_eq!(
+            app.get_as("/v1/subscription", &token).await.1["plan"],
+            "team"
+        );
+        let id: AccountId = account.parse().unwrap();
+        assert_eq!(verify(&app.store.snapshot(&id).await.unwrap(), 0), vec![]);
+    }
+}

@@ -297,13 +297,35 @@ pub fn api_state(
         ledger: store.clone(),
         subscriptions: store.clone(),
         payments: store.clone(),
-        clock,
+        clock: clock.clone(),
         ids,
         default_hold_ttl: time::Duration::seconds(
             i64::try_from(settings.ledger.hold_ttl_seconds).unwrap_or(900),
         ),
     };
-    let openapi = http_api::openapi::document(&billing.catalog);
+    let mut openapi = http_api::openapi::document(&billing.catalog);
+    http_api::openapi::restrict_return_urls(&mut openapi, &settings.payments.return_origins);
+    let local = settings.payments.local_adapter.then(|| {
+        tracing::warn!(
+            public_url = %settings.payments.public_url,
+            "payments: the local adapter is on (no Stripe API key): checkouts go to \
+             Tollgate's own pay/decline page and take no money"
+        );
+        // Sessions are signed with a key from the JWT secret (so they survive a restart
+        // when it is set), else a random one.
+        let key: Vec<u8> = match &settings.auth.jwt_secret {
+            Some(secret) => {
+                use sha2::Digest;
+                sha2::Sha256::digest(format!("local-pay:{}", secret.expose_secret())).to_vec()
+            }
+            None => rand::random::<[u8; 32]>().to_vec(),
+        };
+        Arc::new(payments_local::LocalPayments::new(
+            &key,
+            &settings.payments.public_url,
+            clock.clone(),
+        ))
+    });
     let auth = &settings.auth;
     let secret: Vec<u8> = match &auth.jwt_secret {
         Some(secret) => secret.expose_secret().as_bytes().to_vec(),
@@ -350,6 +372,11 @@ pub fn api_state(
         openapi,
         webhook_intake: webhook_intake(settings),
         webhooks: store.clone(),
+        payments: local
+            .clone()
+            .map(|l| l as Arc<dyn billing_core::ports::PaymentGateway>),
+        local_payments: local,
+        return_origins: settings.payments.return_origins.clone(),
         hashing: http_api::hashing::Hashing::new(
             auth.hashing_threads,
             Duration::from_secs(auth.hashing_queue_seconds),

@@ -237,6 +237,14 @@ pub struct PaymentsSettings {
     pub webhook_max_attempts: u32,
     /// Milliseconds between passes of the worker that applies stored events.
     pub webhook_sweep_ms: u64,
+    /// Checkouts go to Tollgate's own pay/decline page instead of a payment provider, and
+    /// take no money (refused in production).
+    pub local_adapter: bool,
+    /// The server's address as a browser reaches it (the local pay page's links).
+    pub public_url: String,
+    /// Origins a checkout or the portal may send customers back to: `scheme://host:port`,
+    /// or `scheme://host` for any port.
+    pub return_origins: Vec<String>,
 }
 
 impl Default for PaymentsSettings {
@@ -246,6 +254,9 @@ impl Default for PaymentsSettings {
             webhook_tolerance_seconds: 300,
             webhook_max_attempts: 8,
             webhook_sweep_ms: 2000,
+            local_adapter: true,
+            public_url: "http://127.0.0.1:8080".into(),
+            return_origins: vec!["http://localhost".into(), "http://127.0.0.1".into()],
         }
     }
 }
@@ -684,6 +695,25 @@ fn validate_settings(
             key: Some("retention".into()),
             message: "idempotency_days and sweep_seconds must be at least 1".into(),
         });
+    }
+    if settings.payments.local_adapter && environment == "production" {
+        problems.push(ConfigProblem {
+            origin: origin_of("payments.local_adapter", layers),
+            key: Some("payments.local_adapter".into()),
+            message: "the local payment adapter takes no money and is refused in production".into(),
+        });
+    }
+    for (i, origin) in settings.payments.return_origins.iter().enumerate() {
+        let rest = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        if rest.is_none_or(|r| r.is_empty() || r.contains(['/', '?', '#', '@', '\\'])) {
+            problems.push(ConfigProblem {
+                origin: origin_of("payments.return_origins", layers),
+                key: Some(format!("payments.return_origins[{i}]")),
+                message: format!("`{origin}` is not an origin (scheme://host[:port])"),
+            });
+        }
     }
     if db.pool_size == 0 {
         problems.push(ConfigProblem {

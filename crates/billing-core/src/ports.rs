@@ -12,7 +12,7 @@ use crate::catalog::TokenUsage;
 use crate::ids::{AccountId, PaymentId, SubscriptionId, TaskId, Ulid, UserId};
 use crate::ledger::{AccountSnapshot, Credits, LedgerError, LedgerRequest, Receipt, Transaction};
 use crate::money::Money;
-use crate::payments::{ChargeState, Payment};
+use crate::payments::{ChargeState, Payment, PaymentEvent};
 use crate::quota::{QuotaCheck, QuotaError, Window};
 use crate::records::{
     Account, ApiKey, AuditRecord, Balance, Page, PageRequest, RefreshToken, Rotation, SavedItem,
@@ -431,6 +431,8 @@ pub trait QuotaStore: Send + Sync {
 pub trait SubscriptionStore: Send + Sync {
     /// The account's live subscription, if any.
     async fn current(&self, account: &AccountId) -> Result<Option<Subscription>, StoreError>;
+    /// Whether the account ever had a trial (a trial is given once per account).
+    async fn trialed(&self, account: &AccountId) -> Result<bool, StoreError>;
     /// A subscription by id.
     async fn get(&self, id: &SubscriptionId) -> Result<Option<Subscription>, StoreError>;
     /// A subscription by the payment provider's id.
@@ -640,8 +642,8 @@ pub trait PaymentStore: Send + Sync {
 pub struct CheckoutRequest {
     /// The paying account.
     pub account: AccountId,
-    /// The customer's email.
-    pub email: Option<String>,
+    /// The provider's customer for the account, if it has one.
+    pub customer: Option<String>,
     /// What is bought.
     pub item: CheckoutItem,
     /// Where the provider sends the customer after paying.
@@ -667,11 +669,15 @@ pub enum CheckoutItem {
     Subscription {
         /// Plan id.
         plan: String,
-        /// The provider's price id.
-        provider_price: String,
-        /// Trial days.
+        /// Billed monthly or yearly.
+        interval: crate::catalog::Interval,
+        /// Its price.
+        price: Money,
+        /// The provider's price id, if configured.
+        provider_price: Option<String>,
+        /// Trial days (0: none; a second subscription of an account gets none).
         trial_days: u32,
-        /// Allow promotion codes.
+        /// Let the customer enter a promotion code.
         allow_promotion_codes: bool,
     },
 }
@@ -683,6 +689,17 @@ pub struct CheckoutSession {
     pub id: String,
     /// Where to send the customer.
     pub url: String,
+}
+
+/// A payment to confirm in the product's own page (Stripe Elements): a quick buy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuickBuy {
+    /// The provider's payment id (`pi_…`).
+    pub id: String,
+    /// What the front end confirms the payment with.
+    pub client_secret: String,
+    /// A page that completes it without a front end (the local adapter's), if any.
+    pub url: Option<String>,
 }
 
 /// A failure of the payment provider.
@@ -700,33 +717,52 @@ pub enum PaymentError {
     /// The provider could not be reached; nothing is known to have happened.
     #[error("payment provider unavailable: {0}")]
     Unavailable(String),
+    /// The catalog lacks what the provider needs (a price id); names it.
+    #[error("not configured for payments: {0}")]
+    NotConfigured(String),
 }
 
-/// The payment provider.
+/// The payment provider: Stripe, or the local stand-in that needs no keys.
 ///
 /// Contract: requests carry an idempotency key derived from the caller's, so a retried call
-/// creates nothing twice; secrets never appear in errors.
+/// creates nothing twice; secrets never appear in errors. A call that changes a
+/// subscription returns what the provider now reports as [`PaymentEvent`]s, which the
+/// caller applies as it would the provider's webhooks (a later webhook for the same state
+/// changes nothing).
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait PaymentGateway: Send + Sync {
+    /// The provider's name (`stripe`, `local`), under which its customers are linked.
+    fn provider(&self) -> &'static str;
+    /// Creates the provider's customer for an account (`None`: the provider has none).
+    async fn create_customer(
+        &self,
+        account: &AccountId,
+        email: &str,
+        idempotency_key: String,
+    ) -> Result<Option<String>, PaymentError>;
     /// Starts a hosted checkout.
     async fn create_checkout(
         &self,
         request: CheckoutRequest,
         idempotency_key: String,
     ) -> Result<CheckoutSession, PaymentError>;
+    /// Starts a pack payment the product confirms in its own page.
+    async fn quick_buy(
+        &self,
+        request: CheckoutRequest,
+        idempotency_key: String,
+    ) -> Result<QuickBuy, PaymentError>;
     /// A link to the provider's customer portal.
-    async fn portal_url(
+    async fn portal_url(&self, customer: &str, return_url: String) -> Result<String, PaymentError>;
+    /// Ends a subscription now, or at the period's end (`at_period_end`), or (with
+    /// `resume`) takes back a pending end.
+    async fn set_cancellation(
         &self,
-        account: &AccountId,
-        return_url: String,
-    ) -> Result<String, PaymentError>;
-    /// Ends a subscription, now or at the period's end.
-    async fn cancel_subscription(
-        &self,
-        external_id: &str,
+        subscription: &Subscription,
         at_period_end: bool,
-    ) -> Result<(), PaymentError>;
+        resume: bool,
+    ) -> Result<Vec<PaymentEvent>, PaymentError>;
 }
 
 /// A webhook delivery the provider is proven to have sent.

@@ -22,8 +22,10 @@ use crate::quota::Window;
 use crate::records::{Account, Role, User};
 use crate::subscription::SubscriptionError;
 
+mod checkout;
 mod payments;
 
+pub use checkout::ReturnUrls;
 pub use payments::{Applied, Notice};
 
 /// Why a use case did not succeed.
@@ -67,6 +69,12 @@ pub enum BillingError {
     /// The subscription cannot do that.
     #[error(transparent)]
     Subscription(#[from] SubscriptionError),
+    /// The account has a live subscription (to this plan) already; change it instead.
+    #[error("already subscribed to `{0}`")]
+    AlreadySubscribed(String),
+    /// The payment provider refused or could not be reached.
+    #[error(transparent)]
+    Payment(#[from] crate::ports::PaymentError),
     /// A store failed; nothing happened.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -1068,3 +1068,16 @@ impl From<&billing_core::subscription::Subscription> for SubscriptionView {
         }
     }
 }
+
+/// A page of billing history.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Items per page, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<u32>,
+    /// The `next` cursor of the previous page.
+    #[param(pattern = "^pay_[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
+    pub after: Option<String>,
+}

@@ -11,7 +11,8 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use billing_core::entitlements::Denial;
 use billing_core::ledger::LedgerError;
-use billing_core::ports::StoreError;
+use billing_core::ports::{PaymentError, StoreError};
+use billing_core::subscription::SubscriptionError;
 use billing_core::usecases::BillingError;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -286,6 +287,36 @@ impl From<BillingError> for ApiError {
                 problem
             }
             BillingError::Ledger(err) => err.into(),
+            BillingError::Subscription(SubscriptionError::UnknownPlan { plan }) => {
+                Self::invalid_field("plan", format!("names no plan in the catalog (`{plan}`)"))
+            }
+            BillingError::Subscription(SubscriptionError::NotForSale { plan, interval }) => {
+                Self::invalid_field(
+                    "interval",
+                    format!("plan `{plan}` has no {} price", interval.as_str()),
+                )
+            }
+            BillingError::AlreadySubscribed(plan) => Self::new(
+                StatusCode::CONFLICT,
+                "already_subscribed",
+                "Already subscribed",
+                format!(
+                    "the account has a live subscription to `{plan}`; change or cancel it instead"
+                ),
+            ),
+            BillingError::Payment(err) => {
+                let (status, code) = match &err {
+                    PaymentError::Unavailable(_) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "payment_provider_unavailable",
+                    ),
+                    PaymentError::NotConfigured(_) => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "payments_not_configured")
+                    }
+                    _ => (StatusCode::BAD_GATEWAY, "payment_provider_error"),
+                };
+                Self::new(status, code, "Payment provider", err.to_string())
+            }
             BillingError::Subscription(err) => Self::new(
                 StatusCode::CONFLICT,
                 "subscription_state",

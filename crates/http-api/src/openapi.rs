@@ -4,7 +4,9 @@ use serde_json::{Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, auth, catalog, credits, me, password, quotas, system, webhooks};
+use crate::routes::{
+    admin, auth, billing, catalog, credits, local_pay, me, password, quotas, system, webhooks,
+};
 
 /// Tollgate's API description, served at `/openapi.json`.
 #[derive(Debug, OpenApi)]
@@ -20,6 +22,10 @@ use crate::routes::{admin, auth, catalog, credits, me, password, quotas, system,
         me::create_api_key, me::api_keys, me::revoke_api_key,
         catalog::plans, catalog::packs,
         credits::balance, credits::journal, credits::spend, credits::subscription,
+        billing::cancel_subscription, billing::resume_subscription,
+        billing::checkout_pack, billing::checkout_subscription, billing::quick_buy,
+        billing::portal, billing::history, billing::comp,
+        local_pay::show, local_pay::pay, local_pay::decline,
         quotas::usage, quotas::track, quotas::check,
         admin::list_users, admin::get_account, admin::adjust_credits, admin::audit_log,
         admin::list_webhooks, admin::get_webhook, admin::retry_webhook,
@@ -34,6 +40,7 @@ use crate::routes::{admin, auth, catalog, credits, me, password, quotas, system,
         (name = "credits", description = "The caller's credits"),
         (name = "quotas", description = "Usage quotas and entitlements"),
         (name = "admin", description = "Operators (admin role or admin API key)"),
+        (name = "billing", description = "Checkouts, the subscription's cancellation, billing history"),
         (name = "payments", description = "The payment provider's webhooks"),
         (name = "system", description = "Health and description"),
     )
@@ -172,9 +179,100 @@ pub fn document(catalog: &billing_core::catalog::Catalog) -> Value {
         {
             *action = json!({"type": "string", "enum": actions, "description": "An action of the catalog"});
         }
+        let packs: Vec<Value> = catalog.packs.keys().map(|p| json!(p)).collect();
+        for schema in ["PackCheckoutRequest", "QuickBuyRequest"] {
+            if let Some(pack) = schemas
+                .get_mut(schema)
+                .and_then(|s| s.pointer_mut("/properties/pack"))
+                && !packs.is_empty()
+            {
+                *pack = json!({"type": "string", "enum": packs, "description": "A pack of the catalog"});
+            }
+        }
+        let plans: Vec<Value> = catalog.plans.keys().map(|p| json!(p)).collect();
+        if let Some(plan) = schemas
+            .get_mut("CompRequest")
+            .and_then(|s| s.pointer_mut("/properties/plan"))
+        {
+            *plan =
+                json!({"type": "string", "enum": plans, "description": "A plan of the catalog"});
+        }
+        // A plan is sold for the intervals it has prices for: one alternative per plan.
+        if let Some(checkout) = schemas.get_mut("PlanCheckoutRequest") {
+            let choices: Vec<Value> = catalog
+                .plans
+                .iter()
+                .filter(|(_, plan)| plan.is_paid())
+                .map(|(id, plan)| {
+                    let intervals: Vec<&str> = plan.prices.keys().map(|i| i.as_str()).collect();
+                    json!({"properties": {"plan": {"const": id}, "interval": {"enum": intervals}}})
+                })
+                .collect();
+            if !choices.is_empty() {
+                checkout["oneOf"] = json!(choices);
+            }
+        }
     }
     forbid_nul(&mut doc);
     doc
+}
+
+/// Return URLs (a checkout's success and cancel URLs, the portal's return URL) must be on
+/// one of `origins` (`scheme://host[:port]`; without a port, any port): a pattern the
+/// server checks too.
+pub fn restrict_return_urls(doc: &mut Value, origins: &[String]) {
+    let escape = |text: &str| {
+        text.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == ':' || c == '/' || c == '-' || c == '_' {
+                    c.to_string()
+                } else {
+                    format!("\\{c}")
+                }
+            })
+            .collect::<String>()
+    };
+    let alternatives: Vec<String> = origins
+        .iter()
+        .map(|origin| {
+            let origin = origin.trim_end_matches('/');
+            let has_port = origin.split_once("://").is_some_and(|(_, rest)| {
+                rest.rsplit_once(':')
+                    .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            });
+            if has_port {
+                escape(origin)
+            } else {
+                format!("{}(:[0-9]{{1,5}})?", escape(origin))
+            }
+        })
+        .collect();
+    let pattern = if alternatives.is_empty() {
+        // No origin is allowed: nothing matches.
+        "^(?!)$".to_owned()
+    } else {
+        format!("^({})([/?#][^\\u0000]*)?$", alternatives.join("|"))
+    };
+    let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    for (schema, field) in [
+        ("PackCheckoutRequest", "success_url"),
+        ("PackCheckoutRequest", "cancel_url"),
+        ("PlanCheckoutRequest", "success_url"),
+        ("PlanCheckoutRequest", "cancel_url"),
+        ("PortalRequest", "return_url"),
+    ] {
+        if let Some(property) = schemas
+            .get_mut(schema)
+            .and_then(|s| s.pointer_mut(&format!("/properties/{field}")))
+        {
+            property["pattern"] = json!(pattern);
+        }
+    }
 }
 
 /// What the server checks of a parameter, in its schema: a query parameter is optional

@@ -45,6 +45,13 @@ pub struct ApiState {
     pub webhook_intake: Option<Arc<dyn billing_core::ports::WebhookIntake>>,
     /// Stored payment webhooks.
     pub webhooks: Arc<dyn billing_core::ports::WebhookEventStore>,
+    /// The payment provider: Stripe, or the local stand-in; `None` when neither may run
+    /// (production without a Stripe key).
+    pub payments: Option<Arc<dyn billing_core::ports::PaymentGateway>>,
+    /// The local stand-in's page, when it is the provider.
+    pub local_payments: Option<Arc<payments_local::LocalPayments>>,
+    /// Origins customers may be sent back to after a checkout or the portal.
+    pub return_origins: Vec<String>,
 }
 
 impl ApiState {

@@ -413,6 +413,20 @@ macro_rules! record_queries {
             }
         }
 
+        pub(crate) async fn subscription_trialed(
+            c: &mut Conn,
+            account: String,
+        ) -> Result<bool, TxError> {
+            let found: Option<String> = subscriptions::table
+                .filter(subscriptions::account_id.eq(account))
+                .filter(subscriptions::trial_end.is_not_null())
+                .select(subscriptions::id)
+                .first(c)
+                .await
+                .optional()?;
+            Ok(found.is_some())
+        }
+
         pub(crate) async fn subscriptions_past_due(
             c: &mut Conn,
             before: i64,

@@ -390,6 +390,11 @@ impl SubscriptionStore for DieselStore {
         .transpose()
     }
 
+    async fn trialed(&self, account: &AccountId) -> Result<bool, StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(conn, subscription_trialed(account.to_string())).map_err(tx_error)
+    }
+
     async fn get(&self, id: &SubscriptionId) -> Result<Option<Subscription>, StoreError> {
         let mut conn = self.pool.get().await?;
         call!(conn, subscription_by(SubscriptionField::Id, id.to_string()))

@@ -2,8 +2,10 @@
 
 pub mod admin;
 pub mod auth;
+pub mod billing;
 pub mod catalog;
 pub mod credits;
+pub mod local_pay;
 pub mod me;
 pub mod password;
 pub mod quotas;

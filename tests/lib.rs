@@ -49,6 +49,8 @@ pub struct TestApp {
     pub store: DieselStore,
     _dir: tempfile::TempDir,
     pg_schema: Option<(String, String)>,
+    /// The configuration it started with, to start a twin on the same database.
+    loaded: app::settings::Loaded,
 }
 
 impl TestApp {
@@ -129,6 +131,7 @@ impl TestApp {
         loaded.settings.auth.jwt_secret = Some(JWT_SECRET.to_owned().into());
         loaded.settings.mail.outbox_dir = dir.path().join("outbox");
         tweak(&mut loaded);
+        let kept = loaded.clone();
         let app = Application::build_with_clock(&loaded.settings, loaded.catalog, clock)
             .await
             .expect("start");
@@ -141,7 +144,29 @@ impl TestApp {
             store,
             _dir: dir,
             pg_schema,
+            loaded: kept,
         })
+    }
+
+    /// A second server with the same configuration on the same database (another instance
+    /// behind the same load balancer); the first one's drop cleans the database up.
+    pub async fn twin(&self) -> Self {
+        let mut loaded = self.loaded.clone();
+        loaded.settings.server.port = 0;
+        let app = Application::build(&loaded.settings, loaded.catalog.clone())
+            .await
+            .expect("start the twin");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let store = app.store().clone();
+        tokio::spawn(app.run_until_stopped());
+        Self {
+            address,
+            client: reqwest::Client::new(),
+            store,
+            _dir: tempfile::tempdir().expect("temp dir"),
+            pg_schema: None,
+            loaded,
+        }
     }
 
     /// The single-use code in the newest message to `to` in the outbox, if any.

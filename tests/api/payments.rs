@@ -584,3 +584,54 @@ async fn packs_and_plans_are_bought_through_the_local_pay_page() {
         assert_eq!(verify(&app.store.snapshot(&id).await.unwrap(), 0), vec![]);
     }
 }
+
+/// Two instances on one PostgreSQL, each receiving part of the same event stream (and
+/// duplicates of the other's), with both workers applying whatever is stored: the same
+/// end state as one instance in order, one grant per invoice and payment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_apply_one_stream_once() {
+    let Some(first) = TestApp::with_stripe(Db::Postgres).await else {
+        return;
+    };
+    let second = first.twin().await;
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let (token, _, account) = first.sign_up("two-instances@example.com").await;
+    let mut events = subscription_lifecycle("dual", &account, now, false);
+    events.push(pack_checkout("dualpack", &account, now));
+    events.push(refunded("dualpack", 1, 100, now + 1));
+    let order = shuffled(&events, 7);
+    for (i, body) in order.iter().enumerate() {
+        let (one, other) = if i % 2 == 0 {
+            (&first, &second)
+        } else {
+            (&second, &first)
+        };
+        assert_eq!(one.deliver(body, &stripe_signature(body)).await.0, 200);
+        // The same object again under another event id, to the other instance.
+        let again = body.replacen("\"id\":\"evt_", "\"id\":\"evt_twin_", 1);
+        assert_eq!(
+            other.deliver(&again, &stripe_signature(&again)).await.0,
+            200
+        );
+    }
+    first.settle_webhooks().await;
+    let state = state_of(&first, &token, &account, "dual").await;
+    assert_eq!(state["plan"], "pro", "{state}");
+    assert_eq!(state["subscription"]["status"], "active", "{state}");
+    assert_eq!(
+        state["subscription"]["cancel_at_period_end"], true,
+        "{state}"
+    );
+    // Three invoices and one pack (a fifth of it refunded: 1,000 of 5,000 taken back).
+    assert_eq!(
+        state["payment_grants"],
+        json!([
+            ["payment:cs_Tpack", 5000, 4000],
+            ["payment:in_T_1", 20000, 20000],
+            ["payment:in_T_2", 20000, 20000],
+            ["payment:in_T_3", 20000, 20000]
+        ]),
+        "{state}"
+    );
+    assert_eq!(failed_events(&first).await, json!([]));
+}

@@ -83,8 +83,24 @@ fn combined(charges: &[ChargeState], amount_minor: i64) -> ChargeState {
 }
 
 impl Billing {
-    /// Applies what a payment provider reported (verified and mapped by its adapter).
+    /// Applies what a payment provider reported (verified and mapped by its adapter). When
+    /// another worker changed the same record meanwhile (a second instance applying a
+    /// related event), it reads again and retries: every step is idempotent.
     pub async fn apply_payment_event(&self, event: PaymentEvent) -> Result<Applied, BillingError> {
+        let mut attempts = 0;
+        loop {
+            match self.apply_once(event.clone()).await {
+                Err(BillingError::Store(StoreError::Conflict(Conflict::ChangedMeanwhile)))
+                    if attempts < 4 =>
+                {
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn apply_once(&self, event: PaymentEvent) -> Result<Applied, BillingError> {
         match event {
             PaymentEvent::PackPaid(pack) => self.pack_paid(pack).await,
             PaymentEvent::SubscriptionSynced(snapshot) => self.subscription_synced(snapshot).await,

@@ -10,6 +10,7 @@ mod limits;
 mod me;
 mod openapi;
 mod password;
+mod payment_scenarios;
 mod payments;
 mod quotas;
 mod sessions;

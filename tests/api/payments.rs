@@ -9,10 +9,10 @@ use billing_core::ports::LedgerStore;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-const DAY: i64 = 86_400;
+pub(crate) const DAY: i64 = 86_400;
 
 /// One Stripe event, as JSON text.
-fn event(id: &str, kind: &str, created: i64, object: Value) -> String {
+pub(crate) fn event(id: &str, kind: &str, created: i64, object: Value) -> String {
     json!({"id": id, "object": "event", "type": kind, "created": created,
            "data": {"object": object}})
     .to_string()
@@ -144,7 +144,7 @@ fn shuffled(events: &[String], seed: u64) -> Vec<String> {
 }
 
 /// What a user and the ledger show of an account, with the run's tag taken out.
-async fn state_of(app: &TestApp, token: &str, account: &str, tag: &str) -> Value {
+pub(crate) async fn state_of(app: &TestApp, token: &str, account: &str, tag: &str) -> Value {
     let (_, subscription) = app.get_as("/v1/subscription", token).await;
     let (_, credits) = app.get_as("/v1/credits", token).await;
     let id: AccountId = account.parse().unwrap();
@@ -177,14 +177,14 @@ async fn state_of(app: &TestApp, token: &str, account: &str, tag: &str) -> Value
     serde_json::from_str(&text).unwrap()
 }
 
-async fn deliver_all(app: &TestApp, events: &[String]) {
+pub(crate) async fn deliver_all(app: &TestApp, events: &[String]) {
     for body in events {
         let (status, reply) = app.deliver(body, &stripe_signature(body)).await;
         assert_eq!(status, 200, "{reply}");
     }
 }
 
-async fn failed_events(app: &TestApp) -> Value {
+pub(crate) async fn failed_events(app: &TestApp) -> Value {
     app.get_as("/v1/admin/webhooks?status=failed", ADMIN_KEY)
         .await
         .1["items"]
@@ -245,7 +245,7 @@ async fn a_subscription_ends_the_same_however_its_events_arrive() {
 }
 
 /// A pack's events: its checkout, then the refunds and disputes of its charge.
-fn pack_checkout(tag: &str, account: &str, created: i64) -> String {
+pub(crate) fn pack_checkout(tag: &str, account: &str, created: i64) -> String {
     event(
         &format!("evt_{tag}_cs"),
         "checkout.session.completed",
@@ -296,7 +296,7 @@ async fn pack_credits(app: &TestApp, account: &str) -> (u64, u64) {
         .fold((0, 0), |(a, r), g| (a + g.amount, r + g.remaining))
 }
 
-async fn spend(app: &TestApp, account: &str, credits: i64) {
+pub(crate) async fn spend(app: &TestApp, account: &str, credits: i64) {
     let (status, body) = app
         .post(
             &format!("/v1/admin/accounts/{account}/credits"),

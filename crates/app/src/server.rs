@@ -64,7 +64,10 @@ pub async fn connect_limiter(
 /// Connects to the configured database, applying migrations where the policy says so:
 /// SQLite always migrates itself; PostgreSQL only with `database.auto_migrate`, and
 /// otherwise refuses to start with pending migrations.
-pub async fn connect_store(settings: &Settings) -> Result<DieselStore, StartupError> {
+pub async fn connect_store(
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+) -> Result<DieselStore, StartupError> {
     let config = settings.database.config();
     let backend = config.backend();
     if backend == Backend::Sqlite || settings.database.auto_migrate {
@@ -78,8 +81,8 @@ pub async fn connect_store(settings: &Settings) -> Result<DieselStore, StartupEr
             return Err(StartupError::PendingMigrations(pending));
         }
     }
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let ids: Arc<dyn IdGenerator> = Arc::new(UlidGenerator::default());
+    // The ledger's clock is the use cases' (a test's clock moves both).
     let store = DieselStore::connect(&config, clock, ids).await?;
     tracing::info!(backend = backend.name(), url = %redact_url(&config.url), "database ready");
     Ok(store)
@@ -114,7 +117,7 @@ impl Application {
         catalog: Catalog,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
-        let store = connect_store(settings).await?;
+        let store = connect_store(settings, clock.clone()).await?;
         let limiter = connect_limiter(settings).await?;
         Self::with_store(settings, catalog, store, limiter, clock)
     }

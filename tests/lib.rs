@@ -174,6 +174,23 @@ impl TestApp {
         }
     }
 
+    /// The subjects of the messages to `to` in the outbox, oldest first.
+    pub fn mail_subjects(&self, to: &str) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self._dir.path().join("outbox")) else {
+            return Vec::new();
+        };
+        let mut mails: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        mails.sort();
+        mails
+            .iter()
+            .filter_map(|path| {
+                let text = std::fs::read_to_string(path).ok()?;
+                let rest = text.strip_prefix(&format!("To: {to}\nSubject: "))?;
+                rest.lines().next().map(str::to_owned)
+            })
+            .collect()
+    }
+
     /// The single-use code in the newest message to `to` in the outbox, if any.
     pub fn mailed_code(&self, to: &str) -> Option<String> {
         let mut mails: Vec<_> = std::fs::read_dir(self._dir.path().join("outbox"))

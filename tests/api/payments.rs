@@ -635,3 +635,43 @@ async fn two_instances_apply_one_stream_once() {
     );
     assert_eq!(failed_events(&first).await, json!([]));
 }
+
+/// `trial_will_end` and a failed payment mail the account's users, once per event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trial_ending_and_a_failed_payment_are_mailed() {
+    let app = TestApp::with_stripe(Db::Sqlite).await.unwrap();
+    let (_, _, account) = app.sign_up("notify@example.com").await;
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let sub = |status: &str| {
+        json!({"id": "sub_mail", "object": "subscription", "customer": "cus_mail",
+               "status": status, "metadata": {"account_id": account, "plan": "pro"},
+               "trial_end": now + 3 * DAY,
+               "items": {"data": [{"price": {"id": "price_x", "recurring": {"interval": "month"}},
+                                   "current_period_start": now, "current_period_end": now + 3 * DAY}]}})
+    };
+    let created = event(
+        "evt_m1",
+        "customer.subscription.created",
+        now - 10,
+        sub("trialing"),
+    );
+    let ending = event(
+        "evt_m2",
+        "customer.subscription.trial_will_end",
+        now,
+        sub("trialing"),
+    );
+    let failed = event(
+        "evt_m3",
+        "invoice.payment_failed",
+        now + 1,
+        json!({"id": "in_mail", "object": "invoice", "customer": "cus_mail",
+               "subscription": "sub_mail", "next_payment_attempt": now + DAY}),
+    );
+    deliver_all(&app, &[created, ending.clone(), failed, ending]).await;
+    app.settle_webhooks().await;
+    assert_eq!(
+        app.mail_subjects("notify@example.com"),
+        vec!["Your trial ends soon", "Your payment failed"]
+    );
+}

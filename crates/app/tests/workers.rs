@@ -332,3 +332,120 @@ async fn a_failing_payment_event_is_retried_later_not_lost() {
         }
     );
 }
+
+/// The dunning policy: a failed renewal keeps the plan for the catalog's grace days, then
+/// the account has the default plan until a payment succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpaid_renewal_keeps_the_plan_for_the_grace_then_falls_to_the_default() {
+    use app::workers::dunning_once;
+    use billing_core::payments::{InvoiceFailure, InvoicePayment, PayerRef, PaymentEvent};
+    use billing_core::quota::Window;
+    use billing_core::usecases::{Applied, Billing, Notice, SignUp};
+    let dir = tempfile::tempdir().unwrap();
+    let config = DatabaseConfig {
+        url: format!("sqlite://{}", dir.path().join("d.db").display()),
+        pool_size: 4,
+        connect_timeout: std::time::Duration::from_secs(10),
+        busy_timeout: std::time::Duration::from_secs(10),
+    };
+    migrate::run_pending(&config).await.unwrap();
+    let t0 = datetime!(2026-06-01 10:00 UTC);
+    let clock = Arc::new(FixedClock::new(t0));
+    let ids = Arc::new(SequentialIds::default());
+    let store = Arc::new(
+        DieselStore::connect(&config, clock.clone(), ids.clone())
+            .await
+            .unwrap(),
+    );
+    let billing = Billing {
+        catalog: Arc::new(billing_core::testing::sample_catalog()),
+        accounts: store.clone(),
+        ledger: store.clone(),
+        subscriptions: store.clone(),
+        payments: store.clone(),
+        clock: clock.clone(),
+        ids,
+        default_hold_ttl: Duration::minutes(10),
+    };
+    let account = billing
+        .sign_up(SignUp {
+            email: "late@example.com".into(),
+            name: None,
+            password_hash: None,
+            external_subject: None,
+        })
+        .await
+        .unwrap()
+        .account
+        .id;
+    let payer = PayerRef {
+        account: Some(account.clone()),
+        ..PayerRef::default()
+    };
+    let paid = |n: u32, start, observed_at| {
+        PaymentEvent::InvoicePaid(InvoicePayment {
+            invoice_id: format!("in_{n}"),
+            subscription: Some("sub_late".into()),
+            payer: payer.clone(),
+            price: None,
+            plan: Some("pro".into()),
+            period: Some(Window {
+                start,
+                end: start + Duration::days(30),
+            }),
+            renews: true,
+            amount_minor: 999,
+            currency: None,
+            payment_intent: None,
+            observed_at,
+        })
+    };
+    billing.apply_payment_event(paid(1, t0, t0)).await.unwrap();
+    let plan = |billing: &Billing| {
+        let (billing, account) = (billing.clone(), account.clone());
+        async move {
+            billing
+                .accounts
+                .account(&account)
+                .await
+                .unwrap()
+                .unwrap()
+                .plan
+        }
+    };
+    assert_eq!(plan(&billing).await, "pro");
+    // The renewal fails: past due, a notice, still pro.
+    let failed_at = t0 + Duration::days(30);
+    clock.set(failed_at);
+    let applied = billing
+        .apply_payment_event(PaymentEvent::InvoiceFailed(InvoiceFailure {
+            invoice_id: "in_2".into(),
+            subscription: Some("sub_late".into()),
+            final_attempt: false,
+            observed_at: failed_at,
+        }))
+        .await
+        .unwrap();
+    assert_eq!(
+        applied,
+        Applied::Done(vec![Notice::PaymentFailed {
+            account: account.clone(),
+            final_attempt: false
+        }])
+    );
+    assert_eq!(dunning_once(&billing).await.unwrap(), 0);
+    assert_eq!(plan(&billing).await, "pro");
+    // Past the sample catalog's 7 days of grace: the default plan.
+    clock.set(failed_at + Duration::days(7) + Duration::minutes(1));
+    assert_eq!(dunning_once(&billing).await.unwrap(), 1);
+    assert_eq!(plan(&billing).await, "free");
+    // Stripe's retry succeeds: pro again.
+    let retried = failed_at + Duration::days(8);
+    clock.set(retried);
+    billing
+        .apply_payment_event(paid(2, failed_at, retried))
+        .await
+        .unwrap();
+    assert_eq!(plan(&billing).await, "pro");
+    assert_eq!(dunning_once(&billing).await.unwrap(), 0);
+}

@@ -675,3 +675,55 @@ async fn a_trial_ending_and_a_failed_payment_are_mailed() {
         vec!["Your trial ends soon", "Your payment failed"]
     );
 }
+
+/// A subscription whose events name only the Stripe customer (no Tollgate metadata): they
+/// are placed once the subscription's checkout names the account, whichever comes first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_naming_only_the_customer_wait_for_the_checkout_that_names_the_account() {
+    let app = TestApp::with_stripe(Db::Sqlite).await.unwrap();
+    let (token, _, account) = app.sign_up("customer-only@example.com").await;
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let period = json!({"start": now - 60, "end": now + 30 * DAY});
+    let sub = event(
+        "evt_co_1",
+        "customer.subscription.created",
+        now - 5,
+        json!({"id": "sub_co", "object": "subscription", "customer": "cus_co", "status": "active",
+               "metadata": {"plan": "pro"},
+               "items": {"data": [{"price": {"id": "price_x", "recurring": {"interval": "month"}},
+                                   "current_period_start": now - 60, "current_period_end": now + 30 * DAY}]}}),
+    );
+    let invoice = event(
+        "evt_co_2",
+        "invoice.paid",
+        now - 4,
+        json!({"id": "in_co_1", "object": "invoice", "customer": "cus_co", "subscription": "sub_co",
+               "billing_reason": "subscription_create", "amount_paid": 1900, "currency": "usd",
+               "subscription_details": {"metadata": {"plan": "pro"}},
+               "lines": {"data": [{"period": period}]}}),
+    );
+    deliver_all(&app, &[sub, invoice]).await;
+    app.settle_webhooks().await;
+    assert_eq!(
+        app.get_as("/v1/subscription", &token).await.1["plan"],
+        "free"
+    );
+    let checkout = event(
+        "evt_co_3",
+        "checkout.session.completed",
+        now,
+        json!({"id": "cs_co", "object": "checkout.session", "mode": "subscription",
+               "payment_status": "paid", "client_reference_id": account, "customer": "cus_co",
+               "subscription": "sub_co"}),
+    );
+    deliver_all(&app, &[checkout]).await;
+    app.settle_webhooks().await;
+    let (_, state) = app.get_as("/v1/subscription", &token).await;
+    assert_eq!(state["plan"], "pro", "{state}");
+    assert_eq!(state["subscription"]["status"], "active", "{state}");
+    let (_, credits) = app.get_as("/v1/credits", &token).await;
+    assert!(
+        credits["available"].as_i64().unwrap() >= 20_000,
+        "{credits}"
+    );
+}

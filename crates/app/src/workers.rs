@@ -245,14 +245,24 @@ pub async fn apply_webhooks_once(
         }
         for event in due {
             let (status, note) = match apply_event(billing, &event.payload).await {
-                Ok(Applied::Done(notices)) => {
+                Ok((Applied::Done(notices), linked)) => {
                     report.applied += 1;
+                    if let Some(customer) = linked {
+                        // Events about this customer that came first can be placed now.
+                        let requeued = events.requeue_ignored_mentioning(&customer).await?;
+                        if requeued > 0 {
+                            tracing::info!(
+                                requeued,
+                                "events of a newly linked customer queued again"
+                            );
+                        }
+                    }
                     for notice in &notices {
                         send_notice(billing, mailer, notice).await;
                     }
                     (WebhookStatus::Processed, None)
                 }
-                Ok(Applied::Ignored(why)) => {
+                Ok((Applied::Ignored(why), _)) => {
                     report.ignored += 1;
                     (WebhookStatus::Ignored, Some(why))
                 }
@@ -271,19 +281,37 @@ pub async fn apply_webhooks_once(
     }
 }
 
-/// Reads a stored Stripe event and applies what it means.
-async fn apply_event(billing: &Billing, payload: &serde_json::Value) -> Result<Applied, String> {
+/// Reads a stored Stripe event and applies what it means; also says which provider
+/// customer it tied to an account for the first time, if any.
+async fn apply_event(
+    billing: &Billing,
+    payload: &serde_json::Value,
+) -> Result<(Applied, Option<String>), String> {
     use billing_core::usecases::BillingError;
     use payments_stripe::events::{Meaning, meaning};
     let event = match meaning(payload).map_err(|e| format!("unreadable: {e}"))? {
-        Meaning::Ignored(why) => return Ok(Applied::Ignored(why)),
+        Meaning::Ignored(why) => return Ok((Applied::Ignored(why), None)),
         Meaning::Event(event) => event,
     };
+    // A customer this event may link for the first time.
+    let mut linked = event.linked_customer().map(str::to_owned);
+    if let Some(customer) = &linked {
+        let known = billing
+            .payments
+            .customer_account(billing_core::payments::STRIPE, customer)
+            .await
+            .map_err(|e| e.to_string())?;
+        if known.is_some() {
+            linked = None;
+        }
+    }
     match billing.apply_payment_event(event).await {
-        Ok(applied) => Ok(applied),
-        Err(BillingError::AccountNotFound) => Ok(Applied::Ignored("unknown account".into())),
+        Ok(applied) => Ok((applied, linked)),
+        Err(BillingError::AccountNotFound) => {
+            Ok((Applied::Ignored("unknown account".into()), None))
+        }
         Err(BillingError::UnknownPack(pack)) => {
-            Ok(Applied::Ignored(format!("unknown pack `{pack}`")))
+            Ok((Applied::Ignored(format!("unknown pack `{pack}`")), None))
         }
         Err(err) => Err(err.to_string()),
     }

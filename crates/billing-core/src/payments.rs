@@ -58,6 +58,26 @@ pub enum PaymentEvent {
     },
     /// A charge's refunds or disputes changed.
     ChargeChanged(ChargeState),
+    /// The provider named an account's customer (a subscription's checkout completed):
+    /// events about that customer can now be placed.
+    CustomerLinked(PayerRef),
+}
+
+impl PaymentEvent {
+    /// The provider customer this event ties to a Tollgate account, if it does: events
+    /// about that customer that were ignored as unknown can be applied now.
+    pub fn linked_customer(&self) -> Option<&str> {
+        let payer = match self {
+            Self::PackPaid(p) => &p.payer,
+            Self::SubscriptionSynced(s) => &s.payer,
+            Self::InvoicePaid(i) => &i.payer,
+            Self::CustomerLinked(p) => p,
+            _ => return None,
+        };
+        (payer.account.is_some() || payer.user.is_some())
+            .then_some(payer.customer.as_deref())
+            .flatten()
+    }
 }
 
 /// A paid credit pack.

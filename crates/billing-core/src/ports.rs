@@ -524,6 +524,9 @@ pub trait WebhookEventStore: Send + Sync {
     /// Queues a failed or ignored event to be applied again (an admin's retry); `false` if
     /// there is no such event in either state.
     async fn retry(&self, external_id: &str) -> Result<bool, StoreError>;
+    /// Queues again every ignored event whose payload mentions `needle` (a provider id,
+    /// such as a customer just linked to an account); returns how many.
+    async fn requeue_ignored_mentioning(&self, needle: &str) -> Result<usize, StoreError>;
     /// Events to apply now, oldest first: received ones, and failed ones whose retry time
     /// has come and that have had fewer than `max_attempts`.
     async fn due(

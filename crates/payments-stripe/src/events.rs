@@ -497,8 +497,20 @@ impl TryFrom<Event> for Meaning {
 }
 
 fn checkout_paid(session: CheckoutSession) -> Meaning {
+    if session.mode.as_deref() == Some("subscription") {
+        // The subscription and invoice events carry the state; this one says whose
+        // customer it is (`client_reference_id`), so that those events can be placed.
+        let payer = payer(
+            &session.metadata,
+            session.client_reference_id.as_deref(),
+            id_of(&session.customer),
+        );
+        if payer.customer.is_none() || (payer.account.is_none() && payer.user.is_none()) {
+            return Meaning::Ignored("a subscription checkout naming no account".into());
+        }
+        return Meaning::Event(PaymentEvent::CustomerLinked(payer));
+    }
     if session.mode.as_deref() != Some("payment") {
-        // A subscription's checkout: the subscription and invoice events carry the state.
         return Meaning::Ignored("not a one-time payment".into());
     }
     // An asynchronous payment (a bank debit) completes the session unpaid; its
@@ -678,6 +690,17 @@ mod tests {
             completed,
             object(json!({"mode": "subscription"}))
         )));
+        assert!(matches!(
+            meaning(&event(
+                completed,
+                object(json!({"mode": "subscription", "customer": "cus_9"}))
+            ))
+            .unwrap(),
+            Meaning::Event(PaymentEvent::CustomerLinked(PayerRef {
+                customer: Some(_),
+                ..
+            }))
+        ));
         assert!(ignored(event(
             completed,
             object(json!({"metadata": {"pack": "starter"}}))

@@ -564,6 +564,23 @@ macro_rules! record_queries {
             .await?)
         }
 
+        pub(crate) async fn webhook_requeue_mentioning(
+            c: &mut Conn,
+            pattern: String,
+        ) -> Result<usize, TxError> {
+            Ok(diesel::update(
+                webhook_events::table
+                    .filter(webhook_events::status.eq("ignored"))
+                    .filter(webhook_events::payload.like(pattern).escape('\\')),
+            )
+            .set((
+                webhook_events::status.eq("received"),
+                webhook_events::next_attempt_at.eq(None::<i64>),
+            ))
+            .execute(c)
+            .await?)
+        }
+
         /// Received events, and failed ones whose retry time has come, oldest first.
         pub(crate) async fn webhooks_due(
             c: &mut Conn,

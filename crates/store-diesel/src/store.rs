@@ -562,6 +562,19 @@ impl WebhookEventStore for DieselStore {
             .transpose()
     }
 
+    async fn requeue_ignored_mentioning(&self, needle: &str) -> Result<usize, StoreError> {
+        let escaped: String = needle
+            .chars()
+            .flat_map(|c| match c {
+                '%' | '_' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
+        let _writer = self.pool.write_guard().await;
+        let mut conn = self.pool.get().await?;
+        call!(conn, webhook_requeue_mentioning(format!("%\"{escaped}\"%"))).map_err(tx_error)
+    }
+
     async fn retry(&self, external_id: &str) -> Result<bool, StoreError> {
         let mut conn = self.pool.get().await?;
         Ok(call!(conn, webhook_retry(external_id.to_owned())).map_err(tx_error)? == 1)

@@ -120,6 +120,10 @@ impl Billing {
                 None => ignored("unknown subscription"),
             },
             PaymentEvent::ChargeChanged(charge) => self.charge_changed(charge).await,
+            PaymentEvent::CustomerLinked(payer) => match self.payer(&payer).await? {
+                Some(_) => done(),
+                None => ignored("unknown account"),
+            },
         }
     }
 

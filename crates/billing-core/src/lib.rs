@@ -6,8 +6,8 @@
 //! and the `app` crate wires them together.
 //!
 //! Functional core, imperative shell: functions such as [`ledger::decide`],
-//! [`subscription::apply`] and [`entitlements::decide`] take the state they need and return
-//! a decision; stores apply decisions atomically.
+//! [`payments::credits_withheld`] and [`entitlements::decide`] take the state they need and
+//! return a decision; stores apply decisions atomically.
 
 pub mod catalog;
 pub mod entitlements;

@@ -1,10 +1,10 @@
-//! Subscriptions: their states, the transitions payment events cause, plan changes, and what
-//! each does to credits.
+//! Subscriptions: their states and plan changes.
 //!
-//! A transition is pure: [`apply`] takes a subscription and an event and returns the new
-//! subscription and the [`SubscriptionEffect`]s to carry out (grant a period's allowance,
-//! notify). An allowance grant carries an idempotency key built from the subscription and the
-//! period's start, so a replayed or reordered webhook cannot grant the same period twice.
+//! A subscription follows what its payment provider reports (see [`crate::payments`] for the
+//! order-safe rules); [`change_plan`] is the pure rule for moving between plans: an upgrade
+//! applies at once with a top-up of the period's allowance, a downgrade waits for the
+//! period's end. (Not yet reachable through the API: it needs the provider to change the
+//! price, which the Stripe API client will do.)
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -126,58 +126,6 @@ pub struct Expected {
     pub version: i64,
 }
 
-/// Something that happened to a subscription, as the payment provider reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum SubscriptionEvent {
-    /// A trial began for `period`.
-    TrialStarted {
-        /// The trial period.
-        period: Window,
-    },
-    /// An invoice for `period` was paid (the first, or a renewal).
-    PaymentSucceeded {
-        /// The period paid for.
-        period: Window,
-    },
-    /// An invoice payment failed; `final_attempt` when no retry remains.
-    PaymentFailed {
-        /// No retry remains.
-        final_attempt: bool,
-    },
-    /// The customer asked to end (or not) at the period's end.
-    CancelAtPeriodEnd {
-        /// Whether it ends at the period's end.
-        enabled: bool,
-    },
-    /// The subscription ended.
-    Canceled,
-    /// Paused.
-    Paused,
-    /// Resumed after a pause, for `period`.
-    Resumed {
-        /// The period it resumes into.
-        period: Window,
-    },
-    /// The trial ends soon (Stripe sends this three days before).
-    TrialWillEnd,
-}
-
-impl SubscriptionEvent {
-    fn name(&self) -> &'static str {
-        match self {
-            Self::TrialStarted { .. } => "trial_started",
-            Self::PaymentSucceeded { .. } => "payment_succeeded",
-            Self::PaymentFailed { .. } => "payment_failed",
-            Self::CancelAtPeriodEnd { .. } => "cancel_at_period_end",
-            Self::Canceled => "canceled",
-            Self::Paused => "paused",
-            Self::Resumed { .. } => "resumed",
-            Self::TrialWillEnd => "trial_will_end",
-        }
-    }
-}
-
 /// What a transition asks the rest of the system to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "effect", rename_all = "snake_case")]
@@ -202,21 +150,6 @@ pub enum SubscriptionEffect {
         account: AccountId,
         /// The plan.
         plan: String,
-    },
-    /// Tell the customer a payment failed.
-    NotifyPaymentFailed {
-        /// The account.
-        account: AccountId,
-        /// No retry remains.
-        final_attempt: bool,
-    },
-    /// Tell the customer the trial ends soon.
-    NotifyTrialEnding {
-        /// The account.
-        account: AccountId,
-        /// When it ends.
-        #[serde(with = "time::serde::rfc3339::option")]
-        trial_end: Option<OffsetDateTime>,
     },
 }
 
@@ -273,124 +206,6 @@ fn invalid(sub: &Subscription, event: &str) -> SubscriptionError {
 /// The idempotency key of a subscription period's allowance grant.
 pub fn allowance_key(sub: &SubscriptionId, period: &Window) -> String {
     format!("allowance:{sub}:{}", period.start.unix_timestamp())
-}
-
-fn allowance_effect(
-    catalog: &Catalog,
-    sub: &Subscription,
-    period: Window,
-) -> Option<SubscriptionEffect> {
-    let allowance = catalog.plan(&sub.plan)?.allowance.as_ref()?;
-    // Day and month cadences are granted by the period reset, whatever the subscription.
-    (allowance.cadence == Cadence::BillingPeriod).then(|| SubscriptionEffect::GrantAllowance {
-        account: sub.account.clone(),
-        credits: allowance.credits,
-        rollover_cap: allowance.rollover_cap,
-        period,
-        key: allowance_key(&sub.id, &period),
-    })
-}
-
-/// Applies a payment event to a subscription.
-pub fn apply(
-    sub: &Subscription,
-    event: &SubscriptionEvent,
-    catalog: &Catalog,
-    now: OffsetDateTime,
-) -> Result<Transition, SubscriptionError> {
-    use SubscriptionStatus::*;
-    let mut next = sub.clone();
-    let mut effects = Vec::new();
-    let before = sub.status;
-    match event {
-        SubscriptionEvent::TrialStarted { period } => {
-            if !matches!(before, Incomplete | Trialing) {
-                return Err(invalid(sub, event.name()));
-            }
-            next.status = Trialing;
-            next.current_period = Some(*period);
-            next.trial_end = Some(period.end);
-            effects.extend(allowance_effect(catalog, &next, *period));
-        }
-        SubscriptionEvent::PaymentSucceeded { period } => {
-            if before == Canceled {
-                return Err(invalid(sub, event.name()));
-            }
-            let new_period = sub.current_period.is_none_or(|p| period.start >= p.end);
-            if new_period && let Some(plan) = next.pending_plan.take() {
-                next.plan = plan;
-            }
-            next.status = Active;
-            next.current_period = Some(*period);
-            effects.extend(allowance_effect(catalog, &next, *period));
-        }
-        SubscriptionEvent::PaymentFailed { final_attempt } => {
-            next.status = match before {
-                Incomplete => Incomplete,
-                Trialing | Active | PastDue if !final_attempt => PastDue,
-                Trialing | Active | PastDue | Unpaid => Unpaid,
-                Canceled | Paused => return Err(invalid(sub, event.name())),
-            };
-            effects.push(SubscriptionEffect::NotifyPaymentFailed {
-                account: sub.account.clone(),
-                final_attempt: *final_attempt,
-            });
-        }
-        SubscriptionEvent::CancelAtPeriodEnd { enabled } => {
-            if !matches!(before, Trialing | Active | PastDue) {
-                return Err(invalid(sub, event.name()));
-            }
-            next.cancel_at_period_end = *enabled;
-        }
-        SubscriptionEvent::Canceled => {
-            if before != Canceled {
-                next.status = Canceled;
-                next.canceled_at = Some(now);
-                next.pending_plan = None;
-            }
-        }
-        SubscriptionEvent::Paused => {
-            if !matches!(before, Trialing | Active | PastDue | Paused) {
-                return Err(invalid(sub, event.name()));
-            }
-            next.status = Paused;
-        }
-        SubscriptionEvent::Resumed { period } => {
-            if before != Paused {
-                return Err(invalid(sub, event.name()));
-            }
-            next.status = Active;
-            next.current_period = Some(*period);
-            effects.extend(allowance_effect(catalog, &next, *period));
-        }
-        SubscriptionEvent::TrialWillEnd => {
-            if before != Trialing {
-                return Err(invalid(sub, event.name()));
-            }
-            effects.push(SubscriptionEffect::NotifyTrialEnding {
-                account: sub.account.clone(),
-                trial_end: sub.trial_end,
-            });
-        }
-    }
-    // Keep the account's plan in step with access.
-    let had_access = before.grants_access();
-    let has_access = next.status.grants_access();
-    if has_access && (!had_access || next.plan != sub.plan) {
-        effects.push(SubscriptionEffect::SetAccountPlan {
-            account: sub.account.clone(),
-            plan: next.plan.clone(),
-        });
-    } else if had_access && !has_access {
-        effects.push(SubscriptionEffect::SetAccountPlan {
-            account: sub.account.clone(),
-            plan: catalog.default_plan.clone(),
-        });
-    }
-    Ok(Transition {
-        subscription: next,
-        effects,
-    })
 }
 
 /// Whether moving between two plans is an upgrade: a higher `tier`, or on equal tiers a
@@ -518,146 +333,6 @@ mod tests {
         }
     }
 
-    const NOW: OffsetDateTime = datetime!(2026-01-15 0:00 UTC);
-
-    #[test]
-    fn first_payment_activates_and_grants_the_period_once() {
-        let catalog = sample_catalog();
-        let mut s = sub(SubscriptionStatus::Incomplete, "pro");
-        s.current_period = None;
-        let p = period(datetime!(2026-01-01 0:00 UTC));
-        let t = apply(
-            &s,
-            &SubscriptionEvent::PaymentSucceeded { period: p },
-            &catalog,
-            NOW,
-        )
-        .unwrap();
-        assert_eq!(t.subscription.status, SubscriptionStatus::Active);
-        let grants: Vec<_> = t
-            .effects
-            .iter()
-            .filter_map(|e| match e {
-                SubscriptionEffect::GrantAllowance { credits, key, .. } => {
-                    Some((*credits, key.clone()))
-                }
-                _ => None,
-            })
-            .collect();
-        assert_eq!(grants, [(1000, allowance_key(&s.id, &p))]);
-        assert!(t.effects.contains(&SubscriptionEffect::SetAccountPlan {
-            account: s.account.clone(),
-            plan: "pro".into()
-        }));
-        // The same invoice again yields the same key, so the ledger grants it once.
-        let again = apply(
-            &t.subscription,
-            &SubscriptionEvent::PaymentSucceeded { period: p },
-            &catalog,
-            NOW,
-        )
-        .unwrap();
-        assert!(again.effects.iter().any(|e| matches!(e,
-            SubscriptionEffect::GrantAllowance { key, .. } if *key == allowance_key(&s.id, &p))));
-    }
-
-    #[test]
-    fn failures_move_to_past_due_then_unpaid_and_drop_access() {
-        let catalog = sample_catalog();
-        let s = sub(SubscriptionStatus::Active, "pro");
-        let t = apply(
-            &s,
-            &SubscriptionEvent::PaymentFailed {
-                final_attempt: false,
-            },
-            &catalog,
-            NOW,
-        )
-        .unwrap();
-        assert_eq!(t.subscription.status, SubscriptionStatus::PastDue);
-        assert!(t.subscription.status.grants_access());
-        let t = apply(
-            &t.subscription,
-            &SubscriptionEvent::PaymentFailed {
-                final_attempt: true,
-            },
-            &catalog,
-            NOW,
-        )
-        .unwrap();
-        assert_eq!(t.subscription.status, SubscriptionStatus::Unpaid);
-        assert!(t.effects.contains(&SubscriptionEffect::SetAccountPlan {
-            account: s.account.clone(),
-            plan: "free".into()
-        }));
-        let p = period(datetime!(2026-02-01 0:00 UTC));
-        let t = apply(
-            &t.subscription,
-            &SubscriptionEvent::PaymentSucceeded { period: p },
-            &catalog,
-            NOW,
-        )
-        .unwrap();
-        assert_eq!(t.subscription.status, SubscriptionStatus::Active);
-    }
-
-    #[test]
-    fn canceled_is_final() {
-        let catalog = sample_catalog();
-        let s = sub(SubscriptionStatus::Active, "pro");
-        let t = apply(&s, &SubscriptionEvent::Canceled, &catalog, NOW).unwrap();
-        assert_eq!(t.subscription.status, SubscriptionStatus::Canceled);
-        assert_eq!(t.subscription.canceled_at, Some(NOW));
-        let p = period(datetime!(2026-02-01 0:00 UTC));
-        assert!(
-            apply(
-                &t.subscription,
-                &SubscriptionEvent::PaymentSucceeded { period: p },
-                &catalog,
-                NOW
-            )
-            .is_err()
-        );
-        assert!(apply(&t.subscription, &SubscriptionEvent::Canceled, &catalog, NOW).is_ok());
-    }
-
-    #[test]
-    fn trials_grant_and_warn() {
-        let catalog = sample_catalog();
-        let mut s = sub(SubscriptionStatus::Incomplete, "pro");
-        s.current_period = None;
-        let p = period(datetime!(2026-01-01 0:00 UTC));
-        let t = apply(
-            &s,
-            &SubscriptionEvent::TrialStarted { period: p },
-            &catalog,
-            NOW,
-        )
-        .unwrap();
-        assert_eq!(t.subscription.status, SubscriptionStatus::Trialing);
-        assert_eq!(t.subscription.trial_end, Some(p.end));
-        let w = apply(
-            &t.subscription,
-            &SubscriptionEvent::TrialWillEnd,
-            &catalog,
-            NOW,
-        )
-        .unwrap();
-        assert!(matches!(
-            w.effects[..],
-            [SubscriptionEffect::NotifyTrialEnding { .. }]
-        ));
-        assert!(
-            apply(
-                &sub(SubscriptionStatus::Active, "pro"),
-                &SubscriptionEvent::TrialWillEnd,
-                &catalog,
-                NOW
-            )
-            .is_err()
-        );
-    }
-
     #[test]
     fn upgrade_now_with_top_up_downgrade_at_period_end() {
         let catalog = sample_catalog();
@@ -673,21 +348,6 @@ mod tests {
         assert_eq!(down.subscription.plan, "max");
         assert_eq!(down.subscription.pending_plan.as_deref(), Some("pro"));
         assert!(down.effects.is_empty());
-        // The downgrade lands with the next period's payment.
-        let next = period(datetime!(2026-01-31 0:00 UTC));
-        let t = apply(
-            &down.subscription,
-            &SubscriptionEvent::PaymentSucceeded { period: next },
-            &catalog,
-            NOW,
-        )
-        .unwrap();
-        assert_eq!(t.subscription.plan, "pro");
-        assert!(
-            t.effects
-                .iter()
-                .any(|e| matches!(e, SubscriptionEffect::GrantAllowance { credits: 1000, .. }))
-        );
         assert!(matches!(
             change_plan(&s, "pro", &catalog),
             Err(SubscriptionError::SamePlan { .. })

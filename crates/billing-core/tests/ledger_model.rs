@@ -1,7 +1,8 @@
 //! Model-based property test of the ledger.
 //!
 //! Random sequences of grant (plain, expiring, or a period allowance that rolls over) /
-//! debit / reserve / capture / void / hold expiry / refund / grant expiry / clock moves /
+//! debit / reserve / capture / void / hold expiry / refund / clawback of a payment's grants /
+//! grant expiry / clock moves /
 //! plan changes (the overdraft limit moves) / idempotent replays run against the real
 //! [`AccountBook`] and against a deliberately simple reference model written here from the
 //! rules alone. After every step:
@@ -42,6 +43,8 @@ enum Op {
         rollover_cap: Credits,
         /// ...into a grant lasting this many ticks past the allowance's expiry.
         rollover_for: u32,
+        /// Bought by payment N (`payment:N`), which a clawback can name.
+        payment: Option<u8>,
     },
     Debit {
         amount: Credits,
@@ -64,6 +67,11 @@ enum Op {
         spend: usize,
         amount: Credits,
     },
+    /// Take back up to `amount` of what remains of payment N's grants.
+    Clawback {
+        payment: u8,
+        amount: Credits,
+    },
     ExpireGrants,
     Advance {
         ticks: u32,
@@ -82,14 +90,16 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (1..120u64, proptest::option::of(1..12u32), 0..3i32, prop_oneof![3 => Just(0u64), 1 => 1..80u64], 1..8u32)
-            .prop_map(|(amount, expires_in, priority, cap, rollover_for)| Op::Grant {
+        3 => (1..120u64, proptest::option::of(1..12u32), 0..3i32, prop_oneof![3 => Just(0u64), 1 => 1..80u64], 1..8u32, proptest::option::of(0..2u8))
+            .prop_map(|(amount, expires_in, priority, cap, rollover_for, payment)| Op::Grant {
                 amount,
                 expires_in,
                 priority,
                 rollover_cap: if expires_in.is_some() { cap } else { 0 },
                 rollover_for,
+                payment,
             }),
+        2 => (0..2u8, 0..100u64).prop_map(|(payment, amount)| Op::Clawback { payment, amount }),
         3 => (0..90u64).prop_map(|amount| Op::Debit { amount }),
         3 => (1..90u64, 1..6u32).prop_map(|(amount, ttl)| Op::Reserve { amount, ttl }),
         3 => (any::<usize>(), 0..100u64).prop_map(|(hold, amount)| Op::Capture { hold, amount }),
@@ -117,6 +127,7 @@ struct MGrant {
     rollover_cap: Credits,
     rollover_until: Option<u32>,
     rolled: Credits,
+    payment: Option<u8>,
 }
 
 /// Where part of a hold came from: a grant (by index), or the overdraft.
@@ -188,14 +199,14 @@ impl Model {
                 carry.push((i, remaining));
             }
             for (i, credits) in carry {
-                self.roll_over(i, credits, now);
+                self.roll_over(i, credits);
             }
         }
     }
 
     /// Carries up to `credits` of expired allowance `i` into a rollover grant, within what
     /// its cap has left.
-    fn roll_over(&mut self, i: usize, credits: Credits, now: u32) {
+    fn roll_over(&mut self, i: usize, credits: Credits) {
         let g = &mut self.grants[i];
         let carried = credits.min(g.rollover_cap.saturating_sub(g.rolled));
         if carried == 0 {
@@ -203,7 +214,7 @@ impl Model {
         }
         g.rolled += carried;
         let (until, priority) = (g.rollover_until, g.priority);
-        self.add_grant(carried, until, priority, 0, None, now);
+        self.add_grant(carried, until, priority, 0, None, None);
     }
 
     fn take(&mut self, amount: Credits) -> Result<Vec<Part>, LedgerError> {
@@ -250,9 +261,8 @@ impl Model {
         priority: i32,
         rollover_cap: Credits,
         rollover_until: Option<u32>,
-        now: u32,
+        payment: Option<u8>,
     ) {
-        let _ = now;
         let repay = amount.min(self.debt);
         self.debt -= repay;
         let seq = self.grants.len();
@@ -264,6 +274,7 @@ impl Model {
             rollover_cap,
             rollover_until,
             rolled: 0,
+            payment,
         });
     }
 
@@ -307,11 +318,12 @@ impl Model {
                 rollover_cap: 0,
                 rollover_until: None,
                 rolled: 0,
+                payment: None,
             });
         }
         // Credits held at a period's end roll over when they come back.
         for (g, back) in expired_back {
-            self.roll_over(g, back, now);
+            self.roll_over(g, back);
         }
         self.holds[h].status = status;
         if status == HoldStatus::Captured {
@@ -332,7 +344,8 @@ impl Model {
             Op::Grant { amount: 0, .. }
             | Op::Debit { amount: 0 }
             | Op::Reserve { amount: 0, .. }
-            | Op::Refund { amount: 0, .. } => {
+            | Op::Refund { amount: 0, .. }
+            | Op::Clawback { amount: 0, .. } => {
                 return Err(LedgerError::InvalidAmount);
             }
             _ => {}
@@ -345,10 +358,21 @@ impl Model {
                 priority,
                 rollover_cap,
                 rollover_for,
+                payment,
             } => {
                 let expires = expires_in.map(|e| now + e);
                 let until = expires.map(|e| e + rollover_for);
-                self.add_grant(*amount, expires, *priority, *rollover_cap, until, now);
+                self.add_grant(*amount, expires, *priority, *rollover_cap, until, *payment);
+            }
+            Op::Clawback { payment, amount } => {
+                let mut left = *amount;
+                for i in self.burn_order() {
+                    if self.grants[i].payment == Some(*payment) {
+                        let n = self.grants[i].remaining.min(left);
+                        self.grants[i].remaining -= n;
+                        left -= n;
+                    }
+                }
             }
             Op::Debit { amount } => {
                 let parts = self.take(*amount)?;
@@ -417,7 +441,7 @@ impl Model {
                 }
                 self.spends[s].refunded += amount;
                 let expires = self.spends[s].refund_expires;
-                self.add_grant(*amount, expires, 0, 0, None, now);
+                self.add_grant(*amount, expires, 0, 0, None, None);
             }
             Op::ExpireGrants => {}
             Op::Advance { .. } | Op::SetOverdraft { .. } | Op::Replay { .. } | Op::Reuse { .. } => {
@@ -567,6 +591,7 @@ impl Harness {
                 priority,
                 rollover_cap,
                 rollover_for,
+                payment,
             } => LedgerCommand::Grant {
                 amount: *amount,
                 source: if *rollover_cap > 0 {
@@ -578,7 +603,12 @@ impl Harness {
                 expires_at: expires_in.map(|e| at(now + e)),
                 rollover_cap: *rollover_cap,
                 rollover_until: expires_in.map(|e| at(now + e + rollover_for)),
-                reference: None,
+                reference: payment.map(|p| format!("payment:{p}")),
+                memo: None,
+            },
+            Op::Clawback { payment, amount } => LedgerCommand::Clawback {
+                reference: format!("payment:{payment}"),
+                amount: *amount,
                 memo: None,
             },
             Op::Debit { amount } => LedgerCommand::Debit {

@@ -124,36 +124,49 @@ async fn lapsed_holds_are_released_and_live_ones_kept() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn daily_allowances_are_granted_once_per_day() {
-    use app::workers::renew_once;
-    use billing_core::usecases::{Billing, SignUp};
+/// The use cases over a fresh SQLite file, on a test clock set to `now` (the sample
+/// catalog; keep the folder alive as long as the store).
+async fn billing_on_sqlite(
+    now: time::OffsetDateTime,
+) -> (
+    tempfile::TempDir,
+    Arc<FixedClock>,
+    billing_core::usecases::Billing,
+) {
     let dir = tempfile::tempdir().unwrap();
     let config = DatabaseConfig {
-        url: format!("sqlite://{}", dir.path().join("a.db").display()),
+        url: format!("sqlite://{}", dir.path().join("billing.db").display()),
         pool_size: 4,
         connect_timeout: std::time::Duration::from_secs(10),
         busy_timeout: std::time::Duration::from_secs(10),
     };
     migrate::run_pending(&config).await.unwrap();
-    let day1 = datetime!(2026-06-01 10:00 UTC);
-    let clock = Arc::new(FixedClock::new(day1));
+    let clock = Arc::new(FixedClock::new(now));
     let ids = Arc::new(SequentialIds::default());
     let store = Arc::new(
         DieselStore::connect(&config, clock.clone(), ids.clone())
             .await
             .unwrap(),
     );
-    let billing = Billing {
+    let billing = billing_core::usecases::Billing {
         catalog: Arc::new(billing_core::testing::sample_catalog()),
         accounts: store.clone(),
         ledger: store.clone(),
         subscriptions: store.clone(),
-        payments: store.clone(),
+        payments: store,
         clock: clock.clone(),
         ids,
         default_hold_ttl: Duration::minutes(10),
     };
+    (dir, clock, billing)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_allowances_are_granted_once_per_day() {
+    use app::workers::renew_once;
+    use billing_core::usecases::SignUp;
+    let day1 = datetime!(2026-06-01 10:00 UTC);
+    let (_dir, clock, billing) = billing_on_sqlite(day1).await;
     // The sample catalog's free plan: 50 welcome credits and 20 a day.
     let signed_up = billing
         .sign_up(SignUp {
@@ -165,7 +178,10 @@ async fn daily_allowances_are_granted_once_per_day() {
         .await
         .unwrap();
     let account = signed_up.account.id;
-    assert_eq!(store.balance(&account).await.unwrap().available, 70);
+    assert_eq!(
+        billing.ledger.balance(&account).await.unwrap().available,
+        70
+    );
     assert_eq!(
         renew_once(&billing).await.unwrap(),
         0,
@@ -176,10 +192,11 @@ async fn daily_allowances_are_granted_once_per_day() {
     assert_eq!(renew_once(&billing).await.unwrap(), 1);
     assert_eq!(renew_once(&billing).await.unwrap(), 0, "once per day");
     // Yesterday's 20 expired; today's 20 arrived; the welcome credits stay.
-    let balance = store.balance(&account).await.unwrap();
+    let balance = billing.ledger.balance(&account).await.unwrap();
     assert_eq!(balance.available, 70);
     assert_eq!(
-        store
+        billing
+            .ledger
             .snapshot(&account)
             .await
             .unwrap()
@@ -341,32 +358,8 @@ async fn an_unpaid_renewal_keeps_the_plan_for_the_grace_then_falls_to_the_defaul
     use billing_core::payments::{InvoiceFailure, InvoicePayment, PayerRef, PaymentEvent};
     use billing_core::quota::Window;
     use billing_core::usecases::{Applied, Billing, Notice, SignUp};
-    let dir = tempfile::tempdir().unwrap();
-    let config = DatabaseConfig {
-        url: format!("sqlite://{}", dir.path().join("d.db").display()),
-        pool_size: 4,
-        connect_timeout: std::time::Duration::from_secs(10),
-        busy_timeout: std::time::Duration::from_secs(10),
-    };
-    migrate::run_pending(&config).await.unwrap();
     let t0 = datetime!(2026-06-01 10:00 UTC);
-    let clock = Arc::new(FixedClock::new(t0));
-    let ids = Arc::new(SequentialIds::default());
-    let store = Arc::new(
-        DieselStore::connect(&config, clock.clone(), ids.clone())
-            .await
-            .unwrap(),
-    );
-    let billing = Billing {
-        catalog: Arc::new(billing_core::testing::sample_catalog()),
-        accounts: store.clone(),
-        ledger: store.clone(),
-        subscriptions: store.clone(),
-        payments: store.clone(),
-        clock: clock.clone(),
-        ids,
-        default_hold_ttl: Duration::minutes(10),
-    };
+    let (_dir, clock, billing) = billing_on_sqlite(t0).await;
     let account = billing
         .sign_up(SignUp {
             email: "late@example.com".into(),

@@ -232,6 +232,33 @@ pub struct ChargeState {
 }
 
 impl ChargeState {
+    /// The state of all a payment intent's charges, as one: refunds add up, the gravest
+    /// dispute counts, and the amount is the payment's (`amount_minor`), else the charges'.
+    pub fn combined(charges: &[ChargeState], amount_minor: i64) -> ChargeState {
+        let grave = |d: Option<DisputeStatus>| match d {
+            None => 0,
+            Some(DisputeStatus::Won) => 1,
+            Some(DisputeStatus::Open) => 2,
+            Some(DisputeStatus::Lost) => 3,
+        };
+        let total: i64 = charges.iter().map(|c| c.amount_minor).sum();
+        ChargeState {
+            charge: String::new(),
+            payment_intent: None,
+            amount_minor: if amount_minor > 0 {
+                amount_minor
+            } else {
+                total
+            },
+            refunded_minor: charges.iter().map(|c| c.refunded_minor).sum(),
+            dispute: charges
+                .iter()
+                .map(|c| c.dispute)
+                .max_by_key(|d| grave(*d))
+                .flatten(),
+            dispute_observed_at: None,
+        }
+    }
     /// Combines two observations of the same charge: the larger refund total wins (refunds
     /// only accumulate); a decided dispute is final; otherwise the later observation wins.
     pub fn merge(&self, other: &ChargeState) -> ChargeState {

@@ -236,10 +236,7 @@ pub fn restrict_return_urls(doc: &mut Value, origins: &[String]) {
         .iter()
         .map(|origin| {
             let origin = origin.trim_end_matches('/');
-            let has_port = origin.split_once("://").is_some_and(|(_, rest)| {
-                rest.rsplit_once(':')
-                    .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-            });
+            let has_port = billing::origin_of(origin).is_some_and(|(_, _, port)| port.is_some());
             if has_port {
                 escape(origin)
             } else {

@@ -10,12 +10,10 @@ use crate::catalog::{Cadence, Interval};
 use crate::ids::{AccountId, PaymentId, PrefixedId, SubscriptionId};
 use crate::ledger::{Credits, GrantSource, LedgerCommand, LedgerPolicy};
 use crate::payments::{
-    ChargeState, DisputeStatus, InvoiceFailure, InvoicePayment, PackPayment, PayerRef, Payment,
-    PaymentEvent, PaymentKind, STRIPE, SubscriptionSnapshot, SyncVersion, credits_withheld,
-    grant_reference,
+    ChargeState, InvoiceFailure, InvoicePayment, PackPayment, PayerRef, Payment, PaymentEvent,
+    PaymentKind, STRIPE, SubscriptionSnapshot, SyncVersion, credits_withheld, grant_reference,
 };
 use crate::ports::{Conflict, StoreError};
-use crate::quota::Window;
 use crate::subscription::{Subscription, SubscriptionStatus};
 
 /// What applying a payment event came to.
@@ -52,34 +50,6 @@ fn ignored(why: impl Into<String>) -> Result<Applied, BillingError> {
 
 fn done() -> Result<Applied, BillingError> {
     Ok(Applied::Done(Vec::new()))
-}
-
-/// The state of all a payment intent's charges, as one: refunds add up, and the gravest
-/// dispute counts.
-fn combined(charges: &[ChargeState], amount_minor: i64) -> ChargeState {
-    let grave = |d: Option<DisputeStatus>| match d {
-        None => 0,
-        Some(DisputeStatus::Won) => 1,
-        Some(DisputeStatus::Open) => 2,
-        Some(DisputeStatus::Lost) => 3,
-    };
-    let total: i64 = charges.iter().map(|c| c.amount_minor).sum();
-    ChargeState {
-        charge: String::new(),
-        payment_intent: None,
-        amount_minor: if amount_minor > 0 {
-            amount_minor
-        } else {
-            total
-        },
-        refunded_minor: charges.iter().map(|c| c.refunded_minor).sum(),
-        dispute: charges
-            .iter()
-            .map(|c| c.dispute)
-            .max_by_key(|d| grave(*d))
-            .flatten(),
-        dispute_observed_at: None,
-    }
 }
 
 impl Billing {
@@ -367,18 +337,8 @@ impl Billing {
             return ignored("the invoice's price is not in the catalog");
         };
         // What the invoice says about the subscription, unless a newer state is applied.
-        if let (Some(external_id), Some(period)) = (&invoice.subscription, invoice.period) {
-            self.advance_subscription(
-                &account,
-                external_id,
-                &plan,
-                interval,
-                period,
-                &invoice,
-                stored,
-            )
+        self.advance_subscription(&account, &plan, interval, &invoice, stored)
             .await?;
-        }
         let now = self.clock.now();
         let allowance = self
             .catalog
@@ -441,17 +401,17 @@ impl Billing {
     /// A paid invoice moves its subscription into the period it paid for, and out of
     /// arrears; a first invoice creates the subscription if its own event is still on the
     /// way. Nothing changes if a newer state is applied already.
-    #[allow(clippy::too_many_arguments)]
     async fn advance_subscription(
         &self,
         account: &AccountId,
-        external_id: &str,
         plan: &str,
         interval: Interval,
-        period: Window,
         invoice: &InvoicePayment,
         stored: Option<Subscription>,
     ) -> Result<(), BillingError> {
+        let (Some(external_id), Some(period)) = (&invoice.subscription, invoice.period) else {
+            return Ok(());
+        };
         let status = match stored.as_ref().map(|s| s.status) {
             Some(SubscriptionStatus::Canceled) => return Ok(()),
             Some(SubscriptionStatus::Trialing) | None if invoice.amount_minor == 0 => {
@@ -552,8 +512,10 @@ impl Billing {
             if charges.is_empty() {
                 return Ok(());
             }
-            let target =
-                credits_withheld(payment.credits, &combined(&charges, payment.amount_minor));
+            let target = credits_withheld(
+                payment.credits,
+                &ChargeState::combined(&charges, payment.amount_minor),
+            );
             let from = payment.withheld;
             let to = self.move_withheld(&payment, from, target).await?;
             if to == from || self.payments.set_withheld(&payment.id, from, to).await? {

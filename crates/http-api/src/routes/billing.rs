@@ -217,7 +217,7 @@ fn gateway(state: &ApiState) -> Result<&dyn PaymentGateway, ApiError> {
 }
 
 /// The origin (`scheme://host[:port]`) of an absolute http(s) URL without credentials.
-fn origin_of(url: &str) -> Option<(&str, &str, Option<&str>)> {
+pub(crate) fn origin_of(url: &str) -> Option<(&str, &str, Option<&str>)> {
     let (scheme, rest) = url.split_once("://")?;
     if !matches!(scheme, "http" | "https") {
         return None;
@@ -265,6 +265,20 @@ pub(crate) fn check_return_url(state: &ApiState, field: &str, url: &str) -> Resu
     }
 }
 
+/// The checkout's return URLs, each checked with [`check_return_url`].
+fn return_urls(
+    state: &ApiState,
+    success_url: String,
+    cancel_url: String,
+) -> Result<ReturnUrls, ApiError> {
+    check_return_url(state, "success_url", &success_url)?;
+    check_return_url(state, "cancel_url", &cancel_url)?;
+    Ok(ReturnUrls {
+        success_url,
+        cancel_url,
+    })
+}
+
 /// Starts a hosted checkout for a credit pack (seed 001's `buy_pack`). Answers where to
 /// send the customer; the credits are granted when the payment is confirmed (by Stripe's
 /// webhook, or the local page), once per payment. `Idempotency-Key` makes a retry return
@@ -284,22 +298,12 @@ pub async fn checkout_pack(
     body: Json<PackCheckoutRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, account) = caller.user()?;
-    check_return_url(&state, "success_url", &body.success_url)?;
-    check_return_url(&state, "cancel_url", &body.cancel_url)?;
-    let key = idempotency_key(&req, &state)?;
     let body = body.into_inner();
+    let urls = return_urls(&state, body.success_url, body.cancel_url)?;
+    let key = idempotency_key(&req, &state)?;
     let session = state
         .billing
-        .checkout_pack(
-            gateway(&state)?,
-            account,
-            &body.pack,
-            ReturnUrls {
-                success_url: body.success_url,
-                cancel_url: body.cancel_url,
-            },
-            &key,
-        )
+        .checkout_pack(gateway(&state)?, account, &body.pack, urls, &key)
         .await?;
     Ok(HttpResponse::Ok().json(CheckoutView {
         id: session.id,
@@ -326,10 +330,9 @@ pub async fn checkout_subscription(
     body: Json<PlanCheckoutRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, account) = caller.user()?;
-    check_return_url(&state, "success_url", &body.success_url)?;
-    check_return_url(&state, "cancel_url", &body.cancel_url)?;
-    let key = idempotency_key(&req, &state)?;
     let body = body.into_inner();
+    let urls = return_urls(&state, body.success_url, body.cancel_url)?;
+    let key = idempotency_key(&req, &state)?;
     let session = state
         .billing
         .checkout_subscription(
@@ -337,10 +340,7 @@ pub async fn checkout_subscription(
             account,
             &body.plan,
             body.interval.into(),
-            ReturnUrls {
-                success_url: body.success_url,
-                cancel_url: body.cancel_url,
-            },
+            urls,
             &key,
         )
         .await?;
@@ -494,12 +494,9 @@ pub async fn history(
             Some(intent) => state.billing.payments.charges_for(intent).await?,
             None => Vec::new(),
         };
-        let refunded = charges.iter().map(|c| c.refunded_minor).sum();
-        let dispute = charges
-            .iter()
-            .filter_map(|c| c.dispute)
-            .map(|d| d.as_str().to_owned())
-            .next_back();
+        let state = billing_core::payments::ChargeState::combined(&charges, payment.amount_minor);
+        let refunded = state.refunded_minor;
+        let dispute = state.dispute.map(|d| d.as_str().to_owned());
         items.push(payment_view(payment, refunded, dispute));
     }
     Ok(HttpResponse::Ok().json(PaymentPage {

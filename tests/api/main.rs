@@ -14,4 +14,5 @@ mod payment_scenarios;
 mod payments;
 mod quotas;
 mod sessions;
+mod stripe_api;
 mod webhooks;

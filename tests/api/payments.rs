@@ -470,6 +470,63 @@ async fn packs_and_plans_are_bought_through_the_local_pay_page() {
             (status, problem["code"].as_str()),
             (409, Some("already_subscribed"))
         );
+        // An upgrade applies at once and tops the period's allowance up by the difference;
+        // a downgrade waits for the period's end; naming the plan in force takes it back.
+        let before = app.get_as("/v1/credits", &token).await.1["available"]
+            .as_i64()
+            .unwrap();
+        let change = |plan: &str| json!({ "plan": plan });
+        let (status, sub) = app
+            .post("/v1/subscription/change", Some(&token), change("team"))
+            .await;
+        assert_eq!((status, &sub["plan"]), (200, &json!("team")), "{sub}");
+        let after = app.get_as("/v1/credits", &token).await.1["available"]
+            .as_i64()
+            .unwrap();
+        assert_eq!(after - before, 60_000 - 20_000);
+        assert_eq!(
+            app.get_as("/v1/subscription", &token).await.1["plan"],
+            "team"
+        );
+        let (status, sub) = app
+            .post("/v1/subscription/change", Some(&token), change("pro"))
+            .await;
+        assert_eq!(
+            (status, &sub["plan"], &sub["scheduled_plan"]),
+            (200, &json!("team"), &json!("pro")),
+            "{sub}"
+        );
+        let (_, state) = app.get_as("/v1/subscription", &token).await;
+        assert_eq!(
+            (&state["plan"], &state["subscription"]["scheduled_plan"]),
+            (&json!("team"), &json!("pro")),
+            "{state}"
+        );
+        let (status, sub) = app
+            .post("/v1/subscription/change", Some(&token), change("team"))
+            .await;
+        assert_eq!(
+            (status, &sub["scheduled_plan"]),
+            (200, &json!(null)),
+            "{sub}"
+        );
+        for (plan, code) in [("team", "invalid_field"), ("gold", "invalid_field")] {
+            let (status, problem) = app
+                .post("/v1/subscription/change", Some(&token), change(plan))
+                .await;
+            assert_eq!(
+                (status, problem["code"].as_str()),
+                (422, Some(code)),
+                "{problem}"
+            );
+        }
+        assert_eq!(
+            app.get_as("/v1/credits", &token).await.1["available"]
+                .as_i64()
+                .unwrap(),
+            after,
+            "changes back and forth grant nothing more"
+        );
         // Cancel at the period's end, take it back, then end it now.
         let (status, sub) = app
             .post("/v1/subscription/cancel", Some(&token), json!({}))

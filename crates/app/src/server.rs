@@ -36,6 +36,9 @@ pub enum StartupError {
     /// The shared limit store (Redis) could not be reached.
     #[error("limits: {0}")]
     Limits(StoreError),
+    /// The payment provider's client could not be built.
+    #[error("payments: {0}")]
+    Payments(#[from] billing_core::ports::PaymentError),
 }
 
 /// The configured counters of rate limits and failed sign-ins.
@@ -138,7 +141,7 @@ impl Application {
             store.clone(),
             limiter,
             clock.clone(),
-        ));
+        )?);
         let billing = state.billing.clone();
         let mailer = state.mailer.clone();
         let body_limit = settings.http.body_limit_bytes;
@@ -290,7 +293,7 @@ pub fn api_state(
     store: DieselStore,
     limiter: Arc<dyn billing_core::ports::RateLimiter>,
     clock: Arc<dyn Clock>,
-) -> ApiState {
+) -> Result<ApiState, StartupError> {
     use secrecy::ExposeSecret;
     let store = Arc::new(store);
     let ids: Arc<dyn IdGenerator> = Arc::new(UlidGenerator::default());
@@ -308,27 +311,7 @@ pub fn api_state(
     };
     let mut openapi = http_api::openapi::document(&billing.catalog);
     http_api::openapi::restrict_return_urls(&mut openapi, &settings.payments.return_origins);
-    let local = settings.payments.local_adapter.then(|| {
-        tracing::warn!(
-            public_url = %settings.payments.public_url,
-            "payments: the local adapter is on (no Stripe API key): checkouts go to \
-             Tollgate's own pay/decline page and take no money"
-        );
-        // Sessions are signed with a key from the JWT secret (so they survive a restart
-        // when it is set), else a random one.
-        let key: Vec<u8> = match &settings.auth.jwt_secret {
-            Some(secret) => {
-                use sha2::Digest;
-                sha2::Sha256::digest(format!("local-pay:{}", secret.expose_secret())).to_vec()
-            }
-            None => rand::random::<[u8; 32]>().to_vec(),
-        };
-        Arc::new(payments_local::LocalPayments::new(
-            &key,
-            &settings.payments.public_url,
-            clock.clone(),
-        ))
-    });
+    let (payments, local) = payment_gateway(settings, clock.clone())?;
     let auth = &settings.auth;
     let secret: Vec<u8> = match &auth.jwt_secret {
         Some(secret) => secret.expose_secret().as_bytes().to_vec(),
@@ -346,7 +329,7 @@ pub fn api_state(
         time::Duration::days(i64::try_from(auth.refresh_token_ttl_days).unwrap_or(30)),
         auth.admin_api_key.as_ref().map(|k| k.expose_secret()),
     );
-    ApiState {
+    Ok(ApiState {
         billing,
         sessions: store.clone(),
         audit: store.clone(),
@@ -375,16 +358,78 @@ pub fn api_state(
         openapi,
         webhook_intake: webhook_intake(settings),
         webhooks: store.clone(),
-        payments: local
-            .clone()
-            .map(|l| l as Arc<dyn billing_core::ports::PaymentGateway>),
+        payments,
         local_payments: local,
         return_origins: settings.payments.return_origins.clone(),
         hashing: http_api::hashing::Hashing::new(
             auth.hashing_threads,
             Duration::from_secs(auth.hashing_queue_seconds),
         ),
+    })
+}
+
+/// The payment provider: Stripe when an API key is set, else the local stand-in when it is
+/// allowed, else none (the payment routes answer that payments are not configured).
+#[allow(clippy::type_complexity)]
+fn payment_gateway(
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+) -> Result<
+    (
+        Option<Arc<dyn billing_core::ports::PaymentGateway>>,
+        Option<Arc<payments_local::LocalPayments>>,
+    ),
+    StartupError,
+> {
+    use secrecy::ExposeSecret;
+    let payments = &settings.payments;
+    if let Some(key) = &payments.stripe_secret_key {
+        let stripe = payments_stripe::StripePayments::new(
+            &payments_stripe::StripeConfig {
+                secret_key: key.expose_secret().to_owned(),
+                api_base: payments.stripe_api_base.clone(),
+                timeout: Duration::from_secs(payments.stripe_timeout_seconds),
+            },
+            clock,
+        )?;
+        tracing::info!(api = %payments.stripe_api_base, "payments: Stripe");
+        if payments.stripe_webhook_secret.is_none() {
+            tracing::warn!(
+                "payments: Stripe is on but TOLLGATE__PAYMENTS__STRIPE_WEBHOOK_SECRET is not set: \
+                 POST /v1/webhooks/stripe answers 404 and no payment is applied"
+            );
+        }
+        return Ok((Some(Arc::new(stripe)), None));
     }
+    if !payments.local_adapter {
+        tracing::warn!(
+            "payments: no Stripe key and the local adapter is off; checkouts are refused"
+        );
+        return Ok((None, None));
+    }
+    tracing::warn!(
+        public_url = %payments.public_url,
+        "payments: the local adapter is on (no Stripe API key): checkouts go to \
+         Tollgate's own pay/decline page and take no money"
+    );
+    // Sessions are signed with a key from the JWT secret (so they survive a restart when it
+    // is set), else a random one.
+    let key: Vec<u8> = match &settings.auth.jwt_secret {
+        Some(secret) => {
+            use sha2::Digest;
+            sha2::Sha256::digest(format!("local-pay:{}", secret.expose_secret())).to_vec()
+        }
+        None => rand::random::<[u8; 32]>().to_vec(),
+    };
+    let local = Arc::new(payments_local::LocalPayments::new(
+        &key,
+        &payments.public_url,
+        clock,
+    ));
+    Ok((
+        Some(local.clone() as Arc<dyn billing_core::ports::PaymentGateway>),
+        Some(local),
+    ))
 }
 
 /// Stripe's webhook check, when signing secrets are configured (several, comma-separated,

@@ -231,14 +231,23 @@ pub struct PaymentsSettings {
     /// (`TOLLGATE__PAYMENTS__STRIPE_WEBHOOK_SECRET`; environment only).
     #[serde(default)]
     pub stripe_webhook_secret: Option<secrecy::SecretString>,
+    /// Stripe's secret API key, `sk_…` or a restricted `rk_…`
+    /// (`TOLLGATE__PAYMENTS__STRIPE_SECRET_KEY` or `STRIPE_SECRET_KEY`; environment only).
+    /// With it, payments go to Stripe; without it, to the local adapter.
+    #[serde(default)]
+    pub stripe_secret_key: Option<secrecy::SecretString>,
+    /// Stripe's API address (another only for a stand-in in tests).
+    pub stripe_api_base: String,
+    /// Seconds one call to Stripe may take.
+    pub stripe_timeout_seconds: u64,
     /// How old a webhook's signature may be, in seconds.
     pub webhook_tolerance_seconds: i64,
     /// Attempts to apply an event before it is left failed (dead-lettered).
     pub webhook_max_attempts: u32,
     /// Milliseconds between passes of the worker that applies stored events.
     pub webhook_sweep_ms: u64,
-    /// Checkouts go to Tollgate's own pay/decline page instead of a payment provider, and
-    /// take no money (refused in production).
+    /// Without a Stripe key, checkouts go to Tollgate's own pay/decline page, which takes
+    /// no money (refused in production).
     pub local_adapter: bool,
     /// The server's address as a browser reaches it (the local pay page's links).
     pub public_url: String,
@@ -247,10 +256,20 @@ pub struct PaymentsSettings {
     pub return_origins: Vec<String>,
 }
 
+impl PaymentsSettings {
+    /// Whether checkouts go to the local adapter (no Stripe key, and it is allowed).
+    pub fn uses_local_adapter(&self) -> bool {
+        self.local_adapter && self.stripe_secret_key.is_none()
+    }
+}
+
 impl Default for PaymentsSettings {
     fn default() -> Self {
         Self {
             stripe_webhook_secret: None,
+            stripe_secret_key: None,
+            stripe_api_base: payments_stripe::DEFAULT_API_BASE.into(),
+            stripe_timeout_seconds: 20,
             webhook_tolerance_seconds: 300,
             webhook_max_attempts: 8,
             webhook_sweep_ms: 2000,
@@ -521,9 +540,17 @@ fn load_settings(layers: &[Layer]) -> Result<Settings, ConfigProblem> {
             .try_parsing(true),
     );
     let built = builder.build().map_err(|err| problem_from(&err, layers))?;
-    built
+    let mut settings = built
         .try_deserialize::<Settings>()
-        .map_err(|err| problem_from(&err, layers))
+        .map_err(|err| problem_from(&err, layers))?;
+    // Stripe's own name for the key, as its libraries and CLI read it.
+    if settings.payments.stripe_secret_key.is_none()
+        && let Ok(key) = std::env::var("STRIPE_SECRET_KEY")
+        && !key.trim().is_empty()
+    {
+        settings.payments.stripe_secret_key = Some(key.trim().to_owned().into());
+    }
+    Ok(settings)
 }
 
 /// Turns a `config` error into a problem naming the key and the layer that set it last.
@@ -696,7 +723,7 @@ fn validate_settings(
             message: "idempotency_days and sweep_seconds must be at least 1".into(),
         });
     }
-    if settings.payments.local_adapter && environment == "production" {
+    if settings.payments.uses_local_adapter() && environment == "production" {
         problems.push(ConfigProblem {
             origin: origin_of("payments.local_adapter", layers),
             key: Some("payments.local_adapter".into()),

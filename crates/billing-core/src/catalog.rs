@@ -50,6 +50,9 @@ pub struct Catalog {
     /// What happens when a renewal is not paid.
     #[serde(default)]
     pub dunning: Dunning,
+    /// When a subscriber's move to another plan takes effect.
+    #[serde(default)]
+    pub plan_changes: PlanChanges,
 }
 
 /// The dunning policy: after a renewal payment fails, the plan stays in force for
@@ -66,6 +69,49 @@ pub struct Dunning {
 impl Default for Dunning {
     fn default() -> Self {
         Self { grace_days: 7 }
+    }
+}
+
+/// When a plan change takes effect: an upgrade (a higher `tier`, or on equal tiers a higher
+/// price) and a downgrade each at once (the prorated difference billed now) or at the end
+/// of the period already paid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanChanges {
+    /// Default: `now`.
+    #[serde(default = "ChangeTiming::now")]
+    pub upgrade: ChangeTiming,
+    /// Default: `period_end`.
+    #[serde(default = "ChangeTiming::period_end")]
+    pub downgrade: ChangeTiming,
+}
+
+impl Default for PlanChanges {
+    fn default() -> Self {
+        Self {
+            upgrade: ChangeTiming::Now,
+            downgrade: ChangeTiming::PeriodEnd,
+        }
+    }
+}
+
+/// When a change takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeTiming {
+    /// At once.
+    Now,
+    /// When the period already paid ends.
+    PeriodEnd,
+}
+
+impl ChangeTiming {
+    fn now() -> Self {
+        Self::Now
+    }
+
+    fn period_end() -> Self {
+        Self::PeriodEnd
     }
 }
 

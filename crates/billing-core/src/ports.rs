@@ -705,6 +705,20 @@ pub struct QuickBuy {
     pub url: Option<String>,
 }
 
+/// A change of a subscription's plan, as the provider is asked to make it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanChange {
+    /// The plan to move to.
+    pub plan: String,
+    /// The subscription's billing interval (unchanged).
+    pub interval: crate::catalog::Interval,
+    /// The provider's price for `plan` × `interval` (`price_…` at Stripe).
+    pub provider_price: Option<String>,
+    /// Now, billing the prorated difference at once; else from the next period, with
+    /// nothing prorated (the current period stays paid at the old price).
+    pub immediately: bool,
+}
+
 /// A failure of the payment provider.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PaymentError {
@@ -765,6 +779,13 @@ pub trait PaymentGateway: Send + Sync {
         subscription: &Subscription,
         at_period_end: bool,
         resume: bool,
+    ) -> Result<Vec<PaymentEvent>, PaymentError>;
+    /// Moves a subscription to another plan (see [`PlanChange`]).
+    async fn change_plan(
+        &self,
+        subscription: &Subscription,
+        change: PlanChange,
+        idempotency_key: String,
     ) -> Result<Vec<PaymentEvent>, PaymentError>;
 }
 

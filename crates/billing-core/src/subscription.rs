@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::catalog::{Cadence, Catalog, Interval};
+use crate::catalog::{Cadence, Catalog, ChangeTiming, Interval};
 use crate::ids::{AccountId, SubscriptionId};
 use crate::ledger::Credits;
 use crate::quota::Window;
@@ -231,9 +231,21 @@ pub fn is_upgrade(catalog: &Catalog, from: &str, to: &str) -> bool {
     }
 }
 
-/// Changes the plan of a live subscription: an upgrade applies at once and tops the current
-/// period's allowance up by the difference (once per period and plan); a downgrade waits for
-/// the period's end.
+/// Whether moving between two plans takes effect at once, by the catalog's `plan_changes`.
+pub fn takes_effect_now(catalog: &Catalog, from: &str, to: &str) -> bool {
+    let timing = if is_upgrade(catalog, from, to) {
+        catalog.plan_changes.upgrade
+    } else {
+        catalog.plan_changes.downgrade
+    };
+    timing == ChangeTiming::Now
+}
+
+/// Changes the plan of a live subscription, at once or at the period's end as the catalog's
+/// `plan_changes` says (by default an upgrade at once, a downgrade at the period's end).
+/// A change at once to a plan with a larger period allowance tops the current period's
+/// allowance up by the difference (once per period and plan). Asking for the plan in force
+/// takes back a pending change.
 pub fn change_plan(
     sub: &Subscription,
     to: &str,
@@ -266,7 +278,7 @@ pub fn change_plan(
     if sub.plan == to {
         // Cancels a pending downgrade.
         next.pending_plan = None;
-    } else if is_upgrade(catalog, &sub.plan, to) {
+    } else if takes_effect_now(catalog, &sub.plan, to) {
         let credits = |id: &str| {
             catalog
                 .plan(id)
@@ -360,6 +372,34 @@ mod tests {
             change_plan(&s, "free", &catalog),
             Err(SubscriptionError::NotForSale { .. })
         ));
+    }
+
+    #[test]
+    fn the_catalog_can_make_upgrades_wait_and_downgrades_immediate() {
+        let mut catalog = sample_catalog();
+        catalog.plan_changes = crate::catalog::PlanChanges {
+            upgrade: ChangeTiming::PeriodEnd,
+            downgrade: ChangeTiming::Now,
+        };
+        let s = sub(SubscriptionStatus::Active, "pro");
+        let up = change_plan(&s, "max", &catalog).unwrap();
+        assert_eq!(up.subscription.plan, "pro");
+        assert_eq!(up.subscription.pending_plan.as_deref(), Some("max"));
+        assert!(up.effects.is_empty());
+        let max = sub(SubscriptionStatus::Active, "max");
+        let down = change_plan(&max, "pro", &catalog).unwrap();
+        assert_eq!(down.subscription.plan, "pro");
+        // A downgrade at once grants nothing, and the account's plan follows.
+        assert_eq!(
+            down.effects,
+            vec![SubscriptionEffect::SetAccountPlan {
+                account: max.account.clone(),
+                plan: "pro".into()
+            }]
+        );
+        // Asking for the plan in force takes a pending change back.
+        let back = change_plan(&up.subscription, "pro", &catalog).unwrap();
+        assert_eq!(back.subscription.pending_plan, None);
     }
 
     #[test]

@@ -296,6 +296,9 @@ impl From<BillingError> for ApiError {
                     format!("plan `{plan}` has no {} price", interval.as_str()),
                 )
             }
+            BillingError::Subscription(SubscriptionError::SamePlan { plan }) => {
+                Self::invalid_field("plan", format!("the subscription is on `{plan}` already"))
+            }
             BillingError::AlreadySubscribed(plan) => Self::new(
                 StatusCode::CONFLICT,
                 "already_subscribed",

@@ -71,6 +71,7 @@ routes! {
     get "/v1/subscription" => routes::credits::subscription,
     post "/v1/subscription/cancel" => routes::billing::cancel_subscription,
     post "/v1/subscription/resume" => routes::billing::resume_subscription,
+    post "/v1/subscription/change" => routes::billing::change_plan,
     post "/v1/checkout/pack" => routes::billing::checkout_pack,
     post "/v1/checkout/subscription" => routes::billing::checkout_subscription,
     post "/v1/checkout/quick-buy" => routes::billing::quick_buy,

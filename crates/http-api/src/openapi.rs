@@ -22,7 +22,7 @@ use crate::routes::{
         me::create_api_key, me::api_keys, me::revoke_api_key,
         catalog::plans, catalog::packs,
         credits::balance, credits::journal, credits::spend, credits::subscription,
-        billing::cancel_subscription, billing::resume_subscription,
+        billing::cancel_subscription, billing::resume_subscription, billing::change_plan,
         billing::checkout_pack, billing::checkout_subscription, billing::quick_buy,
         billing::portal, billing::history, billing::comp,
         local_pay::show, local_pay::pay, local_pay::decline,

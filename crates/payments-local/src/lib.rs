@@ -24,7 +24,8 @@ use billing_core::payments::{
     InvoicePayment, PackPayment, PayerRef, PaymentEvent, SubscriptionSnapshot, SyncVersion,
 };
 use billing_core::ports::{
-    CheckoutItem, CheckoutRequest, CheckoutSession, Clock, PaymentError, PaymentGateway, QuickBuy,
+    CheckoutItem, CheckoutRequest, CheckoutSession, Clock, PaymentError, PaymentGateway,
+    PlanChange, QuickBuy,
 };
 use billing_core::quota::Window;
 use billing_core::subscription::{Subscription, SubscriptionStatus};
@@ -337,9 +338,6 @@ impl PaymentGateway for LocalPayments {
         at_period_end: bool,
         resume: bool,
     ) -> Result<Vec<PaymentEvent>, PaymentError> {
-        let Some(external_id) = subscription.external_id.clone() else {
-            return Err(PaymentError::Rejected("not a provider subscription".into()));
-        };
         let now = self.clock.now();
         let ends_now = !at_period_end && !resume;
         let status = if ends_now {
@@ -347,31 +345,59 @@ impl PaymentGateway for LocalPayments {
         } else {
             subscription.status
         };
+        let mut snapshot = self.snapshot(subscription, status)?;
+        snapshot.cancel_at_period_end = !ends_now && !resume && at_period_end;
+        snapshot.canceled_at = ends_now.then_some(now);
+        Ok(vec![PaymentEvent::SubscriptionSynced(snapshot)])
+    }
+
+    async fn change_plan(
+        &self,
+        subscription: &Subscription,
+        change: PlanChange,
+        _idempotency_key: String,
+    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+        // Like Stripe: the subscription bills the new plan from now on (an upgrade) or from
+        // the next period; local subscriptions are not renewed, so only the plan changes.
+        let mut snapshot = self.snapshot(subscription, subscription.status)?;
+        snapshot.plan = Some(change.plan);
+        Ok(vec![PaymentEvent::SubscriptionSynced(snapshot)])
+    }
+}
+
+impl LocalPayments {
+    /// The subscription as the provider would now report it, later than the state stored.
+    fn snapshot(
+        &self,
+        subscription: &Subscription,
+        status: SubscriptionStatus,
+    ) -> Result<SubscriptionSnapshot, PaymentError> {
+        let Some(external_id) = subscription.external_id.clone() else {
+            return Err(PaymentError::Rejected("not a provider subscription".into()));
+        };
         // Later than the state it replaces, even within the same second.
-        let mut observed_at = now;
+        let mut observed_at = self.clock.now();
         while SyncVersion::of(observed_at, status).0 <= subscription.version {
             observed_at += Duration::seconds(1);
         }
-        Ok(vec![PaymentEvent::SubscriptionSynced(
-            SubscriptionSnapshot {
-                external_id,
-                payer: PayerRef {
-                    account: Some(subscription.account.clone()),
-                    user: None,
-                    customer: None,
-                },
-                price: None,
-                plan: Some(subscription.plan.clone()),
-                interval: Some(subscription.interval),
-                status,
-                period: subscription.current_period,
-                trial_end: subscription.trial_end,
-                cancel_at_period_end: !ends_now && !resume && at_period_end,
-                created_at: Some(subscription.created_at),
-                canceled_at: ends_now.then_some(now),
-                observed_at,
+        Ok(SubscriptionSnapshot {
+            external_id,
+            payer: PayerRef {
+                account: Some(subscription.account.clone()),
+                user: None,
+                customer: None,
             },
-        )])
+            price: None,
+            plan: Some(subscription.plan.clone()),
+            interval: Some(subscription.interval),
+            status,
+            period: subscription.current_period,
+            trial_end: subscription.trial_end,
+            cancel_at_period_end: subscription.cancel_at_period_end,
+            created_at: Some(subscription.created_at),
+            canceled_at: subscription.canceled_at,
+            observed_at,
+        })
     }
 }
 

@@ -1,11 +1,16 @@
 //! Stripe for Tollgate. Stripe's wire formats stay inside this crate.
 //!
-//! Today: [`WebhookVerifier`], which checks a `Stripe-Signature` header the way Stripe's own
-//! libraries do, with several secrets at once so that a secret can be rolled without losing
-//! events; and [`events`], which reads a verified event (Stripe's wire format stays here)
-//! and says what it means for Tollgate.
+//! - [`StripePayments`]: billing-core's payment port over Stripe's API (async-stripe):
+//!   customers, Checkout, quick-buy PaymentIntents, the customer portal, cancellations and
+//!   plan changes, and listing subscriptions for reconciliation.
+//! - [`WebhookVerifier`]: checks a `Stripe-Signature` header the way Stripe's own libraries
+//!   do, with several secrets at once so that a secret can be rolled without losing events.
+//! - [`events`]: reads a verified event and says what it means for Tollgate.
 
+mod convert;
 pub mod events;
+mod gateway;
 mod webhook;
 
+pub use gateway::{DEFAULT_API_BASE, PROVIDER, StripeConfig, StripePayments};
 pub use webhook::{DEFAULT_TOLERANCE_SECONDS, WebhookVerifier, sign};

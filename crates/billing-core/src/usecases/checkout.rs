@@ -2,11 +2,15 @@
 //! The provider (Stripe, or the local stand-in) is passed in; what it reports back is
 //! applied through [`Billing::apply_payment_event`], the same path its webhooks take.
 
-use super::{Billing, BillingError};
+use super::{Billing, BillingError, key};
 use crate::catalog::Interval;
 use crate::ids::{AccountId, PrefixedId, SubscriptionId};
-use crate::ports::{CheckoutItem, CheckoutRequest, CheckoutSession, PaymentGateway, QuickBuy};
-use crate::subscription::{Subscription, SubscriptionStatus};
+use crate::ledger::{GrantSource, LedgerCommand, LedgerPolicy};
+use crate::ports::{
+    CheckoutItem, CheckoutRequest, CheckoutSession, Conflict, PaymentGateway, PlanChange, QuickBuy,
+    StoreError,
+};
+use crate::subscription::{Subscription, SubscriptionEffect, SubscriptionStatus};
 
 /// Where the provider sends the customer back to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,6 +210,98 @@ impl Billing {
         for event in events {
             self.apply_payment_event(event).await?;
         }
+        self.subscriptions
+            .get(&sub.id)
+            .await?
+            .ok_or(BillingError::SubscriptionNotFound)
+    }
+
+    /// Moves the account's subscription to another plan, at once or at the period's end as
+    /// the catalog's `plan_changes` says (see [`crate::subscription::change_plan`]); asking
+    /// for the plan in force takes back a pending change. The provider bills the change
+    /// (at once: the prorated difference now); what it reports back is applied as its
+    /// webhooks would be. A comp's plan is an admin's to change.
+    pub async fn change_plan(
+        &self,
+        gateway: &dyn PaymentGateway,
+        account: &AccountId,
+        to: &str,
+        idempotency_key: &str,
+    ) -> Result<Subscription, BillingError> {
+        let sub = self
+            .subscriptions
+            .current(account)
+            .await?
+            .ok_or(BillingError::SubscriptionNotFound)?;
+        let transition = crate::subscription::change_plan(&sub, to, &self.catalog)?;
+        if sub.external_id.is_none() {
+            return Err(BillingError::Invalid {
+                field: "plan",
+                message: "this plan was given by an admin; ask them to change it".into(),
+            });
+        }
+        let immediately = transition.subscription.plan != sub.plan;
+        let provider_price = self
+            .catalog
+            .plan(to)
+            .and_then(|p| p.prices.get(&sub.interval))
+            .and_then(|p| p.stripe_price_id.clone());
+        let events = gateway
+            .change_plan(
+                &sub,
+                PlanChange {
+                    plan: to.to_owned(),
+                    interval: sub.interval,
+                    provider_price,
+                    immediately,
+                },
+                format!("change-plan:{account}:{idempotency_key}"),
+            )
+            .await?;
+        // Ours first (the plan, or the pending one), then the provider's report, which
+        // agrees with it.
+        self.subscriptions
+            .save(&transition.subscription, Some(sub.expected()))
+            .await?;
+        for effect in transition.effects {
+            match effect {
+                SubscriptionEffect::GrantAllowance {
+                    account,
+                    credits,
+                    rollover_cap,
+                    period,
+                    key: reference,
+                } => {
+                    let command = LedgerCommand::Grant {
+                        amount: credits,
+                        source: GrantSource::PeriodAllowance,
+                        priority: 0,
+                        expires_at: Some(period.end),
+                        rollover_cap,
+                        rollover_until: None,
+                        memo: Some(format!(
+                            "upgrade to `{to}`: the rest of the period's allowance"
+                        )),
+                        reference: Some(reference.clone()),
+                    };
+                    match self
+                        .run(&account, key(reference)?, command, LedgerPolicy::default())
+                        .await
+                    {
+                        Ok(_)
+                        | Err(BillingError::Store(StoreError::Conflict(
+                            Conflict::PeriodAllowance,
+                        ))) => {}
+                        Err(err) => return Err(err),
+                    }
+                }
+                SubscriptionEffect::SetAccountPlan { .. } => {}
+            }
+        }
+        for event in events {
+            self.apply_payment_event(event).await?;
+        }
+        self.refresh_plan(account).await?;
         self.subscriptions
             .get(&sub.id)
             .await?

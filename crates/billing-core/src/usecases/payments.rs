@@ -14,6 +14,7 @@ use crate::payments::{
     PaymentKind, STRIPE, SubscriptionSnapshot, SyncVersion, credits_withheld, grant_reference,
 };
 use crate::ports::{Conflict, StoreError};
+use crate::quota::Window;
 use crate::subscription::{Subscription, SubscriptionStatus};
 
 /// What applying a payment event came to.
@@ -50,6 +51,15 @@ fn ignored(why: impl Into<String>) -> Result<Applied, BillingError> {
 
 fn done() -> Result<Applied, BillingError> {
     Ok(Applied::Done(Vec::new()))
+}
+
+/// Whether `period` is a later period than the subscription's current one.
+fn advances(sub: &Subscription, period: Option<Window>) -> bool {
+    match (sub.current_period, period) {
+        (Some(current), Some(next)) => next.start > current.start,
+        (None, Some(_)) => true,
+        _ => false,
+    }
 }
 
 impl Billing {
@@ -277,6 +287,21 @@ impl Billing {
         else {
             return ignored("the subscription's price is not in the catalog");
         };
+        // A change waiting for the period's end: the provider already bills the new price
+        // for the next period, but the plan paid for stays in force until it begins.
+        let (plan, pending_plan) = match &stored {
+            Some(s)
+                if s.pending_plan.as_deref() == Some(plan.as_str())
+                    && !advances(s, snap.period) =>
+            {
+                (s.plan.clone(), s.pending_plan.clone())
+            }
+            Some(s) => {
+                let pending = s.pending_plan.clone().filter(|pending| *pending != plan);
+                (plan, pending)
+            }
+            None => (plan, None),
+        };
         let now = self.clock.now();
         let past_due_since = (snap.status == SubscriptionStatus::PastDue).then(|| {
             stored
@@ -290,10 +315,7 @@ impl Billing {
                 |s| s.id.clone(),
             ),
             account: account.clone(),
-            pending_plan: stored
-                .as_ref()
-                .and_then(|s| s.pending_plan.clone())
-                .filter(|pending| *pending != plan),
+            pending_plan,
             plan,
             interval,
             status: snap.status,
@@ -426,6 +448,11 @@ impl Billing {
         let next = match &stored {
             Some(sub) => {
                 let mut next = sub.clone();
+                if sub.pending_plan.as_deref() == Some(plan) && advances(sub, Some(period)) {
+                    // The change that waited for this period takes effect.
+                    next.plan = plan.to_owned();
+                    next.pending_plan = None;
+                }
                 if sub.current_period.is_none_or(|p| period.start >= p.start) {
                     next.current_period = Some(period);
                 }

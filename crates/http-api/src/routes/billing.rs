@@ -132,6 +132,21 @@ pub struct CancelRequest {
 
 impl Validate for CancelRequest {}
 
+/// Move the subscription to another plan.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePlanRequest {
+    /// The plan (`GET /v1/plans`); the plan in force takes back a scheduled change.
+    #[schema(max_length = 64)]
+    pub plan: String,
+}
+
+impl Validate for ChangePlanRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        max_chars("plan", &self.plan, 64)
+    }
+}
+
 /// Open the provider's customer portal.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -414,6 +429,36 @@ pub async fn resume_subscription(
     let sub = state
         .billing
         .set_cancellation(gateway(&state)?, account, true, true)
+        .await?;
+    Ok(HttpResponse::Ok().json(SubscriptionView::from(&sub)))
+}
+
+/// Moves the caller's subscription to another plan on the same interval. By default an
+/// upgrade applies at once (the prorated difference is billed now and the period's
+/// allowance topped up) and a downgrade at the period's end (`scheduled_plan` until then);
+/// the catalog's `plan_changes` can say otherwise. Naming the plan in force takes back a
+/// scheduled change.
+#[utoipa::path(post, path = "/v1/subscription/change", tag = "billing", security(("bearer" = [])),
+    request_body = ChangePlanRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    responses(
+        (status = 200, description = "The subscription as it now is", body = SubscriptionView),
+        (status = 404, description = "No live subscription", body = Problem),
+        (status = 409, description = "The subscription cannot change now (not active or trialing)", body = Problem),
+        (status = 422, description = "Unknown plan, already on it, not sold on this interval, or a comp", body = Problem),
+        (status = 502, description = "The payment provider refused", body = Problem),
+    ))]
+pub async fn change_plan(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    req: HttpRequest,
+    body: Json<ChangePlanRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, account) = caller.user()?;
+    let key = idempotency_key(&req, &state)?;
+    let sub = state
+        .billing
+        .change_plan(gateway(&state)?, account, &body.plan, &key)
         .await?;
     Ok(HttpResponse::Ok().json(SubscriptionView::from(&sub)))
 }

@@ -153,6 +153,16 @@ impl TestApp {
         })
     }
 
+    /// The use cases over this server's store and configuration (what the CLI runs).
+    pub fn billing(&self) -> billing_core::usecases::Billing {
+        app::server::billing(
+            &self.loaded.settings,
+            self.loaded.catalog.clone(),
+            Arc::new(self.store.clone()),
+            Arc::new(app::system::SystemClock),
+        )
+    }
+
     /// A second server with the same configuration on the same database (another instance
     /// behind the same load balancer); the first one's drop cleans the database up.
     pub async fn twin(&self) -> Self {

@@ -244,3 +244,99 @@ async fn a_stripe_backed_server_sells_through_stripe() {
         assert_eq!(stripe.received_requests().await.unwrap().len(), count);
     }
 }
+
+/// `tollgate stripe sync`'s use: Stripe's subscriptions, listed through the gateway,
+/// compared with Tollgate's; a report changes nothing, a repair applies Stripe's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_reports_then_repairs_drift_from_stripe() {
+    for db in [Db::Sqlite, Db::Postgres] {
+        let stripe = fake_stripe().await;
+        let Some(app) = stripe_app(db, &stripe).await else {
+            continue;
+        };
+        let (token, _, account) = app.sign_up("drift@example.com").await;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let start = now - 86_400;
+        let pro = subscription(&account, "pro", "price_pro_month", start);
+        deliver_all(
+            &app,
+            &[event(
+                "evt_drift_sub",
+                "customer.subscription.created",
+                now - 60,
+                pro.clone(),
+            )],
+        )
+        .await;
+        app.settle_webhooks().await;
+
+        // A webhook was lost: Stripe has it past due and ending; and Stripe holds a
+        // subscription of a customer Tollgate never saw.
+        let mut drifted = pro.clone();
+        drifted["status"] = json!("past_due");
+        drifted["cancel_at_period_end"] = json!(true);
+        let mut stranger = subscription("acc_unknown", "pro", "price_pro_month", start);
+        stranger["id"] = json!("sub_stranger");
+        stranger["customer"] = json!("cus_stranger");
+        stranger["metadata"] = json!({});
+        Mock::given(method("GET"))
+            .and(path("/v1/subscriptions"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "object": "list", "url": "/v1/subscriptions", "has_more": false,
+                "data": [drifted, stranger]
+            })))
+            .mount(&stripe)
+            .await;
+        let gateway = payments_stripe::StripePayments::new(
+            &payments_stripe::StripeConfig {
+                secret_key: "sk_test_fake".into(),
+                api_base: stripe.uri(),
+                timeout: std::time::Duration::from_secs(5),
+            },
+            std::sync::Arc::new(app::system::SystemClock),
+        )
+        .unwrap();
+        let billing = app.billing();
+        let report = billing
+            .reconcile_subscriptions(gateway.list_subscriptions().await.unwrap(), false)
+            .await
+            .unwrap();
+        assert_eq!((report.checked, report.in_step), (2, 0));
+        assert_eq!(report.unknown, ["sub_stranger"]);
+        let [drift] = report.drifted.as_slice() else {
+            panic!("{report:?}")
+        };
+        assert_eq!(drift.external_id, "sub_fake");
+        assert_eq!(
+            drift.differences,
+            [
+                "status: active → past_due",
+                "cancel at period end: false → true"
+            ]
+        );
+        assert_eq!(drift.repair, None);
+        let (_, state) = app.get_as("/v1/subscription", &token).await;
+        assert_eq!(
+            state["subscription"]["status"], "active",
+            "a report changes nothing"
+        );
+
+        let report = billing
+            .reconcile_subscriptions(gateway.list_subscriptions().await.unwrap(), true)
+            .await
+            .unwrap();
+        assert_eq!(report.drifted[0].repair, Some(Ok(())));
+        let (_, state) = app.get_as("/v1/subscription", &token).await;
+        assert_eq!(state["subscription"]["status"], "past_due", "{state}");
+        assert_eq!(
+            state["subscription"]["cancel_at_period_end"], true,
+            "{state}"
+        );
+        // Now in step.
+        let report = billing
+            .reconcile_subscriptions(gateway.list_subscriptions().await.unwrap(), true)
+            .await
+            .unwrap();
+        assert_eq!((report.in_step, report.drifted.len()), (1, 0), "{report:?}");
+    }
+}

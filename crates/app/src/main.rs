@@ -1,4 +1,6 @@
-//! `tollgate`: serve, migrate, and check configuration.
+//! `tollgate`: serve, migrate, check configuration, and keep Stripe in step.
+
+mod stripe_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +42,29 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Stripe tools (need STRIPE_SECRET_KEY).
+    Stripe {
+        #[command(subcommand)]
+        command: StripeCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StripeCommand {
+    /// Create or check the catalog's products and prices at Stripe; print the
+    /// `stripe_price_id` lines to put in the configuration.
+    Setup {
+        /// Only read, and say what would be created.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Compare every Stripe subscription with Tollgate's and apply Stripe's state where
+    /// they differ; list each difference.
+    Sync {
+        /// Only report.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -111,6 +136,12 @@ fn main() -> ExitCode {
         Command::User {
             command: UserCommand::Role { email, role },
         } => block_on(set_role(loaded, email, role)),
+        Command::Stripe {
+            command: StripeCommand::Setup { dry_run },
+        } => block_on(stripe_cmd::setup(loaded, dry_run)),
+        Command::Stripe {
+            command: StripeCommand::Sync { dry_run },
+        } => block_on(stripe_cmd::sync(loaded, dry_run)),
         Command::Serve => serve(loaded),
     }
 }

@@ -285,6 +285,27 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
     cors
 }
 
+/// The use cases over the store.
+pub fn billing(
+    settings: &Settings,
+    catalog: Catalog,
+    store: Arc<DieselStore>,
+    clock: Arc<dyn Clock>,
+) -> Billing {
+    Billing {
+        catalog: Arc::new(catalog),
+        accounts: store.clone(),
+        ledger: store.clone(),
+        subscriptions: store.clone(),
+        payments: store,
+        clock,
+        ids: Arc::new(UlidGenerator::default()),
+        default_hold_ttl: time::Duration::seconds(
+            i64::try_from(settings.ledger.hold_ttl_seconds).unwrap_or(900),
+        ),
+    }
+}
+
 /// Composes the API's dependencies: the use cases over the store, token keys from the
 /// settings (a random JWT secret, announced, when none is configured outside production).
 pub fn api_state(
@@ -296,19 +317,7 @@ pub fn api_state(
 ) -> Result<ApiState, StartupError> {
     use secrecy::ExposeSecret;
     let store = Arc::new(store);
-    let ids: Arc<dyn IdGenerator> = Arc::new(UlidGenerator::default());
-    let billing = Billing {
-        catalog: Arc::new(catalog),
-        accounts: store.clone(),
-        ledger: store.clone(),
-        subscriptions: store.clone(),
-        payments: store.clone(),
-        clock: clock.clone(),
-        ids,
-        default_hold_ttl: time::Duration::seconds(
-            i64::try_from(settings.ledger.hold_ttl_seconds).unwrap_or(900),
-        ),
-    };
+    let billing = billing(settings, catalog, store.clone(), clock.clone());
     let mut openapi = http_api::openapi::document(&billing.catalog);
     http_api::openapi::restrict_return_urls(&mut openapi, &settings.payments.return_origins);
     let (payments, local) = payment_gateway(settings, clock.clone())?;

@@ -16,6 +16,7 @@ fn bare_tollgate() -> Command {
     cmd.env("TOLLGATE_CONFIG_DIR", config_dir())
         .env("TOLLGATE_ENV", "test")
         .env_remove("TOLLGATE_CONFIG")
+        .env_remove("STRIPE_SECRET_KEY")
         .env_remove("RUST_LOG");
     for (key, _) in std::env::vars() {
         if key.starts_with("TOLLGATE__") {
@@ -586,4 +587,87 @@ fn user_role_promotes_by_email_and_names_unknown_ones() {
     );
     let out = run(&["user", "role", "someone@example.com", "emperor"]);
     assert_eq!(out.status.code(), Some(2), "clap refuses an unknown role");
+}
+
+/// `stripe setup` and `stripe sync` against a fake Stripe (wiremock) that holds nothing:
+/// a dry run names every price it would create and changes nothing; sync reads the
+/// database and Stripe. Without a key both say which variable to set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stripe_setup_and_sync_run_against_stripe() {
+    use wiremock::matchers::{method, path, path_regex};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let run = |mut cmd: Command| async move {
+        tokio::task::spawn_blocking(move || cmd.output().expect("run tollgate"))
+            .await
+            .unwrap()
+    };
+    let mut cmd = tollgate();
+    cmd.args(["stripe", "setup"]);
+    let out = run(cmd).await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("STRIPE_SECRET_KEY"),
+        "{}",
+        stderr(&out)
+    );
+
+    let stripe = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/v1/products/"))
+        .respond_with(
+            ResponseTemplate::new(404).set_body_json(serde_json::json!({"error": {
+            "type": "invalid_request_error", "message": "No such product"}})),
+        )
+        .mount(&stripe)
+        .await;
+    let empty =
+        serde_json::json!({"object": "list", "url": "/v1/x", "has_more": false, "data": []});
+    for list in ["/v1/prices", "/v1/subscriptions"] {
+        Mock::given(method("GET"))
+            .and(path(list))
+            .respond_with(ResponseTemplate::new(200).set_body_json(empty.clone()))
+            .mount(&stripe)
+            .await;
+    }
+    let (mut cmd, _dir) = tollgate_with_db();
+    cmd.env("STRIPE_SECRET_KEY", "sk_test_cli")
+        .env("TOLLGATE__PAYMENTS__STRIPE_API_BASE", stripe.uri())
+        .args(["stripe", "setup", "--dry-run"]);
+    let out = run(cmd).await;
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(out.stdout.is_empty(), "a dry run creates no ids to print");
+    assert!(
+        err.contains("product tollgate_plan_pro: would create"),
+        "{err}"
+    );
+    assert!(
+        err.contains("catalog.plans.pro.prices.month (tollgate_plan_pro_month): would create"),
+        "{err}"
+    );
+    assert!(
+        err.contains("catalog.packs.small.price (tollgate_pack_small): would create"),
+        "{err}"
+    );
+    assert!(!err.contains("sk_test_cli"), "{err}");
+    let sent = stripe.received_requests().await.unwrap();
+    assert!(sent.iter().all(|r| r.method.as_str() == "GET"));
+
+    let (mut migrate, dir) = tollgate_with_db();
+    assert!(migrate.arg("migrate").output().unwrap().status.success());
+    let mut cmd = bare_tollgate();
+    cmd.env(
+        "TOLLGATE__DATABASE__URL",
+        format!("sqlite://{}", dir.path().join("t.db").display()),
+    )
+    .env("STRIPE_SECRET_KEY", "sk_test_cli")
+    .env("TOLLGATE__PAYMENTS__STRIPE_API_BASE", stripe.uri())
+    .args(["stripe", "sync", "--dry-run"]);
+    let out = run(cmd).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("0 subscription(s) at Stripe: 0 in step, 0 drifted, 0 unknown"),
+        "{}",
+        stderr(&out)
+    );
 }

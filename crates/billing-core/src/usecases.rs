@@ -24,9 +24,11 @@ use crate::subscription::SubscriptionError;
 
 mod checkout;
 mod payments;
+mod reconcile;
 
 pub use checkout::ReturnUrls;
 pub use payments::{Applied, Notice};
+pub use reconcile::{Drift, Reconciliation};
 
 /// Why a use case did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

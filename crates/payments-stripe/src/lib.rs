@@ -6,10 +6,12 @@
 //! - [`WebhookVerifier`]: checks a `Stripe-Signature` header the way Stripe's own libraries
 //!   do, with several secrets at once so that a secret can be rolled without losing events.
 //! - [`events`]: reads a verified event and says what it means for Tollgate.
+//! - [`setup`]: creates or checks the catalog's products and prices at Stripe.
 
 mod convert;
 pub mod events;
 mod gateway;
+pub mod setup;
 mod webhook;
 
 pub use gateway::{DEFAULT_API_BASE, PROVIDER, StripeConfig, StripePayments};

@@ -135,7 +135,7 @@ impl Billing {
     }
 
     /// The plan a price (or, failing that, the metadata) names.
-    fn plan_for(
+    pub(super) fn plan_for(
         &self,
         price: Option<&str>,
         plan: Option<&str>,

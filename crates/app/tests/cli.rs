@@ -447,10 +447,16 @@ fn secrets_never_reach_the_logs() {
     let cwd = tempfile::tempdir().unwrap();
     let admin_key = "log-test-admin-key-0123456789";
     let jwt_secret = "log-test-jwt-secret-0123456789abcdef012345";
+    let stripe_key = "sk_test_log_test_0123456789";
+    let webhook_secret = "whsec_log_test_0123456789";
     let mut cmd = bare_tollgate();
     cmd.current_dir(cwd.path())
         .env("TOLLGATE__AUTH__ADMIN_API_KEY", admin_key)
         .env("TOLLGATE__AUTH__JWT_SECRET", jwt_secret)
+        .env("STRIPE_SECRET_KEY", stripe_key)
+        // Nothing listens there: the Stripe call fails, and its error is logged.
+        .env("TOLLGATE__PAYMENTS__STRIPE_API_BASE", "http://127.0.0.1:9/")
+        .env("TOLLGATE__PAYMENTS__STRIPE_WEBHOOK_SECRET", webhook_secret)
         .env("TOLLGATE__LOG__LEVEL", "debug");
     let (address, child, lines) = start_serving(cmd);
     // Keep reading the log while the requests run, so the pipe never fills.
@@ -523,7 +529,25 @@ fn secrets_never_reach_the_logs() {
             .send()
             .await
             .unwrap();
-        vec![password.to_owned(), access, refresh, api_key]
+        let checkout = client
+            .post(url("/v1/checkout/pack"))
+            .bearer_auth(&api_key)
+            .json(&serde_json::json!({"pack": "small",
+                "success_url": "http://localhost/ok", "cancel_url": "http://localhost/no"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(checkout.status(), 503);
+        let problem = checkout.text().await.unwrap();
+        assert!(!problem.contains(stripe_key), "{problem}");
+        vec![
+            password.to_owned(),
+            access,
+            refresh,
+            api_key,
+            stripe_key.to_owned(),
+            webhook_secret.to_owned(),
+        ]
     });
     let outbox = cwd.path().join("data/outbox");
     let mail = std::fs::read_dir(&outbox)

@@ -5,6 +5,7 @@ mod auth;
 mod bad_input;
 mod credits;
 mod errors;
+mod gateway;
 mod health;
 mod limits;
 mod me;

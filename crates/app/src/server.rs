@@ -36,6 +36,9 @@ pub enum StartupError {
     /// The shared limit store (Redis) could not be reached.
     #[error("limits: {0}")]
     Limits(StoreError),
+    /// The LLM providers' client could not be built.
+    #[error("llm: {0}")]
+    Llm(String),
     /// The payment provider's client could not be built.
     #[error("payments: {0}")]
     Payments(#[from] billing_core::ports::PaymentError),
@@ -370,11 +373,39 @@ pub fn api_state(
         payments,
         local_payments: local,
         return_origins: settings.payments.return_origins.clone(),
+        llm: Arc::new(llm_providers(settings)?),
+        usage: store.clone(),
         hashing: http_api::hashing::Hashing::new(
             auth.hashing_threads,
             Duration::from_secs(auth.hashing_queue_seconds),
         ),
     })
+}
+
+/// The LLM providers: each with a key is real, each without is the mock.
+fn llm_providers(settings: &Settings) -> Result<llm_providers::Providers, StartupError> {
+    let llm = &settings.llm;
+    let provider =
+        |base_url: &str, key: &Option<secrecy::SecretString>| llm_providers::ProviderConfig {
+            base_url: base_url.to_owned(),
+            key: key.clone(),
+        };
+    llm_providers::Providers::new(&llm_providers::ProvidersConfig {
+        openai: provider(&llm.openai_base_url, &llm.openai_api_key),
+        anthropic: provider(&llm.anthropic_base_url, &llm.anthropic_api_key),
+        gemini: provider(&llm.gemini_base_url, &llm.gemini_api_key),
+        mock: llm_providers::MockConfig {
+            latency: Duration::from_millis(llm.mock_latency_ms),
+            chunk_words: llm.mock_chunk_words.max(1),
+            chunk_delay: Duration::from_millis(llm.mock_chunk_delay_ms),
+        },
+        retry: llm_providers::Retry {
+            attempts: llm.attempts.max(1),
+            backoff: Duration::from_millis(llm.backoff_ms),
+        },
+        connect_timeout: Duration::from_secs(llm.connect_timeout_seconds.max(1)),
+    })
+    .map_err(StartupError::Llm)
 }
 
 /// The payment provider: Stripe when an API key is set, else the local stand-in when it is

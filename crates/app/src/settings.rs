@@ -47,6 +47,9 @@ pub struct Settings {
     /// The payment provider.
     #[serde(default)]
     pub payments: PaymentsSettings,
+    /// The LLM providers behind the gateway.
+    #[serde(default)]
+    pub llm: LlmSettings,
     /// The catalog is read separately (see the module docs); this only lets the key exist.
     #[serde(default, rename = "catalog")]
     _catalog: Option<serde::de::IgnoredAny>,
@@ -276,6 +279,59 @@ impl Default for PaymentsSettings {
             local_adapter: true,
             public_url: "http://127.0.0.1:8080".into(),
             return_origins: vec!["http://localhost".into(), "http://127.0.0.1".into()],
+        }
+    }
+}
+
+/// The LLM providers behind the gateway. A provider without a key is answered by the
+/// deterministic mock (the log says so).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmSettings {
+    /// OpenAI's key (`OPENAI_API_KEY` or `TOLLGATE__LLM__OPENAI_API_KEY`; environment only).
+    #[serde(default)]
+    pub openai_api_key: Option<secrecy::SecretString>,
+    /// Anthropic's key (`ANTHROPIC_API_KEY` or `TOLLGATE__LLM__ANTHROPIC_API_KEY`).
+    #[serde(default)]
+    pub anthropic_api_key: Option<secrecy::SecretString>,
+    /// Gemini's key (`GEMINI_API_KEY` or `TOLLGATE__LLM__GEMINI_API_KEY`).
+    #[serde(default)]
+    pub gemini_api_key: Option<secrecy::SecretString>,
+    /// OpenAI's API (or any OpenAI-compatible upstream), up to `/v1`.
+    pub openai_base_url: String,
+    /// Anthropic's API.
+    pub anthropic_base_url: String,
+    /// Gemini's API.
+    pub gemini_base_url: String,
+    /// Attempts of a call the provider rate limits or fails before answering (at least 1).
+    pub attempts: u32,
+    /// The first wait between attempts, in milliseconds (each next one doubles).
+    pub backoff_ms: u64,
+    /// Seconds to connect to a provider.
+    pub connect_timeout_seconds: u64,
+    /// The mock's delay before answering, in milliseconds.
+    pub mock_latency_ms: u64,
+    /// Words per streamed chunk of the mock.
+    pub mock_chunk_words: usize,
+    /// The mock's delay between streamed chunks, in milliseconds.
+    pub mock_chunk_delay_ms: u64,
+}
+
+impl Default for LlmSettings {
+    fn default() -> Self {
+        Self {
+            openai_api_key: None,
+            anthropic_api_key: None,
+            gemini_api_key: None,
+            openai_base_url: "https://api.openai.com/v1".into(),
+            anthropic_base_url: "https://api.anthropic.com".into(),
+            gemini_base_url: "https://generativelanguage.googleapis.com".into(),
+            attempts: 3,
+            backoff_ms: 250,
+            connect_timeout_seconds: 10,
+            mock_latency_ms: 0,
+            mock_chunk_words: 4,
+            mock_chunk_delay_ms: 0,
         }
     }
 }
@@ -543,6 +599,19 @@ fn load_settings(layers: &[Layer]) -> Result<Settings, ConfigProblem> {
     let mut settings = built
         .try_deserialize::<Settings>()
         .map_err(|err| problem_from(&err, layers))?;
+    // The providers' own names for their keys, as their SDKs read them.
+    for (var, slot) in [
+        ("OPENAI_API_KEY", &mut settings.llm.openai_api_key),
+        ("ANTHROPIC_API_KEY", &mut settings.llm.anthropic_api_key),
+        ("GEMINI_API_KEY", &mut settings.llm.gemini_api_key),
+    ] {
+        if slot.is_none()
+            && let Ok(key) = std::env::var(var)
+            && !key.trim().is_empty()
+        {
+            *slot = Some(key.trim().to_owned().into());
+        }
+    }
     // Stripe's own name for the key, as its libraries and CLI read it.
     if settings.payments.stripe_secret_key.is_none()
         && let Ok(key) = std::env::var("STRIPE_SECRET_KEY")

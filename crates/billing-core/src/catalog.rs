@@ -361,6 +361,14 @@ pub struct Model {
     /// How a call's usage becomes credits.
     #[serde(default)]
     pub charge: Charge,
+    /// The most output tokens a call may ask for (a client's `max_tokens` is capped to it,
+    /// and a call that names none gets it): the output side of the worst case held.
+    #[serde(default = "default_max_output_tokens")]
+    pub max_output_tokens: u32,
+}
+
+fn default_max_output_tokens() -> u32 {
+    crate::gateway::DEFAULT_MAX_OUTPUT_TOKENS
 }
 
 /// How a model call's usage converts to credits. Results round up to whole credits.
@@ -402,8 +410,11 @@ pub struct TokenUsage {
     pub input: u64,
     /// Input tokens served from the provider's cache.
     pub cached_input: u64,
-    /// Output tokens.
+    /// Output tokens, reasoning included (they are billed as output).
     pub output: u64,
+    /// Of the output tokens, those spent reasoning (recorded, not billed separately).
+    #[serde(default)]
+    pub reasoning: u64,
 }
 
 impl Model {
@@ -981,6 +992,7 @@ mod tests {
             input: 1000,
             cached_input: 0,
             output: 1000,
+            reasoning: 0,
         };
         // 1000 × 0.15/1M + 1000 × 0.60/1M = 0.00075 USD; one credit is 0.01 → 0.075 → 1.
         let cost = model.cost(usage, Currency::USD);
@@ -993,6 +1005,7 @@ mod tests {
             input: 1_000_000,
             cached_input: 0,
             output: 1_000_000,
+            reasoning: 0,
         };
         assert_eq!(
             model.credits_for(big, Currency::USD, c.credit_value.as_ref()),
@@ -1013,11 +1026,13 @@ mod tests {
                 input_weight: Decimal::ONE,
                 output_weight: Decimal::new(15, 1),
             },
+            max_output_tokens: 4096,
         };
         let usage = TokenUsage {
             input: 100,
             cached_input: 10,
             output: 11,
+            reasoning: 0,
         };
         // 110 + 16.5 → 127 (rounded up).
         assert_eq!(model.credits_for(usage, Currency::USD, None), Ok(127));

@@ -139,6 +139,32 @@ pub fn action_denial(
     }))
 }
 
+/// Whether the plan in force lets the account call `model`, credits aside: the one rule
+/// that the entitlement check, the model list and the gateway apply. `None`: it may.
+pub fn model_denial(
+    catalog: &Catalog,
+    plan: &str,
+    subscription: Option<(&str, SubscriptionStatus)>,
+    model: &str,
+) -> Option<Denial> {
+    if !catalog.models.contains_key(model) {
+        return Some(Denial::Unknown {
+            name: model.to_owned(),
+        });
+    }
+    let allows = |p: &Plan| p.allows_model(model);
+    if catalog.plan(plan).is_some_and(allows) {
+        return None;
+    }
+    let inactive = subscription.and_then(|(sub_plan, status)| {
+        let sub = catalog.plan(sub_plan)?;
+        (!status.grants_access() && allows(sub)).then_some(Denial::SubscriptionInactive { status })
+    });
+    Some(inactive.unwrap_or(Denial::NotInPlan {
+        plan: plan.to_owned(),
+    }))
+}
+
 /// Decides an ask.
 pub fn decide(catalog: &Catalog, state: AccountState<'_>, ask: &Ask) -> Entitlement {
     let plan_id = state.plan.to_owned();
@@ -191,21 +217,7 @@ pub fn decide(catalog: &Catalog, state: AccountState<'_>, ask: &Ask) -> Entitlem
             allow(plan_id, credits(Some(after)))
         }
         Ask::Model { model } => {
-            if !catalog.models.contains_key(model) {
-                return deny(
-                    plan_id,
-                    Denial::Unknown {
-                        name: model.clone(),
-                    },
-                    credits(None),
-                );
-            }
-            if !plan.allows_model(model) {
-                let denial = inactive_plan_allows(&|p: &Plan| p.allows_model(model)).unwrap_or(
-                    Denial::NotInPlan {
-                        plan: plan_id.clone(),
-                    },
-                );
+            if let Some(denial) = model_denial(catalog, state.plan, state.subscription, model) {
                 return deny(plan_id, denial, credits(None));
             }
             if state.balance <= -to_i64(plan.overdraft) {

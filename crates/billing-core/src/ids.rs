@@ -180,6 +180,9 @@ prefixed_id!(
     /// A subscription to a plan.
     SubscriptionId, "sub");
 prefixed_id!(
+    /// A metered LLM call.
+    CallId, "call");
+prefixed_id!(
     /// An asynchronous AI task.
     TaskId, "tsk");
 prefixed_id!(

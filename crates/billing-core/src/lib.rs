@@ -11,6 +11,7 @@
 
 pub mod catalog;
 pub mod entitlements;
+pub mod gateway;
 pub mod ids;
 pub mod ledger;
 pub mod money;

@@ -830,25 +830,44 @@ pub struct ChatMessage {
 pub struct ChatRequest {
     /// The provider's model name.
     pub upstream_model: String,
-    /// The conversation.
+    /// The conversation (system messages included, in order).
     pub messages: Vec<ChatMessage>,
-    /// A cap on output tokens.
-    pub max_output_tokens: Option<u32>,
+    /// The most output tokens the provider may produce: always sent, so that the hold
+    /// taken for the call is a true worst case.
+    pub max_output_tokens: u32,
 }
 
-/// A provider's answer with what it used.
+/// A provider's whole answer with what it used.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatResponse {
     /// The reply.
     pub content: String,
     /// Tokens used, as the provider reports them.
     pub usage: TokenUsage,
+    /// Why it stopped: `stop` (done) or `length` (the output cap).
+    pub finish_reason: String,
 }
+
+/// One piece of a streamed answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChatChunk {
+    /// More of the reply.
+    Text(String),
+    /// The usage so far, as the provider reports it: each report replaces the previous one
+    /// (providers report cumulative figures).
+    Usage(TokenUsage),
+    /// The reply is complete, and why it stopped (`stop`, `length`).
+    Finish(String),
+}
+
+/// A streamed answer. Dropping it stops the provider's stream.
+pub type ChatStream =
+    std::pin::Pin<Box<dyn futures_core::Stream<Item = Result<ChatChunk, LlmError>> + Send>>;
 
 /// A failure of an LLM provider.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LlmError {
-    /// The provider refused the request as invalid.
+    /// The provider refused the request as invalid (HTTP 400-class); names why.
     #[error("provider rejected the request: {0}")]
     Rejected(String),
     /// The provider is rate limiting; retry after the given seconds.
@@ -860,17 +879,47 @@ pub enum LlmError {
     /// The provider could not be reached or failed; no usage is known.
     #[error("provider unavailable: {0}")]
     Unavailable(String),
+    /// The provider is not configured (no key); names which.
+    #[error("provider not configured: {0}")]
+    NotConfigured(String),
 }
 
 /// An LLM provider.
 ///
-/// Contract: on `Ok` the usage is what the provider billed; on `Err` the provider billed
-/// nothing that Tollgate knows of (the caller voids its hold).
+/// Contract: on `Ok` the usage is what the provider billed; on `Err` before any output,
+/// the provider billed nothing that Tollgate knows of (the caller voids its hold). A
+/// stream's last `Usage` chunk is the provider's final report; a stream that ends without
+/// one (a broken connection) leaves the caller to estimate, by its documented policy.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait LlmProvider: Send + Sync {
-    /// Sends a chat call.
+    /// The provider's name (`openai`, `anthropic`, `gemini`, `mock`), for usage records.
+    fn name(&self) -> &'static str;
+    /// Sends a chat call and waits for the whole answer.
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, LlmError>;
+    /// Sends a chat call and streams the answer.
+    async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream, LlmError>;
+}
+
+/// Which provider serves a catalog model's provider (a real one, or the mock standing in).
+pub trait LlmRouter: Send + Sync {
+    /// The provider for `provider`.
+    fn route(&self, provider: crate::catalog::Provider) -> std::sync::Arc<dyn LlmProvider>;
+}
+
+/// The record of metered LLM calls.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait UsageStore: Send + Sync {
+    /// Records a call (once: its id is unique).
+    async fn record_call(&self, call: &crate::gateway::LlmCall) -> Result<(), StoreError>;
+    /// An account's calls that began in `[from, to)`, oldest first.
+    async fn calls_between(
+        &self,
+        account: &AccountId,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<crate::gateway::LlmCall>, StoreError>;
 }
 
 /// An email to send.

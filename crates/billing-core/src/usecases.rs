@@ -23,10 +23,12 @@ use crate::records::{Account, Role, User};
 use crate::subscription::SubscriptionError;
 
 mod checkout;
+mod gateway;
 mod payments;
 mod reconcile;
 
 pub use checkout::ReturnUrls;
+pub use gateway::{AdmittedCall, CallEnd, FinishedCall};
 pub use payments::{Applied, Notice};
 pub use reconcile::{Drift, Reconciliation};
 
@@ -53,6 +55,12 @@ pub enum BillingError {
     /// The catalog has no such pack.
     #[error("unknown pack `{0}`")]
     UnknownPack(String),
+    /// The catalog has no such model.
+    #[error("unknown model `{0}`")]
+    UnknownModel(String),
+    /// The model cannot be priced in credits (no credit value for cost-based charging).
+    #[error("model `{0}` cannot be priced: no credit value is configured")]
+    UnpricedModel(String),
     /// The email address is already registered.
     #[error("email already registered")]
     EmailTaken,

@@ -137,6 +137,8 @@ pub enum Caller {
         account: AccountId,
         /// Their role when the token was issued.
         role: Role,
+        /// The API key they called with (`None`: a session token).
+        api_key: Option<billing_core::ids::ApiKeyId>,
     },
     /// The operator's admin API key.
     AdminKey,
@@ -236,16 +238,32 @@ async fn resolve(req: &HttpRequest) -> Result<Caller, ApiError> {
             user: user.id,
             account: user.account,
             role: user.role,
+            api_key: Some(key.id),
         });
     }
     token_caller(state, &token).await
 }
 
+/// The header Anthropic's SDKs send the key in, accepted in place of `Authorization`.
+pub const X_API_KEY: &str = "x-api-key";
+
+/// The caller's token: `Authorization: Bearer <token>` (OpenAI's SDKs and everyone else),
+/// or `x-api-key: <token>` (Anthropic's SDKs).
 fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
-    let value = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthenticated("send `Authorization: Bearer <token>`"))?;
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return req
+            .headers()
+            .get(X_API_KEY)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                ApiError::unauthenticated(
+                    "send `Authorization: Bearer <token>` (or `x-api-key: <token>`)",
+                )
+            });
+    };
     value
         .to_str()
         .ok()
@@ -303,6 +321,7 @@ async fn token_caller(state: &ApiState, token: &str) -> Result<Caller, ApiError>
         user,
         account,
         role,
+        api_key: None,
     })
 }
 

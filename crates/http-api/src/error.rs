@@ -60,6 +60,16 @@ impl ApiError {
         }
     }
 
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// What happened.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
     /// Adds a member to the problem document.
     #[must_use]
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -245,6 +255,15 @@ impl From<BillingError> for ApiError {
             BillingError::UnknownPack(pack) => {
                 Self::invalid_field("pack", format!("names no pack in the catalog (`{pack}`)"))
             }
+            BillingError::UnknownModel(model) => Self::new(
+                StatusCode::NOT_FOUND,
+                "model_not_found",
+                "Unknown model",
+                format!("no model `{model}` in the catalog (`GET /v1/models`)"),
+            ),
+            BillingError::UnpricedModel(model) => Self::internal(format!(
+                "model `{model}` cannot be priced: the catalog has no credit value"
+            )),
             BillingError::EmailTaken => Self::new(
                 StatusCode::CONFLICT,
                 "email_taken",

@@ -92,6 +92,11 @@ routes! {
     get "/v1/admin/webhooks/{event_id}" => routes::admin::get_webhook,
     post "/v1/admin/webhooks/{event_id}/retry" => routes::admin::retry_webhook,
     post "/v1/webhooks/stripe" => routes::webhooks::stripe,
+    post "/v1/chat/completions" => routes::gateway::openai::chat_completions,
+    post "/v1/messages" => routes::gateway::anthropic::messages,
+    get "/v1/models" => routes::gateway::usage::models,
+    post "/v1/chat" => routes::gateway::usage::simple_chat,
+    get "/v1/usage" => routes::gateway::usage::usage,
 }
 
 /// Registers the API: JSON limits and error mapping, then every route.

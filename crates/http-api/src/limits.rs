@@ -442,9 +442,9 @@ pub async fn rate_limit(
         exempt,
         req.app_data::<actix_web::web::Data<ApiState>>().cloned(),
     ) {
-        let caller = if req
-            .headers()
-            .contains_key(actix_web::http::header::AUTHORIZATION)
+        let headers = req.headers();
+        let caller = if headers.contains_key(actix_web::http::header::AUTHORIZATION)
+            || headers.contains_key(crate::auth::X_API_KEY)
         {
             crate::auth::caller(req.request()).await.ok()
         } else {

@@ -5,7 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    admin, auth, billing, catalog, credits, local_pay, me, password, quotas, system, webhooks,
+    admin, auth, billing, catalog, credits, gateway, local_pay, me, password, quotas, system,
+    webhooks,
 };
 
 /// Tollgate's API description, served at `/openapi.json`.
@@ -30,6 +31,8 @@ use crate::routes::{
         admin::list_users, admin::get_account, admin::adjust_credits, admin::audit_log,
         admin::list_webhooks, admin::get_webhook, admin::retry_webhook,
         webhooks::stripe,
+        gateway::openai::chat_completions, gateway::anthropic::messages,
+        gateway::usage::models, gateway::usage::simple_chat, gateway::usage::usage,
     ),
     components(schemas(crate::error::Problem)),
     modifiers(&BearerAuth),
@@ -43,6 +46,8 @@ use crate::routes::{
         (name = "billing", description = "Checkouts, the subscription's cancellation, billing history"),
         (name = "payments", description = "The payment provider's webhooks"),
         (name = "system", description = "Health and description"),
+        (name = "gateway", description = "The metered LLM gateway: models, a simple chat call, usage"),
+        (name = "compat", description = "OpenAI- and Anthropic-compatible routes, in those APIs' own shapes (for their SDKs)"),
     )
 )]
 pub struct ApiDoc;

@@ -52,6 +52,10 @@ pub struct ApiState {
     pub local_payments: Option<Arc<payments_local::LocalPayments>>,
     /// Origins customers may be sent back to after a checkout or the portal.
     pub return_origins: Vec<String>,
+    /// The LLM providers (each real, or the mock standing in).
+    pub llm: Arc<dyn billing_core::ports::LlmRouter>,
+    /// Metered LLM calls.
+    pub usage: Arc<dyn billing_core::ports::UsageStore>,
 }
 
 impl ApiState {

@@ -16,6 +16,7 @@ mod schema;
 mod sessions;
 mod sql;
 mod store;
+mod usage;
 mod userdata;
 
 pub use db::{Backend, DatabaseConfig, redact_url};

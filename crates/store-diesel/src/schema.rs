@@ -301,3 +301,23 @@ diesel::table! {
         account_id -> Text,
     }
 }
+
+diesel::table! {
+    llm_calls (id) {
+        id -> Text,
+        account_id -> Text,
+        api_key -> Nullable<Text>,
+        model -> Text,
+        provider -> Text,
+        input_tokens -> BigInt,
+        cached_input_tokens -> BigInt,
+        output_tokens -> BigInt,
+        reasoning_tokens -> BigInt,
+        cost_micros -> BigInt,
+        currency -> Text,
+        credits -> BigInt,
+        latency_ms -> BigInt,
+        outcome -> Text,
+        created_at -> BigInt,
+    }
+}

@@ -53,6 +53,7 @@ pub(crate) mod pg {
     crate::sessions::session_queries!();
     crate::userdata::userdata_queries!();
     crate::payments::payment_queries!();
+    crate::usage::usage_queries!();
 }
 
 /// SQLite.
@@ -90,6 +91,7 @@ pub(crate) mod sqlite {
     crate::sessions::session_queries!();
     crate::userdata::userdata_queries!();
     crate::payments::payment_queries!();
+    crate::usage::usage_queries!();
 }
 
 /// Calls `$module::$func(conn, args…)` on the pooled connection's backend.

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod billing;
 pub mod catalog;
 pub mod credits;
+pub mod gateway;
 pub mod local_pay;
 pub mod me;
 pub mod password;

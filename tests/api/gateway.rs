@@ -1,0 +1,213 @@
+//! The metered gateway over HTTP, on the mock provider: the budget holds under 200
+//! concurrent calls, a client that disconnects mid-stream is charged what was generated
+//! and no more than the hold, and usage adds up — on both databases.
+
+use std::time::Duration;
+
+use api_tests::{ADMIN_KEY, Db, TestApp};
+use billing_core::ids::AccountId;
+use billing_core::ledger::verify;
+use billing_core::ports::{LedgerStore, UsageStore};
+use serde_json::{Value, json};
+
+/// A server whose mock answers slowly enough to be interrupted (`chunk_delay_ms`).
+async fn app(db: Db, chunk_delay_ms: u64) -> Option<TestApp> {
+    TestApp::spawn_with(db, &[], move |loaded| {
+        loaded.settings.http.anonymous_rate_limit = None;
+        loaded.settings.http.user_rate_limit = None;
+        for plan in loaded.catalog.plans.values_mut() {
+            plan.rate_limit = None;
+        }
+        loaded.settings.llm.mock_chunk_words = 1;
+        loaded.settings.llm.mock_chunk_delay_ms = chunk_delay_ms;
+    })
+    .await
+}
+
+async fn available(app: &TestApp, token: &str) -> (i64, i64) {
+    let (_, credits) = app.get_as("/v1/credits", token).await;
+    (
+        credits["available"].as_i64().unwrap(),
+        credits["held"].as_i64().unwrap(),
+    )
+}
+
+/// Puts the account on `pro` (every model) with exactly `credits` available.
+async fn fund(app: &TestApp, token: &str, account: &str, credits: i64) {
+    let (status, _) = app
+        .post(
+            &format!("/v1/admin/accounts/{account}/plan"),
+            Some(ADMIN_KEY),
+            json!({"plan": "pro"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (now, _) = available(app, token).await;
+    let delta = credits - now;
+    if delta != 0 {
+        let (status, body) = app
+            .post(
+                &format!("/v1/admin/accounts/{account}/credits"),
+                Some(ADMIN_KEY),
+                json!({"delta": delta, "reason": "gateway test"}),
+            )
+            .await;
+        assert!(status < 300, "{body}");
+    }
+    assert_eq!(available(app, token).await.0, credits);
+}
+
+/// A call both APIs accept (OpenAI's and Anthropic's request shapes share these fields).
+fn call(max_tokens: u32) -> Value {
+    json!({"model": "claude-sonnet-4", "max_tokens": max_tokens,
+           "messages": [{"role": "user", "content": "What does the ledger hold?"}]})
+}
+
+async fn ledger_sound(app: &TestApp, account: &str) {
+    let id: AccountId = account.parse().unwrap();
+    assert_eq!(verify(&app.store.snapshot(&id).await.unwrap(), 0), vec![]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_concurrent_calls_never_overspend() {
+    for db in [Db::Sqlite, Db::Postgres] {
+        let Some(app) = app(db, 0).await else {
+            continue;
+        };
+        let (token, _, account) = app.sign_up(&format!("race-{db:?}@example.com")).await;
+        // The worst case of one call, as the 402 of an empty account reports it.
+        fund(&app, &token, &account, 0).await;
+        let (status, refused) = app
+            .post("/v1/chat/completions", Some(&token), call(4096))
+            .await;
+        assert_eq!(status, 402, "{refused}");
+        let worst = refused["error"]["reserved"].as_i64().unwrap();
+        assert!(worst > 10, "a worst case well above the real cost: {worst}");
+        let budget = 100 * worst;
+        fund(&app, &token, &account, budget).await;
+
+        let calls = (0..200).map(|i| {
+            let client = app.client.clone();
+            let url = format!("{}/v1/messages", app.address);
+            let token = token.clone();
+            async move {
+                let mut body = call(4096);
+                body["stream"] = json!(i % 2 == 0);
+                let response = client
+                    .post(url)
+                    .header("x-api-key", token)
+                    .header("anthropic-version", "2023-06-01")
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                let _ = response.bytes().await;
+                status
+            }
+        });
+        let statuses = futures_util::future::join_all(calls).await;
+        let ok = statuses.iter().filter(|s| **s == 200).count();
+        let refused = statuses.iter().filter(|s| **s == 402).count();
+        assert_eq!(ok + refused, 200, "{statuses:?}");
+        assert!(
+            ok >= 100,
+            "each admitted call fits its hold: {ok} of 200 ran"
+        );
+
+        let (left, held) = available(&app, &token).await;
+        assert_eq!(held, 0, "every hold resolved");
+        assert!(left >= 0, "never overspent: {left}");
+        let (_, usage) = app.get_as("/v1/usage", &token).await;
+        let days = usage["days"].as_array().unwrap();
+        let charged: i64 = days.iter().map(|d| d["credits"].as_i64().unwrap()).sum();
+        let recorded: u64 = days.iter().map(|d| d["calls"].as_u64().unwrap()).sum();
+        assert_eq!(
+            recorded,
+            u64::try_from(ok).unwrap(),
+            "every call that ran is recorded"
+        );
+        assert_eq!(
+            charged,
+            budget - left,
+            "usage adds up to what the ledger took"
+        );
+        ledger_sound(&app, &account).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_is_charged_what_was_generated() {
+    for db in [Db::Sqlite, Db::Postgres] {
+        // One word every 100 ms: the client leaves after the first few.
+        let Some(app) = app(db, 100).await else {
+            continue;
+        };
+        let (token, _, account) = app.sign_up(&format!("gone-{db:?}@example.com")).await;
+        fund(&app, &token, &account, 100_000).await;
+        // The whole answer, for comparison (not streamed: no delay).
+        let (status, whole) = app
+            .post("/v1/chat/completions", Some(&token), call(4096))
+            .await;
+        assert_eq!(status, 200, "{whole}");
+        let whole_output = whole["usage"]["completion_tokens"].as_u64().unwrap();
+        assert!(whole_output >= 8);
+
+        let mut body = call(4096);
+        body["stream"] = json!(true);
+        let mut response = app
+            .client
+            .post(format!("{}/v1/chat/completions", app.address))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let first = response.chunk().await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&first).starts_with("data: "));
+        drop(response);
+
+        // The task notices, stops the provider's stream and settles.
+        let mut settled = None;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let (_, held) = available(&app, &token).await;
+            let (_, usage) = app.get_as("/v1/usage", &token).await;
+            let calls: u64 = usage["days"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["calls"].as_u64().unwrap())
+                .sum();
+            if held == 0 && calls == 2 {
+                settled = Some(usage);
+                break;
+            }
+        }
+        let usage = settled.expect("the disconnected call settled");
+        let day = &usage["days"][0];
+        let output = day["usage"]["output_tokens"].as_u64().unwrap() - whole_output;
+        assert!(
+            output >= 1 && output < whole_output,
+            "charged for what was relayed, not the whole answer: {output} of {whole_output}"
+        );
+        let stored = app
+            .store
+            .calls_between(
+                &account.parse().unwrap(),
+                time::OffsetDateTime::UNIX_EPOCH,
+                time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            stored
+                .iter()
+                .map(|c| c.outcome.as_str())
+                .collect::<Vec<_>>(),
+            ["ok", "disconnected"]
+        );
+        ledger_sound(&app, &account).await;
+    }
+}

@@ -211,3 +211,109 @@ async fn a_client_that_disconnects_is_charged_what_was_generated() {
         ledger_sound(&app, &account).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_failures_come_back_in_each_apis_shape_and_cost_nothing() {
+    let app = app(Db::Sqlite, 0).await.unwrap();
+    let (token, _, account) = app.sign_up("failures@example.com").await;
+    fund(&app, &token, &account, 10_000).await;
+    let asking = |what: &str| {
+        json!({"model": "gpt-4o-mini", "max_tokens": 50,
+               "messages": [{"role": "user", "content": format!("please mock:error={what}")}]})
+    };
+    // OpenAI's shape: 429 with Retry-After after Tollgate's own retries, 502, 400.
+    for (what, status, kind) in [
+        ("429", 429, "rate_limit_error"),
+        ("500", 502, "upstream_error"),
+        ("400", 400, "invalid_request_error"),
+    ] {
+        let response = app
+            .client
+            .post(format!("{}/v1/chat/completions", app.address))
+            .bearer_auth(&token)
+            .json(&asking(what))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status);
+        if status == 429 {
+            assert!(response.headers().contains_key("retry-after"));
+        }
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["type"], kind, "{body}");
+    }
+    // Anthropic's shape, streamed: the refusal comes before any event.
+    let response = app
+        .client
+        .post(format!("{}/v1/messages", app.address))
+        .header("x-api-key", &token)
+        .json(&{
+            let mut body = asking("500");
+            body["stream"] = json!(true);
+            body
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 502);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        (&body["type"], &body["error"]["type"]),
+        (&json!("error"), &json!("api_error"))
+    );
+    // Nothing charged, nothing held; the failures are recorded.
+    assert_eq!(available(&app, &token).await, (10_000, 0));
+    let (_, usage) = app.get_as("/v1/usage", &token).await;
+    assert_eq!(usage["days"][0]["calls"], 4, "{usage}");
+    assert_eq!(usage["days"][0]["credits"], 0, "{usage}");
+    ledger_sound(&app, &account).await;
+}
+
+/// The real OpenAI provider, over HTTP, against `tollgate mock-llm` (the mock as an
+/// OpenAI-compatible server): the same answers and usage as the in-process mock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_provider_reaches_an_openai_compatible_upstream() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(app::mock_llm::serve(listener).unwrap());
+    let direct = app(Db::Sqlite, 0).await.unwrap();
+    let proxied = TestApp::spawn_with(Db::Sqlite, &[], move |loaded| {
+        loaded.settings.llm.openai_api_key = Some("sk-any".to_owned().into());
+        loaded.settings.llm.openai_base_url = upstream;
+    })
+    .await
+    .unwrap();
+    let mut answers = Vec::new();
+    for server in [&direct, &proxied] {
+        let (token, _, _) = server.sign_up("upstream@example.com").await;
+        let body = json!({"model": "gpt-4o-mini", "max_tokens": 30,
+                          "messages": [{"role": "user", "content": "Same question"}]});
+        let (status, whole) = server
+            .post("/v1/chat/completions", Some(&token), body.clone())
+            .await;
+        assert_eq!(status, 200, "{whole}");
+        let mut streamed = body;
+        streamed["stream"] = json!(true);
+        streamed["stream_options"] = json!({"include_usage": true});
+        let text = server
+            .client
+            .post(format!("{}/v1/chat/completions", server.address))
+            .bearer_auth(&token)
+            .json(&streamed)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+        let (_, usage) = server.get_as("/v1/usage", &token).await;
+        answers.push((
+            whole["choices"][0]["message"]["content"].clone(),
+            whole["usage"].clone(),
+            usage["days"][0]["calls"].clone(),
+        ));
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[1].2, 2);
+}

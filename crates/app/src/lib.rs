@@ -2,6 +2,7 @@
 //! `main.rs` is a thin command-line front to this library, which tests use directly.
 
 pub mod mail;
+pub mod mock_llm;
 pub mod server;
 pub mod settings;
 pub mod system;

@@ -43,6 +43,13 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Serve the mock LLM provider as an OpenAI-compatible API (for benchmarks: point
+    /// `llm.openai_base_url` at it).
+    MockLlm {
+        /// The port (127.0.0.1).
+        #[arg(long, default_value_t = 8090)]
+        port: u16,
+    },
     /// Stripe tools (need STRIPE_SECRET_KEY).
     Stripe {
         #[command(subcommand)]
@@ -142,6 +149,30 @@ fn main() -> ExitCode {
         Command::Stripe {
             command: StripeCommand::Sync { dry_run },
         } => block_on(stripe_cmd::sync(loaded, dry_run)),
+        Command::MockLlm { port } => block_on(async move {
+            match std::net::TcpListener::bind(("127.0.0.1", port)) {
+                Ok(listener) => {
+                    eprintln!(
+                        "mock LLM provider (OpenAI-compatible) on http://127.0.0.1:{port}/v1"
+                    );
+                    let served = match app::mock_llm::serve(listener) {
+                        Ok(server) => server.await,
+                        Err(err) => Err(err),
+                    };
+                    match served {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(err) => {
+                            eprintln!("error: {err}");
+                            ExitCode::FAILURE
+                        }
+                    }
+                }
+                Err(err) => {
+                    eprintln!("error: cannot listen on port {port}: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }),
         Command::Serve => serve(loaded),
     }
 }

@@ -317,3 +317,84 @@ async fn the_openai_provider_reaches_an_openai_compatible_upstream() {
     assert_eq!(answers[0], answers[1]);
     assert_eq!(answers[1].2, 2);
 }
+
+/// A model whose provider fails before answering falls back to the next of its catalog
+/// `fallbacks`, which is charged at its own prices; with none left, the failure stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_provider_falls_back_to_the_next_model() {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let failing = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&failing)
+        .await;
+    let upstream = format!("{}/v1", failing.uri());
+    let app = TestApp::spawn_with(Db::Sqlite, &[], move |loaded| {
+        loaded.settings.llm.openai_api_key = Some("sk-any".to_owned().into());
+        loaded.settings.llm.openai_base_url = upstream;
+        loaded.settings.llm.attempts = 2;
+        loaded.settings.llm.backoff_ms = 1;
+        let models = &mut loaded.catalog.models;
+        models.get_mut("gpt-4o-mini").unwrap().fallbacks = vec!["claude-3-5-haiku".into()];
+    })
+    .await
+    .unwrap();
+    let (token, _, account) = app.sign_up("fallback@example.com").await;
+    let ask = |model: &str| {
+        json!({"model": model, "max_tokens": 20,
+               "messages": [{"role": "user", "content": "Anyone there?"}]})
+    };
+    let (status, answer) = app
+        .post("/v1/chat/completions", Some(&token), ask("gpt-4o-mini"))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        failing.received_requests().await.unwrap().len(),
+        2,
+        "retried, then fell back"
+    );
+    // gpt-4o (no fallbacks) is outside the free plan; comp the account onto pro to reach it.
+    app.post(
+        &format!("/v1/admin/accounts/{account}/plan"),
+        Some(ADMIN_KEY),
+        json!({"plan": "pro"}),
+    )
+    .await;
+    let (status, failure) = app
+        .post("/v1/chat/completions", Some(&token), ask("gpt-4o"))
+        .await;
+    assert_eq!(
+        (status, &failure["error"]["type"]),
+        (502, &json!("upstream_error"))
+    );
+    let stored = app
+        .store
+        .calls_between(
+            &account.parse().unwrap(),
+            time::OffsetDateTime::UNIX_EPOCH,
+            time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+        )
+        .await
+        .unwrap();
+    let seen: Vec<_> = stored
+        .iter()
+        .map(|c| {
+            (
+                c.model.as_str(),
+                c.provider.as_str(),
+                c.outcome.as_str(),
+                c.credits > 0,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("claude-3-5-haiku", "mock", "ok", true),
+            ("gpt-4o", "openai", "error", false)
+        ]
+    );
+    assert_eq!(available(&app, &token).await.1, 0);
+    ledger_sound(&app, &account).await;
+}

@@ -365,6 +365,10 @@ pub struct Model {
     /// and a call that names none gets it): the output side of the worst case held.
     #[serde(default = "default_max_output_tokens")]
     pub max_output_tokens: u32,
+    /// Models (of this catalog) to try in turn when this one's provider is rate limiting or
+    /// failing before it answers; the call is charged at the prices of the one that served.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
 }
 
 fn default_max_output_tokens() -> u32 {
@@ -771,6 +775,17 @@ impl Catalog {
         if model.upstream.trim().is_empty() {
             p.add(format!("{key}.upstream"), "must not be empty");
         }
+        for (i, fallback) in model.fallbacks.iter().enumerate() {
+            if fallback == id || !self.models.contains_key(fallback) {
+                p.add(
+                    format!("{key}.fallbacks[{i}]"),
+                    format!("`{fallback}` is not another model of the catalog"),
+                );
+            }
+        }
+        if model.max_output_tokens == 0 {
+            p.add(format!("{key}.max_output_tokens"), "must be at least 1");
+        }
         let prices = [
             ("input_per_mtok", Some(model.input_per_mtok)),
             ("output_per_mtok", Some(model.output_per_mtok)),
@@ -1027,6 +1042,7 @@ mod tests {
                 output_weight: Decimal::new(15, 1),
             },
             max_output_tokens: 4096,
+            fallbacks: Vec::new(),
         };
         let usage = TokenUsage {
             input: 100,

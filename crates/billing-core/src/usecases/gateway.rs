@@ -35,6 +35,10 @@ pub struct AdmittedCall {
     pub reserved: Credits,
     /// What to send the provider (the output cap always set).
     pub request: ChatRequest,
+    /// The models to try in turn if this one's provider fails before answering (the
+    /// catalog's `fallbacks`), with their catalog entries; the hold covers each one's
+    /// worst case.
+    pub fallbacks: Vec<(String, Model)>,
     /// When it was admitted.
     pub started: OffsetDateTime,
 }
@@ -42,6 +46,9 @@ pub struct AdmittedCall {
 /// How a call ended, as the gateway saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallEnd {
+    /// The fallback that served it (an index into `AdmittedCall::fallbacks`), if not the
+    /// model asked for.
+    pub fallback: Option<usize>,
     /// Who served it (`LlmProvider::name`).
     pub provider: String,
     /// The API key it came with, if one.
@@ -88,10 +95,22 @@ impl Billing {
             .cloned()
             .ok_or_else(|| BillingError::UnknownModel(model_id.to_owned()))?;
         let cap = gateway::output_cap(max_output_tokens, &model);
-        let worst = gateway::worst_case(gateway::input_token_bound(&messages), cap);
-        let reserved = gateway::credits(&self.catalog, &record.plan, &model, worst)
-            .ok_or_else(|| BillingError::UnpricedModel(model_id.to_owned()))?
-            .max(1);
+        let fallbacks: Vec<(String, Model)> = model
+            .fallbacks
+            .iter()
+            .filter_map(|id| self.catalog.models.get(id).map(|m| (id.clone(), m.clone())))
+            .collect();
+        let input_bound = gateway::input_token_bound(&messages);
+        let mut reserved: Credits = 1;
+        for (id, candidate) in std::iter::once((model_id, &model))
+            .chain(fallbacks.iter().map(|(id, m)| (id.as_str(), m)))
+        {
+            // Each model's own cap, so that a fallback's worst case is covered too.
+            let worst = gateway::worst_case(input_bound, cap.min(candidate.max_output_tokens));
+            let credits = gateway::credits(&self.catalog, &record.plan, candidate, worst)
+                .ok_or_else(|| BillingError::UnpricedModel(id.to_owned()))?;
+            reserved = reserved.max(credits);
+        }
         let id = CallId::from_ulid(self.ids.ulid()).to_string();
         let now = self.clock.now();
         let command = LedgerCommand::Reserve {
@@ -115,6 +134,7 @@ impl Billing {
                 messages,
                 max_output_tokens: cap,
             },
+            fallbacks,
             id,
             account: account.clone(),
             model_id: model_id.to_owned(),
@@ -136,16 +156,20 @@ impl Billing {
         end: CallEnd,
     ) -> Result<FinishedCall, BillingError> {
         let account = &call.account;
+        let (model_id, model) = match end.fallback.and_then(|i| call.fallbacks.get(i)) {
+            Some((id, model)) => (id.as_str(), model),
+            None => (call.model_id.as_str(), &call.model),
+        };
         let (command, usage) = match end.usage {
             Some(usage) => {
-                let credits = gateway::credits(&self.catalog, &call.plan, &call.model, usage)
+                let credits = gateway::credits(&self.catalog, &call.plan, model, usage)
                     .unwrap_or(call.reserved)
                     .min(call.reserved);
                 (
                     LedgerCommand::Capture {
                         hold: call.hold.clone(),
                         amount: credits,
-                        memo: Some(format!("`{}` call", call.model_id)),
+                        memo: Some(format!("`{model_id}` call")),
                     },
                     usage,
                 )
@@ -175,11 +199,11 @@ impl Billing {
             id: call.id.clone(),
             account: account.clone(),
             api_key: end.api_key,
-            model: call.model_id.clone(),
+            model: model_id.to_owned(),
             provider: end.provider,
             usage,
-            cost_micros: gateway::cost_micros(&call.model, usage, &self.catalog),
-            currency: call.model.currency.unwrap_or(self.catalog.currency),
+            cost_micros: gateway::cost_micros(model, usage, &self.catalog),
+            currency: model.currency.unwrap_or(self.catalog.currency),
             credits,
             latency_ms: u64::try_from((now - call.started).whole_milliseconds()).unwrap_or(0),
             outcome: end.outcome,

@@ -169,6 +169,33 @@ pub(crate) struct Call {
     pub admitted: AdmittedCall,
     pub api_key: Option<String>,
     pub provider: Arc<dyn LlmProvider>,
+    /// The fallback serving the call, if not the model asked for.
+    pub served: Option<usize>,
+    /// The request as sent to whichever model serves it.
+    pub request: billing_core::ports::ChatRequest,
+}
+
+impl Call {
+    /// Moves the call to its next fallback model, if it has one left.
+    fn fall_back(&mut self, state: &ApiState) -> bool {
+        let next = self.served.map_or(0, |i| i + 1);
+        let Some((id, model)) = self.admitted.fallbacks.get(next) else {
+            return false;
+        };
+        tracing::warn!(call = %self.admitted.id, from = %self.admitted.model_id, to = %id,
+            "the provider failed before answering; trying the fallback model");
+        self.served = Some(next);
+        self.provider = state.llm.route(model.provider);
+        self.request.upstream_model = model.upstream.clone();
+        self.request.max_output_tokens =
+            self.request.max_output_tokens.min(model.max_output_tokens);
+        true
+    }
+}
+
+/// Whether another model may answer in place of one that failed like this.
+fn worth_falling_back(err: &LlmError) -> bool {
+    matches!(err, LlmError::RateLimited { .. } | LlmError::Unavailable(_))
 }
 
 /// The caller of a gateway route: a user (by token or API key); the admin key has no
@@ -203,10 +230,13 @@ pub(crate) async fn admit(
         .begin_llm_call(&account, model, messages, max_tokens)
         .await?;
     let provider = state.llm.route(admitted.model.provider);
+    let request = admitted.request.clone();
     Ok(Call {
         admitted,
         api_key,
         provider,
+        served: None,
+        request,
     })
 }
 
@@ -222,6 +252,7 @@ async fn settle(
             state.usage.as_ref(),
             &call.admitted,
             CallEnd {
+                fallback: call.served,
                 provider: call.provider.name().to_owned(),
                 api_key: call.api_key.clone(),
                 outcome,
@@ -235,16 +266,19 @@ async fn settle(
 /// Runs a call to the end: the answer, with the call as recorded.
 pub(crate) async fn run(
     state: &ApiState,
-    call: Call,
+    mut call: Call,
 ) -> Result<(ChatResponse, LlmCall), GatewayError> {
-    match call.provider.chat(call.admitted.request.clone()).await {
-        Ok(answer) => {
-            let record = settle(state, &call, CallOutcome::Ok, Some(answer.usage)).await?;
-            Ok((answer, record))
-        }
-        Err(err) => {
-            settle(state, &call, CallOutcome::Error, None).await?;
-            Err(err.into())
+    loop {
+        match call.provider.chat(call.request.clone()).await {
+            Ok(answer) => {
+                let record = settle(state, &call, CallOutcome::Ok, Some(answer.usage)).await?;
+                return Ok((answer, record));
+            }
+            Err(err) if worth_falling_back(&err) && call.fall_back(state) => {}
+            Err(err) => {
+                settle(state, &call, CallOutcome::Error, None).await?;
+                return Err(err.into());
+            }
         }
     }
 }
@@ -264,13 +298,7 @@ pub(crate) enum Relay {
 /// it gave one, else the estimate of `billing_core::gateway`.
 fn usage_so_far(call: &Call, reported: Option<TokenUsage>, relayed_bytes: u64) -> TokenUsage {
     let estimated_input = || {
-        let bytes: usize = call
-            .admitted
-            .request
-            .messages
-            .iter()
-            .map(|m| m.content.len())
-            .sum();
+        let bytes: usize = call.request.messages.iter().map(|m| m.content.len()).sum();
         estimated_tokens(u64::try_from(bytes).unwrap_or(u64::MAX))
     };
     let output = estimated_tokens(relayed_bytes);

@@ -234,6 +234,50 @@ mod tests {
         assert_eq!(output_cap(Some(u32::MAX), model), model.max_output_tokens);
     }
 
+    /// Each provider's usage as its adapter reads it (the shapes of
+    /// `llm-providers/tests/upstreams.rs`), priced at that provider's list prices per
+    /// million tokens: exact integer micro-dollars, rounded up only where a fraction of a
+    /// micro-unit remains.
+    #[test]
+    fn pricing_fixtures_per_provider() {
+        let catalog = sample_catalog();
+        let base = catalog.models.values().next().unwrap().clone();
+        let model = |input: i64, cached: i64, output: i64, scale: u32| Model {
+            input_per_mtok: Decimal::new(input, scale),
+            cached_input_per_mtok: Some(Decimal::new(cached, scale)),
+            output_per_mtok: Decimal::new(output, scale),
+            ..base.clone()
+        };
+        let usage = |input, cached_input, output, reasoning| TokenUsage {
+            input,
+            cached_input,
+            output,
+            reasoning,
+        };
+        // OpenAI gpt-4o ($2.50, cached $1.25, out $10.00): 2,006 prompt tokens of which
+        // 1,920 cached, 300 completion tokens of which 192 reasoning (billed as output).
+        assert_eq!(
+            cost_micros(
+                &model(250, 125, 1000, 2),
+                usage(86, 1920, 300, 192),
+                &catalog
+            ),
+            215 + 2400 + 3000
+        );
+        // Anthropic claude-sonnet-4 ($3, cache read $0.30, out $15): 10 input + 2 written to
+        // the cache (input), 5 read from it, 20 output: 36 + 1.5 + 300 → 338 (rounded up).
+        assert_eq!(
+            cost_micros(&model(300, 30, 1500, 2), usage(12, 5, 20, 0), &catalog),
+            338
+        );
+        // Gemini 2.0 flash ($0.10, cached $0.025, out $0.40): 100 prompt tokens of which 40
+        // cached, 50 candidates + 30 thoughts: 6 + 1 + 32.
+        assert_eq!(
+            cost_micros(&model(100, 25, 400, 3), usage(60, 40, 80, 30), &catalog),
+            39
+        );
+    }
+
     #[test]
     fn costs_round_up_to_the_micro_unit() {
         let catalog = sample_catalog();

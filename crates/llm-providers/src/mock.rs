@@ -2,8 +2,9 @@
 //! tests and benchmarks, with no key and no network.
 //!
 //! - The reply is made of words picked by a hash of the conversation, as many as the
-//!   conversation's hash says (between 8 and 40), cut at the output cap (then it stops
-//!   with `length`). The same input always gets the same reply.
+//!   conversation's hash says (between 8 and 40), or as a last message containing
+//!   `mock:words=N` asks, cut at the output cap (then it stops with `length`). The same
+//!   input always gets the same reply.
 //! - Usage: input tokens are a quarter of the input's bytes, rounded up, plus 3 per
 //!   message; each reply word is one output token. Nothing is cached or reasoned.
 //! - Streaming reports the input's usage, sends `chunk_words` words per chunk, then the
@@ -100,7 +101,12 @@ pub fn answer(request: &ChatRequest) -> (Vec<&'static str>, bool, TokenUsage) {
         seed ^= fnv1a(m.role.as_bytes()).rotate_left(7) ^ fnv1a(m.content.as_bytes());
         seed = seed.wrapping_mul(31);
     }
-    let wanted = 8 + usize::try_from(seed % 33).unwrap_or(0);
+    let asked = request.messages.last().and_then(|m| {
+        let rest = m.content.split("mock:words=").nth(1)?;
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse::<usize>().ok()
+    });
+    let wanted = asked.unwrap_or_else(|| 8 + usize::try_from(seed % 33).unwrap_or(0));
     let cap = usize::try_from(request.max_output_tokens).unwrap_or(usize::MAX);
     let count = wanted.min(cap);
     let mut state = seed | 1;
@@ -257,6 +263,14 @@ mod tests {
         assert_eq!(
             (cut.usage.output, cut.finish_reason.as_str()),
             (3, "length")
+        );
+        let long = mock
+            .chat(request("mock:words=500 please", 1000))
+            .await
+            .unwrap();
+        assert_eq!(
+            (long.usage.output, long.finish_reason.as_str()),
+            (500, "stop")
         );
         assert!(matches!(
             mock.chat(request("please mock:error=429", 10)).await,

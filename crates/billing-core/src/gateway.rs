@@ -1,10 +1,11 @@
 //! The metered gateway's rules: what a call may cost at most (the hold), what it did cost
 //! (the capture), and what a call cut short is charged.
 //!
-//! **The worst case.** Input tokens are bounded by the input's UTF-8 bytes: every tokenizer
-//! the providers use (byte-level BPE at OpenAI and Anthropic, SentencePiece with byte
-//! fallback at Google) makes each token cover at least one byte, so a text of `n` bytes is
-//! at most `n` tokens. Each message adds [`MESSAGE_OVERHEAD`] tokens for its role and
+//! **The worst case.** Input tokens are counted with the provider's own tokenizer where
+//! Tollgate has it (OpenAI's models: tiktoken's `o200k_base` or `cl100k_base`), and
+//! otherwise bounded by the input's UTF-8 bytes: every tokenizer the providers use
+//! (byte-level BPE at OpenAI and Anthropic, SentencePiece with byte fallback at Google)
+//! makes each token cover at least one byte, so a text of `n` bytes is at most `n` tokens. Each message adds [`MESSAGE_OVERHEAD`] tokens for its role and
 //! framing, and a call [`CALL_OVERHEAD`] for the reply's priming. Output is bounded by the
 //! cap sent with the call (the client's `max_tokens`, at most the model's
 //! `max_output_tokens`). The bound is generous (English runs near four bytes a token);
@@ -151,11 +152,13 @@ pub const CALL_OVERHEAD: u64 = 16;
 /// The output cap of a model that names none.
 pub const DEFAULT_MAX_OUTPUT_TOKENS: u32 = 4096;
 
-/// At most how many input tokens these messages are.
-pub fn input_token_bound(messages: &[ChatMessage]) -> u64 {
+/// At most how many input tokens these messages are: each text's count by `count` (an
+/// exact tokenizer, where one is known for the model), else its bytes; plus the framing.
+pub fn input_token_bound(messages: &[ChatMessage], count: impl Fn(&str) -> Option<u64>) -> u64 {
+    let tokens = |text: &str| count(text).unwrap_or_else(|| to_u64(text.len()));
     messages
         .iter()
-        .map(|m| to_u64(m.content.len() + m.role.len()) + MESSAGE_OVERHEAD)
+        .map(|m| tokens(&m.content) + tokens(&m.role) + MESSAGE_OVERHEAD)
         .sum::<u64>()
         + CALL_OVERHEAD
 }
@@ -219,7 +222,10 @@ mod tests {
     fn the_input_bound_is_bytes_plus_framing() {
         let messages = [message("system", "Be brief."), message("user", "héllo")];
         // 6 + 9, 4 + 6 bytes ("é" is two), 8 per message, 16 per call.
-        assert_eq!(input_token_bound(&messages), 15 + 10 + 16 + 16);
+        assert_eq!(input_token_bound(&messages, |_| None), 15 + 10 + 16 + 16);
+        // With a tokenizer, its counts (here: one per word).
+        let words = |t: &str| Some(t.split_whitespace().count() as u64);
+        assert_eq!(input_token_bound(&messages, words), 1 + 2 + 1 + 1 + 16 + 16);
         assert_eq!(estimated_tokens(0), 0);
         assert_eq!(estimated_tokens(5), 2);
     }

@@ -901,8 +901,15 @@ pub trait LlmProvider: Send + Sync {
     async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream, LlmError>;
 }
 
+/// Counts tokens the way a model's provider does, where an exact tokenizer is known.
+pub trait TokenCounter: Send + Sync {
+    /// The tokens of `text` for `model`, or `None` when no exact tokenizer is known (the
+    /// gateway then bounds the count by the text's bytes).
+    fn count_tokens(&self, model: &crate::catalog::Model, text: &str) -> Option<u64>;
+}
+
 /// Which provider serves a catalog model's provider (a real one, or the mock standing in).
-pub trait LlmRouter: Send + Sync {
+pub trait LlmRouter: TokenCounter + Send + Sync {
     /// The provider for `provider`.
     fn route(&self, provider: crate::catalog::Provider) -> std::sync::Arc<dyn LlmProvider>;
 }

@@ -80,6 +80,11 @@ impl Providers {
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let mock: std::sync::Arc<dyn LlmProvider> =
             std::sync::Arc::new(MockProvider::new(config.mock.clone()));
+        // Loading a tokenizer's table takes a moment: do it now, not in the first call.
+        std::thread::spawn(|| {
+            let _ = tiktoken_rs::bpe_for_tokenizer(tiktoken_rs::tokenizer::Tokenizer::O200kBase);
+            let _ = tiktoken_rs::bpe_for_tokenizer(tiktoken_rs::tokenizer::Tokenizer::Cl100kBase);
+        });
         let pick =
             |name: &str,
              provider: &ProviderConfig,
@@ -129,6 +134,18 @@ impl Providers {
     }
 }
 
+/// OpenAI's models are counted with tiktoken (the tokenizer OpenAI publishes); other
+/// providers publish none that runs offline, so their input is bounded by its bytes.
+impl billing_core::ports::TokenCounter for Providers {
+    fn count_tokens(&self, model: &billing_core::catalog::Model, text: &str) -> Option<u64> {
+        if model.provider != billing_core::catalog::Provider::Openai {
+            return None;
+        }
+        let bpe = tiktoken_rs::bpe_for_model(&model.upstream).ok()?;
+        u64::try_from(bpe.encode_ordinary(text).len()).ok()
+    }
+}
+
 impl billing_core::ports::LlmRouter for Providers {
     fn route(&self, provider: billing_core::catalog::Provider) -> std::sync::Arc<dyn LlmProvider> {
         use billing_core::catalog::Provider;
@@ -138,5 +155,47 @@ impl billing_core::ports::LlmRouter for Providers {
             Provider::Gemini => self.gemini.clone(),
             Provider::Mock => self.mock.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use billing_core::catalog::Provider;
+    use billing_core::ports::TokenCounter;
+
+    use super::*;
+
+    #[test]
+    fn openai_models_are_counted_with_tiktoken_and_others_are_not() {
+        let providers = Providers::new(&ProvidersConfig {
+            openai: ProviderConfig {
+                base_url: "http://127.0.0.1:1".into(),
+                key: None,
+            },
+            anthropic: ProviderConfig {
+                base_url: "http://127.0.0.1:1".into(),
+                key: None,
+            },
+            gemini: ProviderConfig {
+                base_url: "http://127.0.0.1:1".into(),
+                key: None,
+            },
+            mock: MockConfig::default(),
+            retry: Retry::default(),
+            connect_timeout: std::time::Duration::from_secs(1),
+        })
+        .unwrap();
+        let catalog = billing_core::testing::sample_catalog();
+        let mut model = catalog.models.values().next().unwrap().clone();
+        model.provider = Provider::Openai;
+        model.upstream = "gpt-4o-mini".into();
+        assert_eq!(providers.count_tokens(&model, "hello world"), Some(2));
+        model.upstream = "gpt-4".into();
+        assert_eq!(providers.count_tokens(&model, "hello world"), Some(2));
+        model.upstream = "some-local-llama".into();
+        assert_eq!(providers.count_tokens(&model, "hello world"), None);
+        model.provider = Provider::Anthropic;
+        model.upstream = "claude-sonnet-4-20250514".into();
+        assert_eq!(providers.count_tokens(&model, "hello world"), None);
     }
 }

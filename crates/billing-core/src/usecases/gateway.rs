@@ -10,7 +10,7 @@ use crate::entitlements::model_denial;
 use crate::gateway::{self, CallOutcome, LlmCall};
 use crate::ids::{AccountId, CallId, HoldId, PrefixedId};
 use crate::ledger::{Credits, LedgerCommand, LedgerPolicy, Receipt};
-use crate::ports::{ChatMessage, ChatRequest, StoreError, UsageStore};
+use crate::ports::{ChatMessage, ChatRequest, StoreError, TokenCounter, UsageStore};
 
 /// How long a call's hold lives if it is never settled (a crash mid-call): long enough for
 /// the slowest call, short enough that the credits come back the same hour.
@@ -71,7 +71,8 @@ pub struct FinishedCall {
 
 impl Billing {
     /// Admits a call of `model_id`: the plan in force must include the model (the rule of
-    /// [`model_denial`]), and the worst case (see [`crate::gateway`]) is held. Refusals:
+    /// [`model_denial`]), and the worst case (see [`crate::gateway`]; input counted by
+    /// `tokens` where it knows the model's tokenizer) is held. Refusals:
     /// `NotEntitled` (unknown model, not in the plan, unpaid subscription) and
     /// `Ledger(InsufficientCredits { balance, required })`, before any provider is called.
     pub async fn begin_llm_call(
@@ -80,6 +81,7 @@ impl Billing {
         model_id: &str,
         messages: Vec<ChatMessage>,
         max_output_tokens: Option<u32>,
+        tokens: &dyn TokenCounter,
     ) -> Result<AdmittedCall, BillingError> {
         let record = self.account(account).await?;
         let subscription = self.subscriptions.current(account).await?;
@@ -100,12 +102,14 @@ impl Billing {
             .iter()
             .filter_map(|id| self.catalog.models.get(id).map(|m| (id.clone(), m.clone())))
             .collect();
-        let input_bound = gateway::input_token_bound(&messages);
         let mut reserved: Credits = 1;
         for (id, candidate) in std::iter::once((model_id, &model))
             .chain(fallbacks.iter().map(|(id, m)| (id.as_str(), m)))
         {
-            // Each model's own cap, so that a fallback's worst case is covered too.
+            // Each model's own tokenizer and cap, so that a fallback's worst case is
+            // covered too.
+            let input_bound =
+                gateway::input_token_bound(&messages, |text| tokens.count_tokens(candidate, text));
             let worst = gateway::worst_case(input_bound, cap.min(candidate.max_output_tokens));
             let credits = gateway::credits(&self.catalog, &record.plan, candidate, worst)
                 .ok_or_else(|| BillingError::UnpricedModel(id.to_owned()))?;

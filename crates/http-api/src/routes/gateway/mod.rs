@@ -227,7 +227,7 @@ pub(crate) async fn admit(
     }
     let admitted = state
         .billing
-        .begin_llm_call(&account, model, messages, max_tokens)
+        .begin_llm_call(&account, model, messages, max_tokens, state.llm.as_ref())
         .await?;
     let provider = state.llm.route(admitted.model.provider);
     let request = admitted.request.clone();

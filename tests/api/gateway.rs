@@ -398,3 +398,40 @@ async fn a_failing_provider_falls_back_to_the_next_model() {
     assert_eq!(available(&app, &token).await.1, 0);
     ledger_sound(&app, &account).await;
 }
+
+/// A client that gives up on a call that is not streamed does not cancel it: the provider
+/// answers (and bills) in full, so the call is charged and recorded as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_gives_up_on_a_whole_answer_is_charged_for_it() {
+    let app = TestApp::spawn_with(Db::Sqlite, &[], |loaded| {
+        loaded.settings.llm.mock_latency_ms = 300;
+    })
+    .await
+    .unwrap();
+    let (token, _, account) = app.sign_up("impatient@example.com").await;
+    let gave_up = app
+        .client
+        .post(format!("{}/v1/chat/completions", app.address))
+        .bearer_auth(&token)
+        .timeout(Duration::from_millis(50))
+        .json(&json!({"model": "gpt-4o-mini", "max_tokens": 20,
+                      "messages": [{"role": "user", "content": "Slowly, please mock:words=30"}]}))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client timed out");
+    let mut recorded = Value::Null;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (_, usage) = app.get_as("/v1/usage", &token).await;
+        if usage["days"][0]["calls"] == 1 {
+            recorded = usage;
+            break;
+        }
+    }
+    assert_eq!(
+        recorded["days"][0]["usage"]["output_tokens"], 20,
+        "{recorded}"
+    );
+    assert_eq!(available(&app, &token).await.1, 0, "no hold left");
+    ledger_sound(&app, &account).await;
+}

@@ -143,7 +143,7 @@ async fn handle(
     let id = format!("msg_{}", call.admitted.id);
     let model = request.model.clone();
     if !request.stream.unwrap_or(false) {
-        let (answer, record) = run(&state, call).await?;
+        let (answer, record) = run(state.clone(), call).await?;
         return Ok(HttpResponse::Ok()
             .insert_header(("x-tollgate-credits", record.credits.to_string()))
             .insert_header(("x-tollgate-cost-micros", record.cost_micros.to_string()))

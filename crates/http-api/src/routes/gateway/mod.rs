@@ -263,24 +263,36 @@ async fn settle(
     Ok(finished.call)
 }
 
-/// Runs a call to the end: the answer, with the call as recorded.
+/// Runs a call to the end: the answer, with the call as recorded. The call runs in a task
+/// of its own, so that a client that goes away does not cancel it half-way: the provider
+/// answers in full and bills for it, so the call is settled and charged all the same.
 pub(crate) async fn run(
-    state: &ApiState,
+    state: web::Data<ApiState>,
     mut call: Call,
 ) -> Result<(ChatResponse, LlmCall), GatewayError> {
-    loop {
-        match call.provider.chat(call.request.clone()).await {
-            Ok(answer) => {
-                let record = settle(state, &call, CallOutcome::Ok, Some(answer.usage)).await?;
-                return Ok((answer, record));
-            }
-            Err(err) if worth_falling_back(&err) && call.fall_back(state) => {}
-            Err(err) => {
-                settle(state, &call, CallOutcome::Error, None).await?;
-                return Err(err.into());
+    let task = tokio::spawn(async move {
+        loop {
+            match call.provider.chat(call.request.clone()).await {
+                Ok(answer) => {
+                    let record = settle(&state, &call, CallOutcome::Ok, Some(answer.usage)).await?;
+                    return Ok((answer, record));
+                }
+                Err(err) if worth_falling_back(&err) && call.fall_back(&state) => {}
+                Err(err) => {
+                    settle(&state, &call, CallOutcome::Error, None).await?;
+                    return Err(err.into());
+                }
             }
         }
-    }
+    });
+    task.await.map_err(|err| {
+        tracing::error!(error = %err, "a gateway call's task failed");
+        GatewayError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Internal,
+            "internal error",
+        )
+    })?
 }
 
 /// What a streamed call relays to the response.

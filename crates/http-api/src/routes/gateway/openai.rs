@@ -150,7 +150,7 @@ async fn handle(
     let id = format!("chatcmpl-{}", call.admitted.id);
     let created = created(&state);
     if !request.stream.unwrap_or(false) {
-        let (answer, record) = run(&state, call).await?;
+        let (answer, record) = run(state.clone(), call).await?;
         return Ok(HttpResponse::Ok()
             .insert_header(("x-tollgate-credits", record.credits.to_string()))
             .insert_header(("x-tollgate-cost-micros", record.cost_micros.to_string()))

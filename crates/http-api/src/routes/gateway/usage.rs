@@ -262,7 +262,7 @@ pub async fn simple_chat(
         .await
         .map_err(problem)?;
     let id = call.admitted.id.clone();
-    let (answer, record) = run(&state, call).await.map_err(problem)?;
+    let (answer, record) = run(state.clone(), call).await.map_err(problem)?;
     Ok(HttpResponse::Ok().json(SimpleChatView {
         id,
         model: body.model,

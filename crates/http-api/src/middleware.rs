@@ -67,12 +67,15 @@ pub struct AuditNote {
 /// once it is answered: who (user id, `admin-key` or `anonymous`), what (method and route),
 /// the target, the request id, the status, and whatever the handler noted. Bodies are never
 /// recorded, so neither are passwords or tokens. A failure to record is logged, not fatal.
+/// Metered model calls are not audited: each is recorded in full as a call (`GET
+/// /v1/usage`), and a second row per call would only slow the gateway.
 pub async fn audit(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     use actix_web::http::Method;
-    let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        && !matches!(req.path(), "/v1/chat/completions" | "/v1/messages" | "/v1/chat");
     let response = next.call(req).await?;
     if !mutating {
         return Ok(response);

@@ -170,6 +170,10 @@ pub struct Plan {
     /// Overrides the catalog's credit value for this plan.
     #[serde(default)]
     pub credit_value: Option<Money>,
+    /// The output cap of a model call that names none (`max_tokens`), within the model's
+    /// own `max_output_tokens`; omitted, the model's.
+    #[serde(default)]
+    pub max_output_tokens: Option<u32>,
     /// Upgrade order: moving to a higher tier is an upgrade (applied at once), to a lower
     /// one a downgrade (applied at the period's end).
     #[serde(default)]
@@ -678,6 +682,9 @@ impl Catalog {
         check_id(p, &key, id);
         if plan.name.trim().is_empty() {
             p.add(format!("{key}.name"), "must not be empty");
+        }
+        if plan.max_output_tokens == Some(0) {
+            p.add(format!("{key}.max_output_tokens"), "must be at least 1");
         }
         for (interval, price) in &plan.prices {
             check_price(

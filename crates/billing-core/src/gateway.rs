@@ -173,10 +173,11 @@ fn to_u64(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
-/// The output cap sent to the provider: what the client asked, at most the model's.
-pub fn output_cap(requested: Option<u32>, model: &Model) -> u32 {
+/// The output cap sent to the provider: what the client asked, else the plan's default
+/// (`plan_default`), at most the model's.
+pub fn output_cap(requested: Option<u32>, plan_default: Option<u32>, model: &Model) -> u32 {
     let cap = model.max_output_tokens;
-    requested.map_or(cap, |r| r.clamp(1, cap))
+    requested.or(plan_default).map_or(cap, |r| r.clamp(1, cap))
 }
 
 /// What a call costs, in micro-units of the model's currency, rounded up.
@@ -234,10 +235,18 @@ mod tests {
     fn the_output_cap_is_the_clients_within_the_models() {
         let catalog = sample_catalog();
         let model = catalog.models.values().next().unwrap();
-        assert_eq!(output_cap(None, model), model.max_output_tokens);
-        assert_eq!(output_cap(Some(10), model), 10);
-        assert_eq!(output_cap(Some(0), model), 1);
-        assert_eq!(output_cap(Some(u32::MAX), model), model.max_output_tokens);
+        assert_eq!(output_cap(None, None, model), model.max_output_tokens);
+        assert_eq!(output_cap(None, Some(300), model), 300);
+        assert_eq!(output_cap(Some(10), Some(300), model), 10);
+        assert_eq!(output_cap(Some(0), None, model), 1);
+        assert_eq!(
+            output_cap(Some(u32::MAX), None, model),
+            model.max_output_tokens
+        );
+        assert_eq!(
+            output_cap(None, Some(u32::MAX), model),
+            model.max_output_tokens
+        );
     }
 
     /// Each provider's usage as its adapter reads it (the shapes of

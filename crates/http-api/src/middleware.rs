@@ -75,7 +75,10 @@ pub async fn audit(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     use actix_web::http::Method;
     let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
-        && !matches!(req.path(), "/v1/chat/completions" | "/v1/messages" | "/v1/chat");
+        && !matches!(
+            req.path(),
+            "/v1/chat/completions" | "/v1/messages" | "/v1/chat"
+        );
     let response = next.call(req).await?;
     if !mutating {
         return Ok(response);

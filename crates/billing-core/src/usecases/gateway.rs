@@ -96,7 +96,7 @@ impl Billing {
             .get(model_id)
             .cloned()
             .ok_or_else(|| BillingError::UnknownModel(model_id.to_owned()))?;
-        let cap = gateway::output_cap(max_output_tokens, &model);
+        let cap = gateway::output_cap(max_output_tokens, plan.max_output_tokens, &model);
         let fallbacks: Vec<(String, Model)> = model
             .fallbacks
             .iter()

@@ -12,13 +12,11 @@ use billing_core::catalog::TokenUsage;
 use billing_core::ports::{
     ChatChunk, ChatRequest, ChatResponse, ChatStream, LlmError, LlmProvider,
 };
-use futures_util::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::http::{Retry, broken, send};
-use crate::sse;
+use crate::http::{Retry, chat_stream, send};
 
 /// The API version sent.
 pub const VERSION: &str = "2023-06-01";
@@ -195,45 +193,37 @@ impl LlmProvider for Anthropic {
     async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream, LlmError> {
         let response = self.post(&Self::body(&request, true)).await?;
         let mut usage = Usage::default();
-        let stream = sse::events(response).flat_map(move |event| {
-            let chunks: Vec<Result<ChatChunk, LlmError>> = match event {
-                Err(err) => vec![Err(broken("anthropic", &err))],
-                Ok(event) => match serde_json::from_str::<StreamEvent>(&event.data) {
-                    Err(err) => vec![Err(LlmError::Unavailable(format!(
-                        "anthropic: unreadable event: {err}"
-                    )))],
-                    Ok(e) => match e.kind.as_str() {
-                        "message_start" => {
-                            usage = usage.updated(e.message.map(|m| m.usage).unwrap_or_default());
-                            vec![Ok(ChatChunk::Usage(usage.tokens()))]
-                        }
-                        "content_block_delta" => e
-                            .delta
-                            .and_then(|d| d.text)
-                            .filter(|t| !t.is_empty())
-                            .map(|t| vec![Ok(ChatChunk::Text(t))])
-                            .unwrap_or_default(),
-                        "message_delta" => {
-                            let mut out = Vec::new();
-                            if let Some(later) = e.usage {
-                                usage = usage.updated(later);
-                                out.push(Ok(ChatChunk::Usage(usage.tokens())));
-                            }
-                            if let Some(reason) = e.delta.and_then(|d| d.stop_reason) {
-                                out.push(Ok(ChatChunk::Finish(finish(&reason))));
-                            }
-                            out
-                        }
-                        "error" => vec![Err(LlmError::Unavailable(format!(
-                            "anthropic stream error: {}",
-                            e.error.map(|v| v.to_string()).unwrap_or_default()
-                        )))],
-                        _ => Vec::new(),
-                    },
-                },
-            };
-            futures_util::stream::iter(chunks)
-        });
-        Ok(Box::pin(stream))
+        Ok(chat_stream(
+            "anthropic",
+            response,
+            move |e: StreamEvent| match e.kind.as_str() {
+                "message_start" => {
+                    usage = usage.updated(e.message.map(|m| m.usage).unwrap_or_default());
+                    vec![Ok(ChatChunk::Usage(usage.tokens()))]
+                }
+                "content_block_delta" => e
+                    .delta
+                    .and_then(|d| d.text)
+                    .filter(|t| !t.is_empty())
+                    .map(|t| vec![Ok(ChatChunk::Text(t))])
+                    .unwrap_or_default(),
+                "message_delta" => {
+                    let mut out = Vec::new();
+                    if let Some(later) = e.usage {
+                        usage = usage.updated(later);
+                        out.push(Ok(ChatChunk::Usage(usage.tokens())));
+                    }
+                    if let Some(reason) = e.delta.and_then(|d| d.stop_reason) {
+                        out.push(Ok(ChatChunk::Finish(finish(&reason))));
+                    }
+                    out
+                }
+                "error" => vec![Err(LlmError::Unavailable(format!(
+                    "anthropic stream error: {}",
+                    e.error.map(|v| v.to_string()).unwrap_or_default()
+                )))],
+                _ => Vec::new(),
+            },
+        ))
     }
 }

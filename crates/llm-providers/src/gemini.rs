@@ -12,13 +12,11 @@ use billing_core::catalog::TokenUsage;
 use billing_core::ports::{
     ChatChunk, ChatRequest, ChatResponse, ChatStream, LlmError, LlmProvider,
 };
-use futures_util::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::http::{Retry, broken, send};
-use crate::sse;
+use crate::http::{Retry, chat_stream, send};
 
 /// Gemini.
 #[derive(Debug, Clone)]
@@ -196,31 +194,19 @@ impl LlmProvider for Gemini {
 
     async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream, LlmError> {
         let response = self.post(&request, "streamGenerateContent?alt=sse").await?;
-        let stream = sse::events(response).flat_map(|event| {
-            let chunks: Vec<Result<ChatChunk, LlmError>> = match event {
-                Err(err) => vec![Err(broken("gemini", &err))],
-                Ok(event) => match serde_json::from_str::<Response>(&event.data) {
-                    Err(err) => vec![Err(LlmError::Unavailable(format!(
-                        "gemini: unreadable chunk: {err}"
-                    )))],
-                    Ok(chunk) => {
-                        let mut out = Vec::new();
-                        let text = chunk.text();
-                        if !text.is_empty() {
-                            out.push(Ok(ChatChunk::Text(text)));
-                        }
-                        if let Some(usage) = chunk.usage_metadata {
-                            out.push(Ok(ChatChunk::Usage(usage.into())));
-                        }
-                        if let Some(reason) = chunk.finish() {
-                            out.push(Ok(ChatChunk::Finish(reason)));
-                        }
-                        out
-                    }
-                },
-            };
-            futures_util::stream::iter(chunks)
-        });
-        Ok(Box::pin(stream))
+        Ok(chat_stream("gemini", response, |chunk: Response| {
+            let mut out = Vec::new();
+            let text = chunk.text();
+            if !text.is_empty() {
+                out.push(Ok(ChatChunk::Text(text)));
+            }
+            if let Some(usage) = chunk.usage_metadata {
+                out.push(Ok(ChatChunk::Usage(usage.into())));
+            }
+            if let Some(reason) = chunk.finish() {
+                out.push(Ok(ChatChunk::Finish(reason)));
+            }
+            out
+        }))
     }
 }

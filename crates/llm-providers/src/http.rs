@@ -107,3 +107,32 @@ pub(crate) fn broken(provider: &str, err: &reqwest::Error) -> LlmError {
         err.to_string().chars().take(200).collect::<String>()
     ))
 }
+
+/// A provider's server-sent events as chat chunks: each event's data read as `T` and
+/// handed to `each` (`[DONE]` markers skipped); a broken connection or an unreadable
+/// event ends the stream with an error.
+pub(crate) fn chat_stream<T, F>(
+    provider: &'static str,
+    response: Response,
+    mut each: F,
+) -> billing_core::ports::ChatStream
+where
+    T: serde::de::DeserializeOwned,
+    F: FnMut(T) -> Vec<Result<billing_core::ports::ChatChunk, LlmError>> + Send + 'static,
+{
+    use futures_util::StreamExt;
+    let stream = crate::sse::events(response).flat_map(move |event| {
+        let chunks = match event {
+            Err(err) => vec![Err(broken(provider, &err))],
+            Ok(event) if event.data.trim() == "[DONE]" => Vec::new(),
+            Ok(event) => match serde_json::from_str::<T>(&event.data) {
+                Ok(parsed) => each(parsed),
+                Err(err) => vec![Err(LlmError::Unavailable(format!(
+                    "{provider}: unreadable stream event: {err}"
+                )))],
+            },
+        };
+        futures_util::stream::iter(chunks)
+    });
+    Box::pin(stream)
+}

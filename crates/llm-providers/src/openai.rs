@@ -11,13 +11,11 @@ use billing_core::catalog::TokenUsage;
 use billing_core::ports::{
     ChatChunk, ChatRequest, ChatResponse, ChatStream, LlmError, LlmProvider,
 };
-use futures_util::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::http::{Retry, broken, send};
-use crate::sse;
+use crate::http::{Retry, chat_stream, send};
 
 /// An OpenAI-compatible upstream.
 #[derive(Debug, Clone)]
@@ -165,35 +163,22 @@ impl LlmProvider for OpenAi {
 
     async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream, LlmError> {
         let response = self.post(&Self::body(&request, true)).await?;
-        let stream = sse::events(response).flat_map(|event| {
-            let chunks: Vec<Result<ChatChunk, LlmError>> = match event {
-                Err(err) => vec![Err(broken("openai", &err))],
-                Ok(event) if event.data.trim() == "[DONE]" => Vec::new(),
-                Ok(event) => match serde_json::from_str::<Completion>(&event.data) {
-                    Err(err) => vec![Err(LlmError::Unavailable(format!(
-                        "openai: unreadable chunk: {err}"
-                    )))],
-                    Ok(chunk) => {
-                        let mut out = Vec::new();
-                        for choice in chunk.choices {
-                            if let Some(text) = choice.delta.and_then(|d| d.content)
-                                && !text.is_empty()
-                            {
-                                out.push(Ok(ChatChunk::Text(text)));
-                            }
-                            if let Some(reason) = choice.finish_reason {
-                                out.push(Ok(ChatChunk::Finish(finish(&reason))));
-                            }
-                        }
-                        if let Some(usage) = chunk.usage {
-                            out.push(Ok(ChatChunk::Usage(usage.into())));
-                        }
-                        out
-                    }
-                },
-            };
-            futures_util::stream::iter(chunks)
-        });
-        Ok(Box::pin(stream))
+        Ok(chat_stream("openai", response, |chunk: Completion| {
+            let mut out = Vec::new();
+            for choice in chunk.choices {
+                if let Some(text) = choice.delta.and_then(|d| d.content)
+                    && !text.is_empty()
+                {
+                    out.push(Ok(ChatChunk::Text(text)));
+                }
+                if let Some(reason) = choice.finish_reason {
+                    out.push(Ok(ChatChunk::Finish(finish(&reason))));
+                }
+            }
+            if let Some(usage) = chunk.usage {
+                out.push(Ok(ChatChunk::Usage(usage.into())));
+            }
+            out
+        }))
     }
 }

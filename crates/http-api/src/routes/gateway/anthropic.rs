@@ -44,18 +44,7 @@ pub(crate) fn error(err: &GatewayError) -> HttpResponse {
         ErrorKind::Upstream => "api_error",
         ErrorKind::Internal => "api_error",
     };
-    let mut body = json!({"type": "error", "error": {"type": kind, "message": err.message}});
-    if let Some(balance) = err.balance {
-        body["error"]["balance"] = json!(balance);
-    }
-    if let Some(reserved) = err.reserved {
-        body["error"]["reserved"] = json!(reserved);
-    }
-    let mut response = HttpResponse::build(err.status);
-    if let Some(after) = err.retry_after {
-        response.insert_header(("retry-after", after.to_string()));
-    }
-    response.json(body)
+    err.respond(json!({"type": "error", "error": {"type": kind, "message": err.message}}))
 }
 
 fn usage(usage: TokenUsage) -> Value {

@@ -84,6 +84,22 @@ impl GatewayError {
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, ErrorKind::InvalidRequest, message)
     }
+
+    /// The response with an API's error `body`, completed with what every shape carries:
+    /// the balance and the hold needed (a 402), and `Retry-After` (a 429).
+    pub(crate) fn respond(&self, mut body: serde_json::Value) -> actix_web::HttpResponse {
+        if let Some(balance) = self.balance {
+            body["error"]["balance"] = balance.into();
+        }
+        if let Some(reserved) = self.reserved {
+            body["error"]["reserved"] = reserved.into();
+        }
+        let mut response = actix_web::HttpResponse::build(self.status);
+        if let Some(after) = self.retry_after {
+            response.insert_header(("retry-after", after.to_string()));
+        }
+        response.json(body)
+    }
 }
 
 impl From<BillingError> for GatewayError {

@@ -57,20 +57,9 @@ pub(crate) fn error(err: &GatewayError) -> HttpResponse {
         ErrorKind::Upstream => ("upstream_error", json!("upstream_error")),
         ErrorKind::Internal => ("api_error", Value::Null),
     };
-    let mut body = json!({"error": {
+    err.respond(json!({"error": {
         "message": err.message, "type": kind, "param": null, "code": code,
-    }});
-    if let Some(balance) = err.balance {
-        body["error"]["balance"] = json!(balance);
-    }
-    if let Some(reserved) = err.reserved {
-        body["error"]["reserved"] = json!(reserved);
-    }
-    let mut response = HttpResponse::build(err.status);
-    if let Some(after) = err.retry_after {
-        response.insert_header(("retry-after", after.to_string()));
-    }
-    response.json(body)
+    }}))
 }
 
 fn usage(usage: TokenUsage) -> Value {

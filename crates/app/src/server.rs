@@ -280,7 +280,16 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
         .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .allowed_header("idempotency-key")
         .allowed_header("x-request-id")
-        .expose_headers(["x-request-id", "retry-after", "idempotent-replayed"])
+        // Anthropic's SDKs send these (the gateway takes `x-api-key` like a bearer token).
+        .allowed_header("x-api-key")
+        .allowed_header("anthropic-version")
+        .expose_headers([
+            "x-request-id",
+            "retry-after",
+            "idempotent-replayed",
+            "x-tollgate-credits",
+            "x-tollgate-cost-micros",
+        ])
         .max_age(3600);
     for origin in origins {
         cors = cors.allowed_origin(origin);

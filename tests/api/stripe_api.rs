@@ -227,11 +227,13 @@ async fn a_stripe_backed_server_sells_through_stripe() {
         assert!(form.contains("proration_behavior=always_invoice"), "{form}");
         assert!(form.contains("items[0][price]=price_team_month"), "{form}");
 
-        // A pack without a Stripe price is named; nothing reaches Stripe.
+        // A pack without a Stripe price is named; nothing reaches Stripe, not even the
+        // customer of a new buyer.
         let count = stripe.received_requests().await.unwrap().len();
+        let (newcomer, _, _) = app.sign_up("stripe-newcomer@example.com").await;
         let mut large = urls.clone();
         large["pack"] = json!("large");
-        let (status, problem) = app.post("/v1/checkout/pack", Some(&token), large).await;
+        let (status, problem) = app.post("/v1/checkout/pack", Some(&newcomer), large).await;
         assert_eq!(
             (status, problem["code"].as_str()),
             (503, Some("payments_not_configured")),

@@ -751,6 +751,9 @@ pub enum PaymentError {
 pub trait PaymentGateway: Send + Sync {
     /// The provider's name (`stripe`, `local`), under which its customers are linked.
     fn provider(&self) -> &'static str;
+    /// Whether the provider can sell `item` as configured (a hosted checkout, or with
+    /// `quick` a quick buy), before anything is created there; names what is missing.
+    fn can_sell(&self, item: &CheckoutItem, quick: bool) -> Result<(), PaymentError>;
     /// Creates the provider's customer for an account (`None`: the provider has none).
     async fn create_customer(
         &self,

@@ -286,6 +286,10 @@ impl PaymentGateway for LocalPayments {
         PROVIDER
     }
 
+    fn can_sell(&self, _item: &CheckoutItem, _quick: bool) -> Result<(), PaymentError> {
+        Ok(())
+    }
+
     async fn create_customer(
         &self,
         _account: &AccountId,

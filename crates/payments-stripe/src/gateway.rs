@@ -267,6 +267,31 @@ impl PaymentGateway for StripePayments {
         PROVIDER
     }
 
+    /// A hosted checkout needs the catalog's Stripe price; a quick buy charges the
+    /// catalog's amount and needs none.
+    fn can_sell(&self, item: &CheckoutItem, quick: bool) -> Result<(), PaymentError> {
+        if quick {
+            return Ok(());
+        }
+        match item {
+            CheckoutItem::Pack {
+                pack,
+                provider_price,
+                ..
+            } => required_price(provider_price.as_ref(), &format!("pack `{pack}`")).map(drop),
+            CheckoutItem::Subscription {
+                plan,
+                interval,
+                provider_price,
+                ..
+            } => required_price(
+                provider_price.as_ref(),
+                &format!("plan `{plan}` ({})", interval.as_str()),
+            )
+            .map(drop),
+        }
+    }
+
     async fn create_customer(
         &self,
         account: &AccountId,

@@ -90,6 +90,7 @@ impl Billing {
     ) -> Result<CheckoutSession, BillingError> {
         let current = self.account(account).await?;
         let item = self.pack_item(&current.plan, pack)?;
+        gateway.can_sell(&item, false)?;
         let customer = self.customer_for(gateway, account).await?;
         let request = CheckoutRequest {
             account: account.clone(),
@@ -113,6 +114,7 @@ impl Billing {
     ) -> Result<QuickBuy, BillingError> {
         let current = self.account(account).await?;
         let item = self.pack_item(&current.plan, pack)?;
+        gateway.can_sell(&item, true)?;
         let customer = self.customer_for(gateway, account).await?;
         let request = CheckoutRequest {
             account: account.clone(),
@@ -157,18 +159,20 @@ impl Billing {
         } else {
             plan.trial_days
         };
+        let item = CheckoutItem::Subscription {
+            plan: plan_id.to_owned(),
+            interval,
+            price: price.money(self.catalog.currency),
+            provider_price: price.stripe_price_id.clone(),
+            trial_days,
+            allow_promotion_codes: true,
+        };
+        gateway.can_sell(&item, false)?;
         let customer = self.customer_for(gateway, account).await?;
         let request = CheckoutRequest {
             account: account.clone(),
             customer,
-            item: CheckoutItem::Subscription {
-                plan: plan_id.to_owned(),
-                interval,
-                price: price.money(self.catalog.currency),
-                provider_price: price.stripe_price_id.clone(),
-                trial_days,
-                allow_promotion_codes: true,
-            },
+            item,
             success_url: urls.success_url,
             cancel_url: urls.cancel_url,
         };

@@ -17,6 +17,12 @@ pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
 /// The JWT secret of the test server (so tests can forge expired tokens).
 pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef0123456789";
 
+/// The worker key every test server accepts on the worker routes.
+pub const WORKER_KEY: &str = "test-worker-key-0123456789abcdef";
+
+/// The secret test servers sign task webhooks with (when a test sets a webhook URL).
+pub const TASK_WEBHOOK_SECRET: &str = "test-task-webhook-secret-0123456789";
+
 /// The Stripe webhook signing secret of servers started with [`TestApp::with_stripe`].
 pub const STRIPE_SECRET: &str = "whsec_test_0123456789abcdefghijklmnop";
 
@@ -134,6 +140,7 @@ impl TestApp {
         };
         loaded.settings.auth.admin_api_key = Some(ADMIN_KEY.to_owned().into());
         loaded.settings.auth.jwt_secret = Some(JWT_SECRET.to_owned().into());
+        loaded.settings.tasks.worker_key = Some(WORKER_KEY.to_owned().into());
         loaded.settings.mail.outbox_dir = dir.path().join("outbox");
         tweak(&mut loaded);
         let kept = loaded.clone();

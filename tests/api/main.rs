@@ -16,4 +16,5 @@ mod payments;
 mod quotas;
 mod sessions;
 mod stripe_api;
+mod tasks;
 mod webhooks;

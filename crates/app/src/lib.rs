@@ -6,6 +6,7 @@ pub mod mock_llm;
 pub mod server;
 pub mod settings;
 pub mod system;
+pub mod task_workers;
 pub mod telemetry;
 pub mod workers;
 

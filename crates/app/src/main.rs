@@ -50,6 +50,13 @@ enum Command {
         #[arg(long, default_value_t = 8090)]
         port: u16,
     },
+    /// Run task workers without the HTTP server: `llm` tasks, the lease and deadline
+    /// sweeper, and the task webhooks. Any number may run beside `serve` on one database.
+    Worker {
+        /// Workers running `llm` tasks (default: `tasks.workers`, at least 1).
+        #[arg(long)]
+        workers: Option<u32>,
+    },
     /// Stripe tools (need STRIPE_SECRET_KEY).
     Stripe {
         #[command(subcommand)]
@@ -173,6 +180,7 @@ fn main() -> ExitCode {
                 }
             }
         }),
+        Command::Worker { workers } => block_on(worker(loaded, workers)),
         Command::Serve => serve(loaded),
     }
 }
@@ -188,6 +196,41 @@ fn block_on(future: impl Future<Output = ExitCode>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn worker(loaded: Loaded, count: Option<u32>) -> ExitCode {
+    telemetry::init(&loaded.settings.log);
+    let store = match open_store(&loaded).await {
+        Ok(store) => std::sync::Arc::new(store),
+        Err(code) => return code,
+    };
+    let settings = &loaded.settings;
+    let llm: std::sync::Arc<dyn billing_core::ports::LlmRouter> =
+        match app::server::llm_providers(settings) {
+            Ok(providers) => std::sync::Arc::new(providers),
+            Err(err) => {
+                eprintln!("error: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+    let clock: std::sync::Arc<dyn billing_core::ports::Clock> = std::sync::Arc::new(SystemClock);
+    let billing = app::server::billing(settings, loaded.catalog.clone(), store.clone(), clock);
+    let tasks = billing_core::usecases::Tasks {
+        billing,
+        store: store.clone(),
+        notify: settings.tasks.webhook_url.is_some(),
+    };
+    let count = count.unwrap_or(settings.tasks.workers).max(1);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let handles = app::server::task_background(settings, &tasks, llm, store, count, &stopped);
+    tracing::info!(workers = count, "task workers started");
+    let signal = app::server::shutdown_signal().await;
+    tracing::info!(signal, "stopping task workers after the tasks in hand");
+    let _ = stop.send(true);
+    for handle in handles {
+        let _ = handle.await;
+    }
+    ExitCode::SUCCESS
 }
 
 async fn migrate(loaded: Loaded) -> ExitCode {

@@ -147,6 +147,7 @@ impl Application {
         )?);
         let billing = state.billing.clone();
         let mailer = state.mailer.clone();
+        let (tasks, llm, usage) = (state.tasks.clone(), state.llm.clone(), state.usage.clone());
         let body_limit = settings.http.body_limit_bytes;
         let origins = settings.http.cors_allowed_origins.clone();
         let mut server = HttpServer::new(move || {
@@ -171,7 +172,15 @@ impl Application {
         }
         let server = server.listen(listener)?.run();
         let (stop_workers, stopped) = watch::channel(false);
-        let workers = vec![
+        let mut workers = task_background(
+            settings,
+            &tasks,
+            llm,
+            usage,
+            settings.tasks.workers,
+            &stopped,
+        );
+        workers.extend([
             tokio::spawn(workers::expire_holds(
                 store.clone(),
                 clock.clone(),
@@ -198,7 +207,7 @@ impl Application {
                 Duration::from_secs(settings.retention.sweep_seconds),
                 stopped,
             )),
-        ];
+        ]);
         Ok(Self {
             port,
             server,
@@ -249,7 +258,7 @@ impl Application {
     }
 }
 
-async fn shutdown_signal() -> &'static str {
+pub async fn shutdown_signal() -> &'static str {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -295,6 +304,41 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
         cors = cors.allowed_origin(origin);
     }
     cors
+}
+
+/// The task queue's background work: `llm_workers` workers running `llm` tasks, the
+/// sweeper, and the webhook sender when an endpoint is configured.
+pub fn task_background(
+    settings: &Settings,
+    tasks: &billing_core::usecases::Tasks,
+    llm: Arc<dyn billing_core::ports::LlmRouter>,
+    usage: Arc<dyn billing_core::ports::UsageStore>,
+    llm_workers: u32,
+    stop: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    use crate::task_workers;
+    let poll = Duration::from_millis(settings.tasks.poll_ms.max(1));
+    let mut handles = task_workers::run_llm_workers(tasks, llm, usage, llm_workers, poll, stop);
+    handles.push(tokio::spawn(task_workers::sweep_tasks(
+        tasks.clone(),
+        Duration::from_secs(settings.tasks.sweep_seconds.max(1)),
+        stop.clone(),
+    )));
+    if let (Some(url), Some(secret)) = (&settings.tasks.webhook_url, &settings.tasks.webhook_secret)
+    {
+        handles.push(tokio::spawn(task_workers::deliver_webhooks(
+            tasks.clone(),
+            task_workers::WebhookTarget {
+                url: url.clone(),
+                secret: secret.clone(),
+                max_attempts: settings.tasks.webhook_max_attempts.max(1),
+                timeout: Duration::from_secs(settings.tasks.webhook_timeout_seconds.max(1)),
+            },
+            poll,
+            stop.clone(),
+        )));
+    }
+    handles
 }
 
 /// The use cases over the store.
@@ -349,7 +393,19 @@ pub fn api_state(
         time::Duration::seconds(i64::try_from(auth.access_token_ttl_seconds).unwrap_or(900)),
         time::Duration::days(i64::try_from(auth.refresh_token_ttl_days).unwrap_or(30)),
         auth.admin_api_key.as_ref().map(|k| k.expose_secret()),
+    )
+    .with_worker_key(
+        settings
+            .tasks
+            .worker_key
+            .as_ref()
+            .map(|k| k.expose_secret()),
     );
+    let tasks = billing_core::usecases::Tasks {
+        billing: billing.clone(),
+        store: store.clone(),
+        notify: settings.tasks.webhook_url.is_some(),
+    };
     Ok(ApiState {
         billing,
         sessions: store.clone(),
@@ -384,6 +440,7 @@ pub fn api_state(
         return_origins: settings.payments.return_origins.clone(),
         llm: Arc::new(llm_providers(settings)?),
         usage: store.clone(),
+        tasks,
         hashing: http_api::hashing::Hashing::new(
             auth.hashing_threads,
             Duration::from_secs(auth.hashing_queue_seconds),
@@ -392,7 +449,7 @@ pub fn api_state(
 }
 
 /// The LLM providers: each with a key is real, each without is the mock.
-fn llm_providers(settings: &Settings) -> Result<llm_providers::Providers, StartupError> {
+pub fn llm_providers(settings: &Settings) -> Result<llm_providers::Providers, StartupError> {
     let llm = &settings.llm;
     let provider =
         |base_url: &str, key: &Option<secrecy::SecretString>| llm_providers::ProviderConfig {

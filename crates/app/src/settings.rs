@@ -50,6 +50,9 @@ pub struct Settings {
     /// The LLM providers behind the gateway.
     #[serde(default)]
     pub llm: LlmSettings,
+    /// The task queue: its workers, the key external workers use, and its webhooks.
+    #[serde(default)]
+    pub tasks: TaskSettings,
     /// The catalog is read separately (see the module docs); this only lets the key exist.
     #[serde(default, rename = "catalog")]
     _catalog: Option<serde::de::IgnoredAny>,
@@ -332,6 +335,49 @@ impl Default for LlmSettings {
             mock_latency_ms: 0,
             mock_chunk_words: 4,
             mock_chunk_delay_ms: 0,
+        }
+    }
+}
+
+/// The task queue.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSettings {
+    /// The key a product's own workers send as `Authorization: Bearer` to the worker routes
+    /// (`TOLLGATE__TASKS__WORKER_KEY`; environment only; at least 24 characters). Unset: the
+    /// worker routes answer 401.
+    #[serde(default)]
+    pub worker_key: Option<secrecy::SecretString>,
+    /// Workers inside `tollgate serve` that run `llm` tasks (0: none; run `tollgate worker`).
+    pub workers: u32,
+    /// How often an idle worker looks for tasks, in milliseconds.
+    pub poll_ms: u64,
+    /// How often leases and deadlines are swept, in seconds.
+    pub sweep_seconds: u64,
+    /// Where finished tasks are announced (`POST`, JSON, signed); unset: no webhooks.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// The secret webhooks are signed with (`TOLLGATE__TASKS__WEBHOOK_SECRET`; environment
+    /// only; required with `webhook_url`).
+    #[serde(default)]
+    pub webhook_secret: Option<secrecy::SecretString>,
+    /// Attempts of one delivery before it is given up.
+    pub webhook_max_attempts: u32,
+    /// Seconds to wait for the endpoint's answer.
+    pub webhook_timeout_seconds: u64,
+}
+
+impl Default for TaskSettings {
+    fn default() -> Self {
+        Self {
+            worker_key: None,
+            workers: 2,
+            poll_ms: 200,
+            sweep_seconds: 5,
+            webhook_url: None,
+            webhook_secret: None,
+            webhook_max_attempts: 10,
+            webhook_timeout_seconds: 10,
         }
     }
 }
@@ -858,6 +904,46 @@ fn validate_settings(
                 origin: Origin::Environment,
                 key: Some("auth.admin_api_key".into()),
                 message: "must be at least 24 characters (set TOLLGATE__AUTH__ADMIN_API_KEY)"
+                    .into(),
+            });
+        }
+        let tasks = &settings.tasks;
+        if tasks
+            .worker_key
+            .as_ref()
+            .is_some_and(|k| k.expose_secret().len() < 24)
+        {
+            problems.push(ConfigProblem {
+                origin: Origin::Environment,
+                key: Some("tasks.worker_key".into()),
+                message: "must be at least 24 characters (set TOLLGATE__TASKS__WORKER_KEY)".into(),
+            });
+        }
+        if let Some(url) = &tasks.webhook_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                problems.push(ConfigProblem {
+                    origin: origin_of("tasks", layers),
+                    key: Some("tasks.webhook_url".into()),
+                    message: "must be an http(s) URL".into(),
+                });
+            }
+            if tasks
+                .webhook_secret
+                .as_ref()
+                .is_none_or(|k| k.expose_secret().len() < 24)
+            {
+                problems.push(ConfigProblem {
+                    origin: Origin::Environment,
+                    key: Some("tasks.webhook_secret".into()),
+                    message: "must be set, at least 24 characters, with tasks.webhook_url (set TOLLGATE__TASKS__WEBHOOK_SECRET)".into(),
+                });
+            }
+        }
+        if tasks.poll_ms == 0 || tasks.sweep_seconds == 0 || tasks.webhook_max_attempts == 0 {
+            problems.push(ConfigProblem {
+                origin: origin_of("tasks", layers),
+                key: Some("tasks".into()),
+                message: "poll_ms, sweep_seconds and webhook_max_attempts must be at least 1"
                     .into(),
             });
         }

@@ -53,6 +53,70 @@ pub struct Catalog {
     /// When a subscriber's move to another plan takes effect.
     #[serde(default)]
     pub plan_changes: PlanChanges,
+    /// Asynchronous task types by id.
+    #[serde(default)]
+    pub tasks: BTreeMap<String, TaskType>,
+}
+
+/// How a task type runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskRun {
+    /// Tollgate runs it: one call of `model` with the prompt `prompt` filled from the input.
+    Llm,
+    /// The product's own worker claims it over HTTP and reports the result.
+    External,
+}
+
+/// A type of asynchronous task.
+///
+/// Its price: with an `action`, that action's cost is held and charged (an external worker
+/// may report a lower actual cost); an `llm` task without one holds the call's worst case
+/// (the gateway's rule) and is charged the call's exact cost. The plan in force must
+/// include `feature` (and the action's feature, by the action rule) and, for `llm`, the
+/// model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskType {
+    /// How it runs.
+    pub run: TaskRun,
+    /// The action whose cost it holds and charges.
+    #[serde(default)]
+    pub action: Option<String>,
+    /// The plan feature it needs.
+    #[serde(default)]
+    pub feature: Option<String>,
+    /// Seconds from creation after which an unfinished task fails and is refunded.
+    #[serde(default = "default_task_timeout")]
+    pub timeout_seconds: u32,
+    /// The most times it is claimed (an expired lease or a retryable failure claims again).
+    #[serde(default = "default_task_attempts")]
+    pub max_attempts: u32,
+    /// A claim's lease in seconds when the worker does not ask for another; a worker
+    /// extends it by heartbeats.
+    #[serde(default = "default_task_lease")]
+    pub lease_seconds: u32,
+    /// For `llm`: the catalog model to call.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// For `llm`: the prompt, with `{{field}}` taken from the input (`{{input}}`: all of it).
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// For `llm`: the output cap (the plan's or the model's default if omitted).
+    #[serde(default)]
+    pub max_output_tokens: Option<u32>,
+}
+
+fn default_task_timeout() -> u32 {
+    600
+}
+
+fn default_task_attempts() -> u32 {
+    3
+}
+
+fn default_task_lease() -> u32 {
+    60
 }
 
 /// The dunning policy: after a renewal payment fails, the plan stays in force for
@@ -660,6 +724,9 @@ impl Catalog {
         for (id, model) in &self.models {
             self.validate_model(&mut p, id, model);
         }
+        for (id, task) in &self.tasks {
+            self.validate_task(&mut p, id, task);
+        }
         for (id, reward) in &self.rewards {
             let key = format!("rewards.{}", key_part(id));
             check_id(&mut p, &key, id);
@@ -773,6 +840,74 @@ impl Catalog {
                 format!("{key}.credit_value"),
                 "the plan uses models charged by cost, so a credit value is needed (here or at the catalog's `credit_value`)",
             );
+        }
+    }
+
+    fn validate_task(&self, p: &mut Problems, id: &str, task: &TaskType) {
+        let key = format!("tasks.{}", key_part(id));
+        check_id(p, &key, id);
+        if let Some(action) = &task.action
+            && !self.actions.contains_key(action)
+        {
+            p.add(
+                format!("{key}.action"),
+                format!("unknown action `{action}`"),
+            );
+        }
+        if let Some(feature) = &task.feature
+            && !self
+                .plans
+                .values()
+                .any(|plan| plan.features.contains(feature))
+        {
+            p.add(
+                format!("{key}.feature"),
+                format!("no plan includes `{feature}`, so no one could run it"),
+            );
+        }
+        if task.timeout_seconds == 0 {
+            p.add(format!("{key}.timeout_seconds"), "must be at least 1");
+        }
+        if task.max_attempts == 0 {
+            p.add(format!("{key}.max_attempts"), "must be at least 1");
+        }
+        if task.lease_seconds == 0 {
+            p.add(format!("{key}.lease_seconds"), "must be at least 1");
+        }
+        match task.run {
+            TaskRun::External => {
+                if task.action.is_none() {
+                    p.add(
+                        format!("{key}.action"),
+                        "an external task needs an action to price it",
+                    );
+                }
+                for (field, set) in [
+                    ("model", task.model.is_some()),
+                    ("prompt", task.prompt.is_some()),
+                    ("max_output_tokens", task.max_output_tokens.is_some()),
+                ] {
+                    if set {
+                        p.add(format!("{key}.{field}"), "only for `run = \"llm\"`");
+                    }
+                }
+            }
+            TaskRun::Llm => {
+                match &task.model {
+                    None => p.add(format!("{key}.model"), "an llm task needs a model"),
+                    Some(model) if !self.models.contains_key(model) => {
+                        p.add(format!("{key}.model"), format!("unknown model `{model}`"));
+                    }
+                    Some(_) => {}
+                }
+                match &task.prompt {
+                    Some(prompt) if !prompt.trim().is_empty() => {}
+                    _ => p.add(format!("{key}.prompt"), "an llm task needs a prompt"),
+                }
+                if task.max_output_tokens == Some(0) {
+                    p.add(format!("{key}.max_output_tokens"), "must be at least 1");
+                }
+            }
         }
     }
 
@@ -940,6 +1075,62 @@ mod tests {
         assert_eq!(
             keys(c.validate("catalog")),
             ["catalog.plans.pro.prices.month.amount"]
+        );
+    }
+
+    #[test]
+    fn task_types_name_what_they_run_and_what_prices_them() {
+        let mut c = base();
+        let task = |run: &str, extra: serde_json::Value| -> TaskType {
+            let mut v = serde_json::json!({"run": run});
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            serde_json::from_value(v).unwrap()
+        };
+        c.tasks.insert(
+            "ok_llm".into(),
+            task(
+                "llm",
+                serde_json::json!({"model": "gpt-4o-mini", "prompt": "{{text}}"}),
+            ),
+        );
+        c.tasks.insert(
+            "ok_ext".into(),
+            task("external", serde_json::json!({"action": "short_chat"})),
+        );
+        assert!(c.validate("catalog").is_ok(), "{:?}", c.validate("catalog"));
+        assert_eq!(c.tasks["ok_ext"].max_attempts, 3);
+        assert_eq!(c.tasks["ok_ext"].timeout_seconds, 600);
+        c.tasks
+            .insert("no_price".into(), task("external", serde_json::json!({})));
+        c.tasks.insert(
+            "bad_llm".into(),
+            task(
+                "llm",
+                serde_json::json!({"model": "gpt-9", "max_attempts": 0}),
+            ),
+        );
+        c.tasks.insert(
+            "bad_ext".into(),
+            task(
+                "external",
+                serde_json::json!({"action": "nope", "feature": "warp", "model": "gpt-4o-mini"}),
+            ),
+        );
+        let mut found = keys(c.validate("catalog"));
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                "catalog.tasks.bad_ext.action",
+                "catalog.tasks.bad_ext.feature",
+                "catalog.tasks.bad_ext.model",
+                "catalog.tasks.bad_llm.max_attempts",
+                "catalog.tasks.bad_llm.model",
+                "catalog.tasks.bad_llm.prompt",
+                "catalog.tasks.no_price.action",
+            ]
         );
     }
 

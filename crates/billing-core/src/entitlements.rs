@@ -125,7 +125,17 @@ pub fn action_denial(
     subscription: Option<(&str, SubscriptionStatus)>,
     action: &str,
 ) -> Option<Denial> {
-    let feature = catalog.action_feature(action)?;
+    feature_denial(catalog, plan, subscription, catalog.action_feature(action)?)
+}
+
+/// Whether the plan in force includes `feature`: the rule behind actions and task types.
+/// An unpaid subscription whose plan has it answers `SubscriptionInactive`.
+pub fn feature_denial(
+    catalog: &Catalog,
+    plan: &str,
+    subscription: Option<(&str, SubscriptionStatus)>,
+    feature: &str,
+) -> Option<Denial> {
     let has = |p: &Plan| p.features.contains(feature);
     if catalog.plan(plan).is_some_and(has) {
         return None;

@@ -186,6 +186,9 @@ prefixed_id!(
     /// An asynchronous AI task.
     TaskId, "tsk");
 prefixed_id!(
+    /// A webhook delivery announcing a finished task.
+    DeliveryId, "dlv");
+prefixed_id!(
     /// An audit-log record.
     AuditId, "aud");
 prefixed_id!(

@@ -20,6 +20,7 @@ pub mod ports;
 pub mod quota;
 pub mod records;
 pub mod subscription;
+pub mod tasks;
 pub mod testing;
 pub mod usecases;
 

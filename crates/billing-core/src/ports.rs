@@ -16,9 +16,10 @@ use crate::payments::{ChargeState, Payment, PaymentEvent};
 use crate::quota::{QuotaCheck, QuotaError, Window};
 use crate::records::{
     Account, ApiKey, AuditRecord, Balance, Page, PageRequest, RefreshToken, Rotation, SavedItem,
-    Task, TaskStatus, User, WebhookEvent, WebhookStatus,
+    User, WebhookEvent, WebhookStatus,
 };
 use crate::subscription::Subscription;
+use crate::tasks::{Task, TaskStatus};
 
 /// Which rule a write would have broken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -543,21 +544,151 @@ pub trait WebhookEventStore: Send + Sync {
     ) -> Result<Page<WebhookEvent>, StoreError>;
 }
 
-/// Asynchronous tasks' storage.
+/// A task to create with the hold that pays for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    /// The task (its `hold` is filled in from the reserve).
+    pub task: Task,
+    /// The reserve, keyed by the client's idempotency key (or the task id).
+    pub hold: LedgerRequest,
+    /// Who created it, for its history.
+    pub actor: String,
+}
+
+/// What creating a task came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskCreated {
+    /// Created now, with its hold.
+    Created(Task),
+    /// The idempotency key was used before for the same task: that task, as it is now.
+    Replayed(Task),
+    /// The ledger refused the hold (now, or the first time this key was used); nothing
+    /// was created.
+    Refused(LedgerError),
+    /// The idempotency key was used for a different task; nothing happened.
+    Conflict,
+}
+
+/// A conditional move of a task and the ledger operation that goes with it: both happen,
+/// in one transaction, or neither.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskChange {
+    /// The task.
+    pub task: TaskId,
+    /// It moves only from one of these states…
+    pub from: Vec<TaskStatus>,
+    /// …and, when set, only in this claim (the worker's lease).
+    pub attempt: Option<u32>,
+    /// The state it moves to. To `queued` the lease is dropped; to a final state it is
+    /// `finished_at` now.
+    pub to: TaskStatus,
+    /// The output (for `succeeded`).
+    pub output: Option<serde_json::Value>,
+    /// Why (for `failed`).
+    pub error: Option<String>,
+    /// Credits charged (for a final state).
+    pub credits_charged: Option<Credits>,
+    /// Who moves it, for its history.
+    pub actor: String,
+    /// A note for its history.
+    pub note: Option<String>,
+    /// The capture or void of its hold.
+    pub settle: Option<LedgerRequest>,
+    /// A webhook delivery to queue (its id), for a final state.
+    pub delivery: Option<String>,
+    /// Now.
+    pub now: OffsetDateTime,
+}
+
+/// What a [`TaskChange`] came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskMoved {
+    /// Moved, and the ledger with it.
+    Moved(Task),
+    /// It was not in an expected state or claim: nothing happened; the task as it is.
+    Stale(Task),
+    /// The ledger refused the settlement: nothing happened; the task as it is.
+    Refused(Task, LedgerError),
+    /// No such task.
+    NotFound,
+}
+
+/// A worker's request for tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRequest {
+    /// Task types it runs.
+    pub kinds: Vec<String>,
+    /// Who it is.
+    pub worker: String,
+    /// The most tasks to take.
+    pub limit: u32,
+    /// Until when the lease lasts.
+    pub lease_until: OffsetDateTime,
+    /// Now.
+    pub now: OffsetDateTime,
+}
+
+/// Tasks, their history and the webhooks that announce their end.
 ///
-/// Contract: `transition` changes status only if it is still `from` (returns `false`
-/// otherwise), so two workers cannot both finish a task.
+/// Contract: `create` runs the hold and the insert in one transaction. `claim` takes the
+/// oldest queued tasks of the kinds whose deadline has not passed, atomically: two
+/// concurrent claims never take one task (PostgreSQL `FOR UPDATE SKIP LOCKED`; SQLite's
+/// single writer); each claim counts an attempt and is journaled. `change` applies a
+/// [`TaskChange`] only if the task is still as expected, with its ledger operation in the
+/// same transaction. `claim_deliveries` leases due deliveries so that two senders do not
+/// send one at once.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait TaskStore: Send + Sync {
-    /// Stores a new task.
-    async fn create(&self, task: &Task) -> Result<(), StoreError>;
+    /// Creates a task and its hold.
+    async fn create(&self, new: NewTask) -> Result<TaskCreated, StoreError>;
     /// A task by id.
     async fn get(&self, id: &TaskId) -> Result<Option<Task>, StoreError>;
-    /// Moves a task from `from` to the state in `task`, if it is still `from`.
-    async fn transition(&self, task: &Task, from: TaskStatus) -> Result<bool, StoreError>;
     /// An account's tasks, newest first.
-    async fn list(&self, account: &AccountId, page: PageRequest) -> Result<Page<Task>, StoreError>;
+    async fn list(
+        &self,
+        account: &AccountId,
+        filter: crate::tasks::TaskFilter,
+        page: PageRequest,
+    ) -> Result<Page<Task>, StoreError>;
+    /// A task's history, oldest first.
+    async fn events(&self, id: &TaskId) -> Result<Vec<crate::tasks::TaskEvent>, StoreError>;
+    /// Claims queued tasks for a worker.
+    async fn claim_tasks(&self, request: ClaimRequest) -> Result<Vec<Task>, StoreError>;
+    /// Extends a running task's lease, if it is still in claim `attempt`.
+    async fn heartbeat(
+        &self,
+        id: &TaskId,
+        attempt: u32,
+        lease_until: OffsetDateTime,
+    ) -> Result<Option<Task>, StoreError>;
+    /// Moves a task (see [`TaskChange`]).
+    async fn change(&self, change: TaskChange) -> Result<TaskMoved, StoreError>;
+    /// Tasks that need the sweeper: running with an expired lease, or unfinished past their
+    /// deadline; by id after `after`.
+    async fn due_tasks(
+        &self,
+        now: OffsetDateTime,
+        after: Option<TaskId>,
+        limit: u32,
+    ) -> Result<Vec<Task>, StoreError>;
+    /// Leases up to `limit` pending deliveries that are due, until `until`.
+    async fn claim_deliveries(
+        &self,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<crate::tasks::Delivery>, StoreError>;
+    /// Records an attempt's result (status, attempts, next attempt, last answer).
+    async fn delivery_attempted(&self, delivery: &crate::tasks::Delivery)
+    -> Result<(), StoreError>;
+    /// Deliveries, newest first, of one task or all, in one status or all.
+    async fn deliveries(
+        &self,
+        task: Option<TaskId>,
+        status: Option<crate::tasks::DeliveryStatus>,
+        page: PageRequest,
+    ) -> Result<Page<crate::tasks::Delivery>, StoreError>;
 }
 
 /// The audit log. Append-only.
@@ -572,17 +703,6 @@ pub trait AuditStore: Send + Sync {
         target: Option<String>,
         page: PageRequest,
     ) -> Result<Page<AuditRecord>, StoreError>;
-}
-
-/// A work queue for tasks. At-least-once: a consumer must tolerate a task twice (the task
-/// store's `transition` makes that safe).
-#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
-#[async_trait]
-pub trait TaskQueue: Send + Sync {
-    /// Queues a task.
-    async fn enqueue(&self, task: &TaskId) -> Result<(), StoreError>;
-    /// Takes the next task, if any.
-    async fn dequeue(&self) -> Result<Option<TaskId>, StoreError>;
 }
 
 /// Payments received, the charges behind them, and which provider customer is which

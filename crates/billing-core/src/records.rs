@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::ids::{AccountId, AuditId, TaskId, UserId, WebhookId};
+use crate::ids::{AccountId, AuditId, UserId, WebhookId};
 use crate::ledger::{Credits, HoldStatus};
 
 /// The billing entity: owns credits, quotas and a subscription.
@@ -150,50 +150,7 @@ pub enum Rotation {
     Invalid,
 }
 
-/// The state of an asynchronous AI task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskStatus {
-    /// Waiting for a worker.
-    Queued,
-    /// A worker has it.
-    Processing,
-    /// Finished; its hold was captured.
-    Done,
-    /// Failed; its hold was voided.
-    Failed,
-    /// Cancelled by the user; its hold was voided.
-    Canceled,
-}
-
-/// An asynchronous AI task whose credits are held until it finishes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Task {
-    /// Its id.
-    pub id: TaskId,
-    /// The account paying for it.
-    pub account: AccountId,
-    /// What kind of task (an action name).
-    pub kind: String,
-    /// Where it stands.
-    pub status: TaskStatus,
-    /// The client's input.
-    pub input: serde_json::Value,
-    /// The result, once done.
-    pub output: Option<serde_json::Value>,
-    /// Why it failed.
-    pub error: Option<String>,
-    /// The hold paying for it.
-    pub hold: Option<crate::ids::HoldId>,
-    /// Credits charged in the end.
-    pub credits_charged: Option<Credits>,
-    /// When it was created.
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    /// When it last changed.
-    #[serde(with = "time::serde::rfc3339")]
-    pub updated_at: OffsetDateTime,
-}
+pub use crate::tasks::{Task, TaskStatus};
 
 /// One audited action.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -26,11 +26,13 @@ mod checkout;
 mod gateway;
 mod payments;
 mod reconcile;
+mod tasks;
 
 pub use checkout::ReturnUrls;
 pub use gateway::{AdmittedCall, CallEnd, FinishedCall};
 pub use payments::{Applied, Notice};
 pub use reconcile::{Drift, Reconciliation};
+pub use tasks::{CreateTask, HOLD_GRACE, MAX_LEASE_SECONDS, TaskSweep, Tasks};
 
 /// Why a use case did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,6 +57,21 @@ pub enum BillingError {
     /// The catalog has no such pack.
     #[error("unknown pack `{0}`")]
     UnknownPack(String),
+    /// The catalog has no such task type.
+    #[error("unknown task type `{0}`")]
+    UnknownTaskType(String),
+    /// No such task (or another account's).
+    #[error("task not found")]
+    TaskNotFound,
+    /// The task is no longer in a state (or the worker's claim) that allows this: it was
+    /// cancelled, timed out, finished or claimed again.
+    #[error("the task is {} (claim {attempt})", status.as_str())]
+    TaskState {
+        /// Where it stands.
+        status: crate::tasks::TaskStatus,
+        /// Its current claim.
+        attempt: u32,
+    },
     /// The catalog has no such model.
     #[error("unknown model `{0}`")]
     UnknownModel(String),

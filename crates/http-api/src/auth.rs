@@ -27,6 +27,7 @@ pub struct AuthKeys {
     /// How long a refresh token lives.
     pub refresh_ttl: Duration,
     admin_key_hash: Option<[u8; 32]>,
+    worker_key_hash: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for AuthKeys {
@@ -56,7 +57,14 @@ impl AuthKeys {
             access_ttl,
             refresh_ttl,
             admin_key_hash: admin_api_key.map(|key| Sha256::digest(key.as_bytes()).into()),
+            worker_key_hash: None,
         }
+    }
+
+    /// The same, accepting `worker_key` as the task workers' key.
+    pub fn with_worker_key(mut self, worker_key: Option<&str>) -> Self {
+        self.worker_key_hash = worker_key.map(|key| Sha256::digest(key.as_bytes()).into());
+        self
     }
 
     /// A signed access token for a user's sign-in (`session`: its refresh-token family,
@@ -101,9 +109,20 @@ impl AuthKeys {
     }
 
     fn is_admin_key(&self, presented: &str) -> bool {
-        let Some(expected) = &self.admin_key_hash else {
-            return false;
-        };
+        same_key(self.admin_key_hash.as_ref(), presented)
+    }
+
+    fn is_worker_key(&self, presented: &str) -> bool {
+        same_key(self.worker_key_hash.as_ref(), presented)
+    }
+}
+
+/// Whether `presented` hashes to `expected`, compared in constant time.
+fn same_key(expected: Option<&[u8; 32]>, presented: &str) -> bool {
+    let Some(expected) = expected else {
+        return false;
+    };
+    {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         // Compare every byte whatever the first difference, so timing reveals nothing.
         digest
@@ -142,6 +161,8 @@ pub enum Caller {
     },
     /// The operator's admin API key.
     AdminKey,
+    /// A product's task worker, by the worker key.
+    Worker,
 }
 
 impl Caller {
@@ -164,6 +185,9 @@ impl Caller {
             Self::AdminKey => Err(ApiError::forbidden(
                 "this route needs a user's token, not the admin key",
             )),
+            Self::Worker => Err(ApiError::forbidden(
+                "this route needs a user's token, not the worker key",
+            )),
         }
     }
 
@@ -181,6 +205,17 @@ impl Caller {
         match self {
             Self::User { user, .. } => user.to_string(),
             Self::AdminKey => "admin-key".to_owned(),
+            Self::Worker => "worker-key".to_owned(),
+        }
+    }
+
+    /// 403 unless the caller is a task worker.
+    pub fn require_worker(&self) -> Result<(), ApiError> {
+        match self {
+            Self::Worker => Ok(()),
+            _ => Err(ApiError::forbidden(
+                "this route is for task workers (the worker key)",
+            )),
         }
     }
 }
@@ -279,6 +314,9 @@ fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
 async fn token_caller(state: &ApiState, token: &str) -> Result<Caller, ApiError> {
     if state.auth.is_admin_key(token) {
         return Ok(Caller::AdminKey);
+    }
+    if state.auth.is_worker_key(token) {
+        return Ok(Caller::Worker);
     }
     let claims = state.auth.claims(token)?;
     let invalid = || {

@@ -252,6 +252,25 @@ impl From<BillingError> for ApiError {
                 format!("`action` names no action in the catalog (`{action}`)"),
             )
             .with("field", "action"),
+            BillingError::UnknownTaskType(kind) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_task_type",
+                "Unknown task type",
+                format!("`type` names no task type in the catalog (`{kind}`)"),
+            )
+            .with("field", "type"),
+            BillingError::TaskNotFound => Self::not_found("task"),
+            BillingError::TaskState { status, attempt } => Self::new(
+                StatusCode::CONFLICT,
+                "task_state",
+                "Task moved on",
+                format!(
+                    "the task is {} (claim {attempt}): it was cancelled, timed out, finished or claimed again",
+                    status.as_str()
+                ),
+            )
+            .with("status", status.as_str())
+            .with("attempt", attempt),
             BillingError::UnknownPack(pack) => {
                 Self::invalid_field("pack", format!("names no pack in the catalog (`{pack}`)"))
             }

@@ -97,6 +97,15 @@ routes! {
     get "/v1/models" => routes::gateway::usage::models,
     post "/v1/chat" => routes::gateway::usage::simple_chat,
     get "/v1/usage" => routes::gateway::usage::usage,
+    post "/v1/tasks" => routes::tasks::create,
+    get "/v1/tasks" => routes::tasks::list,
+    get "/v1/tasks/{task_id}" => routes::tasks::get,
+    post "/v1/tasks/{task_id}/cancel" => routes::tasks::cancel,
+    post "/v1/worker/tasks/claim" => routes::tasks::claim,
+    post "/v1/worker/tasks/{task_id}/heartbeat" => routes::tasks::heartbeat,
+    post "/v1/worker/tasks/{task_id}/complete" => routes::tasks::complete,
+    post "/v1/worker/tasks/{task_id}/fail" => routes::tasks::fail,
+    get "/v1/admin/task-deliveries" => routes::tasks::deliveries,
 }
 
 /// Registers the API: JSON limits and error mapping, then every route.

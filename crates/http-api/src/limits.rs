@@ -452,7 +452,7 @@ pub async fn rate_limit(
         };
         let limits = &state.limits;
         let verdict = match &caller {
-            Some(Caller::AdminKey) => Verdict::Allowed,
+            Some(Caller::AdminKey | Caller::Worker) => Verdict::Allowed,
             Some(Caller::User { user, account, .. }) => {
                 let plan_rule = state
                     .billing

@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
     admin, auth, billing, catalog, credits, gateway, local_pay, me, password, quotas, system,
-    webhooks,
+    tasks, webhooks,
 };
 
 /// Tollgate's API description, served at `/openapi.json`.
@@ -33,6 +33,8 @@ use crate::routes::{
         webhooks::stripe,
         gateway::openai::chat_completions, gateway::anthropic::messages,
         gateway::usage::models, gateway::usage::simple_chat, gateway::usage::usage,
+        tasks::create, tasks::list, tasks::get, tasks::cancel,
+        tasks::claim, tasks::heartbeat, tasks::complete, tasks::fail, tasks::deliveries,
     ),
     components(schemas(crate::error::Problem)),
     modifiers(&BearerAuth),
@@ -47,6 +49,8 @@ use crate::routes::{
         (name = "payments", description = "The payment provider's webhooks"),
         (name = "system", description = "Health and description"),
         (name = "gateway", description = "The metered LLM gateway: models, a simple chat call, usage"),
+        (name = "tasks", description = "Asynchronous tasks: created with their credits held, charged on success, refunded on failure or cancel"),
+        (name = "workers", description = "A product's own task workers (the worker key): claim, heartbeat, complete, fail"),
         (name = "compat", description = "OpenAI- and Anthropic-compatible routes, in those APIs' own shapes (for their SDKs)"),
     )
 )]

@@ -56,6 +56,8 @@ pub struct ApiState {
     pub llm: Arc<dyn billing_core::ports::LlmRouter>,
     /// Metered LLM calls.
     pub usage: Arc<dyn billing_core::ports::UsageStore>,
+    /// The task queue's use cases.
+    pub tasks: billing_core::usecases::Tasks,
 }
 
 impl ApiState {

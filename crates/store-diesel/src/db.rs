@@ -140,6 +140,9 @@ pub(crate) enum Conn {
 pub(crate) enum TxError {
     Db(DieselError),
     Store(StoreError),
+    /// The ledger refused a request that had to succeed for the transaction to stand: roll
+    /// back, and report the refusal.
+    Refused(billing_core::ledger::LedgerError),
 }
 
 impl From<DieselError> for TxError {
@@ -251,6 +254,7 @@ pub(crate) fn tx_error(err: TxError) -> StoreError {
     match err {
         TxError::Db(err) => store_error(err),
         TxError::Store(err) => err,
+        TxError::Refused(err) => StoreError::Other(format!("the ledger refused: {err}")),
     }
 }
 

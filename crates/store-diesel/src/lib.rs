@@ -16,6 +16,7 @@ mod schema;
 mod sessions;
 mod sql;
 mod store;
+mod tasks;
 mod usage;
 mod userdata;
 

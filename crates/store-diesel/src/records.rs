@@ -1,14 +1,14 @@
-//! Quotas, subscriptions, API idempotency, webhook events, tasks and the audit log.
+//! Quotas, subscriptions, API idempotency, webhook events and the audit log.
 
 use billing_core::catalog::Interval;
 use billing_core::ports::StoreError;
 use billing_core::quota::Window;
-use billing_core::records::{AuditRecord, Task, WebhookEvent};
+use billing_core::records::{AuditRecord, WebhookEvent};
 use billing_core::subscription::{Subscription, SubscriptionStatus};
 use diesel::prelude::*;
 
-use crate::db::{credits, from_ts, parse_enum, parse_id, signed, ts};
-use crate::schema::{audit_log, subscriptions, tasks, webhook_events};
+use crate::db::{from_ts, parse_enum, parse_id, ts};
+use crate::schema::{audit_log, subscriptions, webhook_events};
 
 fn json_text(value: &serde_json::Value) -> String {
     value.to_string()
@@ -129,61 +129,11 @@ impl WebhookRow {
     }
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = tasks, treat_none_as_default_value = false)]
-pub(crate) struct TaskRow {
-    pub id: String,
-    pub account_id: String,
-    pub kind: String,
-    pub status: String,
-    pub input: String,
-    pub output: Option<String>,
-    pub error: Option<String>,
-    pub hold_id: Option<String>,
-    pub credits_charged: Option<i64>,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
 pub(crate) fn enum_text<T: serde::Serialize>(value: T) -> String {
     serde_json::to_value(value)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
-}
-
-impl TaskRow {
-    pub(crate) fn from_domain(t: &Task) -> Self {
-        Self {
-            id: t.id.to_string(),
-            account_id: t.account.to_string(),
-            kind: t.kind.clone(),
-            status: enum_text(t.status),
-            input: json_text(&t.input),
-            output: t.output.as_ref().map(json_text),
-            error: t.error.clone(),
-            hold_id: t.hold.as_ref().map(ToString::to_string),
-            credits_charged: t.credits_charged.map(signed),
-            created_at: ts(t.created_at),
-            updated_at: ts(t.updated_at),
-        }
-    }
-
-    pub(crate) fn into_domain(self) -> Result<Task, StoreError> {
-        Ok(Task {
-            id: parse_id(&self.id)?,
-            account: parse_id(&self.account_id)?,
-            kind: self.kind,
-            status: parse_enum(&self.status)?,
-            input: json_value(&self.input)?,
-            output: self.output.as_deref().map(json_value).transpose()?,
-            error: self.error,
-            hold: self.hold_id.as_deref().map(parse_id).transpose()?,
-            credits_charged: self.credits_charged.map(credits),
-            created_at: from_ts(self.created_at),
-            updated_at: from_ts(self.updated_at),
-        })
-    }
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -262,10 +212,9 @@ macro_rules! record_queries {
             Ok((ledger, api, events))
         }
 
-        use crate::records::{AuditRow, SubscriptionRow, TaskRow, TrackResult, WebhookRow};
+        use crate::records::{AuditRow, SubscriptionRow, TrackResult, WebhookRow};
         use crate::schema::{
-            api_idempotency, audit_log, quota_events, quota_usage, subscriptions, tasks,
-            webhook_events,
+            api_idempotency, audit_log, quota_events, quota_usage, subscriptions, webhook_events,
         };
         use billing_core::ports::TrackRequest;
 
@@ -622,62 +571,6 @@ macro_rules! record_queries {
                 .limit(limit)
                 .load(c)
                 .await?)
-        }
-
-        pub(crate) async fn task_create(c: &mut Conn, row: TaskRow) -> Result<(), TxError> {
-            diesel::insert_into(tasks::table)
-                .values(&row)
-                .execute(c)
-                .await?;
-            Ok(())
-        }
-
-        pub(crate) async fn task_get(c: &mut Conn, id: String) -> Result<Option<TaskRow>, TxError> {
-            Ok(tasks::table
-                .find(id)
-                .select(TaskRow::as_select())
-                .first(c)
-                .await
-                .optional()?)
-        }
-
-        pub(crate) async fn task_transition(
-            c: &mut Conn,
-            row: TaskRow,
-            from: String,
-        ) -> Result<bool, TxError> {
-            let changed = diesel::update(
-                tasks::table
-                    .find(row.id.clone())
-                    .filter(tasks::status.eq(from)),
-            )
-            .set((
-                tasks::status.eq(row.status),
-                tasks::output.eq(row.output),
-                tasks::error.eq(row.error),
-                tasks::hold_id.eq(row.hold_id),
-                tasks::credits_charged.eq(row.credits_charged),
-                tasks::updated_at.eq(row.updated_at),
-            ))
-            .execute(c)
-            .await?;
-            Ok(changed == 1)
-        }
-
-        pub(crate) async fn tasks_list(
-            c: &mut Conn,
-            account: String,
-            after: Option<String>,
-            limit: i64,
-        ) -> Result<Vec<TaskRow>, TxError> {
-            let mut query = tasks::table
-                .filter(tasks::account_id.eq(account))
-                .select(TaskRow::as_select())
-                .into_boxed();
-            if let Some(after) = after {
-                query = query.filter(tasks::id.lt(after));
-            }
-            Ok(query.order(tasks::id.desc()).limit(limit).load(c).await?)
         }
 
         pub(crate) async fn audit_append(c: &mut Conn, row: AuditRow) -> Result<(), TxError> {

@@ -171,9 +171,41 @@ diesel::table! {
         output -> Nullable<Text>,
         error -> Nullable<Text>,
         hold_id -> Nullable<Text>,
+        reserved -> BigInt,
         credits_charged -> Nullable<BigInt>,
+        attempts -> Integer,
+        max_attempts -> Integer,
+        lease_until -> Nullable<BigInt>,
+        deadline -> BigInt,
         created_at -> BigInt,
-        updated_at -> BigInt,
+        finished_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    task_events (task_id, seq) {
+        task_id -> Text,
+        seq -> Integer,
+        at -> BigInt,
+        status -> Text,
+        attempt -> Integer,
+        actor -> Text,
+        note -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    task_deliveries (id) {
+        id -> Text,
+        task_id -> Text,
+        event -> Text,
+        status -> Text,
+        attempts -> Integer,
+        next_attempt_at -> BigInt,
+        last_status -> Nullable<Integer>,
+        last_error -> Nullable<Text>,
+        created_at -> BigInt,
+        delivered_at -> Nullable<BigInt>,
     }
 }
 
@@ -203,6 +235,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     api_idempotency,
     webhook_events,
     tasks,
+    task_events,
+    task_deliveries,
     audit_log,
 );
 

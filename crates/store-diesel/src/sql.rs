@@ -54,6 +54,46 @@ pub(crate) mod pg {
     crate::userdata::userdata_queries!();
     crate::payments::payment_queries!();
     crate::usage::usage_queries!();
+    /// The oldest queued tasks of the kinds, locked for this transaction; rows another
+    /// claimer holds are skipped rather than waited for.
+    pub(crate) async fn claim_candidates(
+        c: &mut Conn,
+        args: &ClaimArgs,
+    ) -> Result<Vec<String>, TxError> {
+        use crate::schema::tasks;
+        Ok(tasks::table
+            .filter(tasks::status.eq("queued"))
+            .filter(tasks::kind.eq_any(&args.kinds))
+            .filter(tasks::deadline.gt(args.now))
+            .order(tasks::id.asc())
+            .limit(args.limit)
+            .select(tasks::id)
+            .for_update()
+            .skip_locked()
+            .load(c)
+            .await?)
+    }
+
+    /// Due pending deliveries, locked; rows another sender holds are skipped.
+    pub(crate) async fn delivery_candidates(
+        c: &mut Conn,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<String>, TxError> {
+        use crate::schema::task_deliveries;
+        Ok(task_deliveries::table
+            .filter(task_deliveries::status.eq("pending"))
+            .filter(task_deliveries::next_attempt_at.le(now))
+            .order(task_deliveries::next_attempt_at.asc())
+            .limit(limit)
+            .select(task_deliveries::id)
+            .for_update()
+            .skip_locked()
+            .load(c)
+            .await?)
+    }
+
+    crate::tasks::task_queries!();
 }
 
 /// SQLite.
@@ -92,6 +132,41 @@ pub(crate) mod sqlite {
     crate::userdata::userdata_queries!();
     crate::payments::payment_queries!();
     crate::usage::usage_queries!();
+    /// `BEGIN IMMEDIATE` holds the write lock: no other claimer runs meanwhile.
+    pub(crate) async fn claim_candidates(
+        c: &mut Conn,
+        args: &ClaimArgs,
+    ) -> Result<Vec<String>, TxError> {
+        use crate::schema::tasks;
+        Ok(tasks::table
+            .filter(tasks::status.eq("queued"))
+            .filter(tasks::kind.eq_any(&args.kinds))
+            .filter(tasks::deadline.gt(args.now))
+            .order(tasks::id.asc())
+            .limit(args.limit)
+            .select(tasks::id)
+            .load(c)
+            .await?)
+    }
+
+    /// `BEGIN IMMEDIATE` holds the write lock.
+    pub(crate) async fn delivery_candidates(
+        c: &mut Conn,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<String>, TxError> {
+        use crate::schema::task_deliveries;
+        Ok(task_deliveries::table
+            .filter(task_deliveries::status.eq("pending"))
+            .filter(task_deliveries::next_attempt_at.le(now))
+            .order(task_deliveries::next_attempt_at.asc())
+            .limit(limit)
+            .select(task_deliveries::id)
+            .load(c)
+            .await?)
+    }
+
+    crate::tasks::task_queries!();
 }
 
 /// Calls `$module::$func(conn, args…)` on the pooled connection's backend.

@@ -3,19 +3,19 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use billing_core::ids::{AccountId, HoldId, SubscriptionId, TaskId, UserId};
+use billing_core::ids::{AccountId, HoldId, SubscriptionId, UserId};
 use billing_core::ledger::{
     AccountSnapshot, Grant, LedgerRequest, Transaction, Violation, burn_order, verify,
 };
 use billing_core::ports::{
     AccountStore, ApiKeyStore, AuditStore, Clock, Conflict, IdGenerator, IdempotencyStore,
     KeyState, LedgerOutcome, LedgerStore, Pruned, QuotaStore, RetentionStore, SessionStore,
-    StoreError, StoredResponse, SubscriptionStore, TaskStore, TrackOutcome, TrackRequest,
-    UserDataStore, WebhookEventStore,
+    StoreError, StoredResponse, SubscriptionStore, TrackOutcome, TrackRequest, UserDataStore,
+    WebhookEventStore,
 };
 use billing_core::records::{
     Account, ApiKey, AuditRecord, Balance, Page, PageRequest, RefreshToken, Rotation, SavedItem,
-    Task, TaskStatus, User, WebhookEvent, WebhookStatus,
+    User, WebhookEvent, WebhookStatus,
 };
 use billing_core::subscription::{Expected, Subscription};
 use time::OffsetDateTime;
@@ -24,7 +24,7 @@ use crate::accounts::{AccountRow, UserField, UserRow};
 use crate::db::{self, Backend, DatabaseConfig, Pool, TxError, tx_error};
 use crate::ledger::{GrantRow, HoldRow, attach_legs, snapshot_of};
 use crate::records::{
-    AuditRow, SubscriptionField, SubscriptionRow, TaskRow, TrackResult, WebhookRow, enum_text,
+    AuditRow, SubscriptionField, SubscriptionRow, TrackResult, WebhookRow, enum_text,
 };
 use crate::sql::{call, transaction_call};
 
@@ -32,8 +32,8 @@ use crate::sql::{call, transaction_call};
 #[derive(Clone)]
 pub struct DieselStore {
     pub(crate) pool: Pool,
-    clock: Arc<dyn Clock>,
-    ids: Arc<dyn IdGenerator>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) ids: Arc<dyn IdGenerator>,
 }
 
 impl std::fmt::Debug for DieselStore {
@@ -615,46 +615,6 @@ impl WebhookEventStore for DieselStore {
             .map(WebhookRow::into_domain)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(paged(events, limit, |e| e.id.to_string()))
-    }
-}
-
-#[async_trait]
-impl TaskStore for DieselStore {
-    async fn create(&self, task: &Task) -> Result<(), StoreError> {
-        let mut conn = self.pool.get().await?;
-        call!(conn, task_create(TaskRow::from_domain(task))).map_err(tx_error)
-    }
-
-    async fn get(&self, id: &TaskId) -> Result<Option<Task>, StoreError> {
-        let mut conn = self.pool.get().await?;
-        call!(conn, task_get(id.to_string()))
-            .map_err(tx_error)?
-            .map(TaskRow::into_domain)
-            .transpose()
-    }
-
-    async fn transition(&self, task: &Task, from: TaskStatus) -> Result<bool, StoreError> {
-        let mut conn = self.pool.get().await?;
-        call!(
-            conn,
-            task_transition(TaskRow::from_domain(task), enum_text(from))
-        )
-        .map_err(tx_error)
-    }
-
-    async fn list(&self, account: &AccountId, page: PageRequest) -> Result<Page<Task>, StoreError> {
-        let limit = page_limit(&page);
-        let mut conn = self.pool.get().await?;
-        let rows = call!(
-            conn,
-            tasks_list(account.to_string(), page.after.clone(), limit + 1)
-        )
-        .map_err(tx_error)?;
-        let tasks = rows
-            .into_iter()
-            .map(TaskRow::into_domain)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(paged(tasks, limit, |t| t.id.to_string()))
     }
 }
 

@@ -2,21 +2,19 @@
 
 mod common;
 
-use billing_core::ids::{
-    AccountId, AuditId, PrefixedId, SubscriptionId, TaskId, Ulid, UserId, WebhookId,
-};
+use billing_core::ids::{AccountId, AuditId, PrefixedId, SubscriptionId, Ulid, UserId, WebhookId};
 use billing_core::ledger::{
     GrantSource, HoldStatus, IdempotencyKey, LedgerCommand, LedgerError, LedgerPolicy,
     LedgerRequest, Receipt, TxnKind, verify,
 };
 use billing_core::ports::{
     AccountStore, AuditStore, Conflict, IdempotencyStore, KeyState, LedgerOutcome, LedgerStore,
-    QuotaStore, StoreError, StoredResponse, SubscriptionStore, TaskStore, TrackOutcome,
-    TrackRequest, WebhookEventStore,
+    QuotaStore, StoreError, StoredResponse, SubscriptionStore, TrackOutcome, TrackRequest,
+    WebhookEventStore,
 };
 use billing_core::quota::{QuotaError, Timezone, Window};
 use billing_core::records::{
-    Account, AuditRecord, PageRequest, Role, Task, TaskStatus, User, WebhookEvent, WebhookStatus,
+    Account, AuditRecord, PageRequest, Role, User, WebhookEvent, WebhookStatus,
 };
 use billing_core::subscription::{Subscription, SubscriptionStatus};
 use common::{T0, TestDb};
@@ -947,65 +945,6 @@ async fn webhooks_are_stored_once(db: &TestDb) {
     assert_eq!(db.store.event("evt_9").await.unwrap(), None);
 }
 
-async fn tasks_transition_once(db: &TestDb) {
-    let (account, _) = new_account(db, "ta@sk.test", "free").await;
-    let mut task = Task {
-        id: TaskId::from_ulid(ulid()),
-        account: account.clone(),
-        kind: "image_analysis".into(),
-        status: TaskStatus::Queued,
-        input: serde_json::json!({"image": "x.png"}),
-        output: None,
-        error: None,
-        hold: None,
-        credits_charged: None,
-        created_at: T0,
-        updated_at: T0,
-    };
-    TaskStore::create(&db.store, &task).await.unwrap();
-    task.status = TaskStatus::Processing;
-    assert!(
-        db.store
-            .transition(&task, TaskStatus::Queued)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !db.store
-            .transition(&task, TaskStatus::Queued)
-            .await
-            .unwrap(),
-        "a second worker loses"
-    );
-    task.status = TaskStatus::Done;
-    task.output = Some(serde_json::json!({"score": 7}));
-    task.credits_charged = Some(50);
-    assert!(
-        db.store
-            .transition(&task, TaskStatus::Processing)
-            .await
-            .unwrap()
-    );
-    assert_eq!(
-        TaskStore::get(&db.store, &task.id).await.unwrap(),
-        Some(task.clone())
-    );
-    assert_eq!(
-        TaskStore::list(
-            &db.store,
-            &account,
-            PageRequest {
-                limit: 5,
-                after: None
-            }
-        )
-        .await
-        .unwrap()
-        .items,
-        [task]
-    );
-}
-
 async fn the_audit_log_appends_and_filters(db: &TestDb) {
     for (i, target) in ["acc_a", "acc_b", "acc_a"].iter().enumerate() {
         db.store
@@ -1468,7 +1407,6 @@ on_both_backends!(
     api_idempotency_claims_once,
     old_idempotency_records_are_pruned_and_nothing_else,
     webhooks_are_stored_once,
-    tasks_transition_once,
     the_audit_log_appends_and_filters,
     payments_charges_and_customers,
     concurrent_charge_observations_all_count,

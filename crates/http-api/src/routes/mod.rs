@@ -11,6 +11,7 @@ pub mod me;
 pub mod password;
 pub mod quotas;
 pub mod system;
+pub mod tasks;
 pub mod webhooks;
 
 use actix_web::HttpRequest;

@@ -221,10 +221,10 @@ pub(crate) fn payer(caller: &Caller) -> Result<(AccountId, Option<String>), Gate
         Caller::User {
             account, api_key, ..
         } => Ok((account.clone(), api_key.as_ref().map(ToString::to_string))),
-        Caller::AdminKey => Err(GatewayError::new(
+        Caller::AdminKey | Caller::Worker => Err(GatewayError::new(
             StatusCode::FORBIDDEN,
             ErrorKind::Permission,
-            "the admin key has no account to charge; call as a user or with their API key",
+            "the admin and worker keys have no account to charge; call as a user or with their API key",
         )),
     }
 }

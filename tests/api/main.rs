@@ -16,5 +16,6 @@ mod payments;
 mod quotas;
 mod sessions;
 mod stripe_api;
+mod task_scenarios;
 mod tasks;
 mod webhooks;

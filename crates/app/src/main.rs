@@ -133,13 +133,14 @@ fn main() -> ExitCode {
             eprintln!("configuration OK (environment `{}`)", loaded.environment);
             eprintln!("  layers:  {}", layers.join(" -> "));
             eprintln!(
-                "  catalog: {} ({} plans, {} packs, {} actions, {} meters, {} models)",
+                "  catalog: {} ({} plans, {} packs, {} actions, {} meters, {} models, {} task types)",
                 loaded.catalog_origin,
                 catalog.plans.len(),
                 catalog.packs.len(),
                 catalog.actions.len(),
                 catalog.meters.len(),
-                catalog.models.len()
+                catalog.models.len(),
+                catalog.tasks.len()
             );
             ExitCode::SUCCESS
         }

@@ -285,9 +285,10 @@ async fn external_workers_claim_complete_and_fail_with_the_worker_key(db: Db) {
         )
         .await;
     assert_eq!(
-        (status, refused["status"].as_str()),
-        (409, Some("succeeded"))
+        (status, refused["code"].as_str()),
+        (409, Some("task_state"))
     );
+    assert_eq!(refused["task_status"], "succeeded");
 
     assert_eq!(available(&app, &token).await, (970, 0));
     let detail = task(&app, &token, &ids[0]).await;

@@ -205,6 +205,23 @@ pub fn render_prompt(template: &str, input: &serde_json::Value) -> Result<String
     Ok(out)
 }
 
+/// The input fields a prompt template takes (`{{name}}`, not `{{input}}`), in order, once
+/// each: what a task's input must hold.
+pub fn prompt_fields(template: &str) -> Vec<String> {
+    let mut fields: Vec<String> = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { break };
+        let name = after[..end].trim();
+        if name != "input" && !fields.iter().any(|f| f == name) {
+            fields.push(name.to_owned());
+        }
+        rest = &after[end + 2..];
+    }
+    fields
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -230,6 +247,15 @@ mod tests {
             render_prompt("open {{ only", &input).unwrap(),
             "open {{ only"
         );
+    }
+
+    #[test]
+    fn a_template_names_the_fields_it_needs() {
+        assert_eq!(
+            prompt_fields("{{a}} and {{ b }}, {{a}} again, {{input}}"),
+            ["a", "b"]
+        );
+        assert!(prompt_fields("no fields").is_empty());
     }
 
     #[test]

@@ -269,7 +269,7 @@ impl From<BillingError> for ApiError {
                     status.as_str()
                 ),
             )
-            .with("status", status.as_str())
+            .with("task_status", status.as_str())
             .with("attempt", attempt),
             BillingError::UnknownPack(pack) => {
                 Self::invalid_field("pack", format!("names no pack in the catalog (`{pack}`)"))

@@ -87,6 +87,7 @@ pub fn document(catalog: &billing_core::catalog::Catalog) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null);
     let actions: Vec<Value> = catalog.actions.keys().map(|a| json!(a)).collect();
     let meters: Vec<Value> = catalog.meters.keys().map(|m| json!(m)).collect();
+    let task_types: Vec<Value> = catalog.tasks.keys().map(|t| json!(t)).collect();
     if let Some(preferences) = doc.pointer_mut(
         "/paths/~1v1~1me~1preferences/put/requestBody/content/application~1json/schema",
     ) {
@@ -101,6 +102,13 @@ pub fn document(catalog: &billing_core::catalog::Catalog) -> Value {
                 complete_operation(path, op);
                 if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
                     for param in params {
+                        if param["name"] == "type"
+                            && param["in"] == "query"
+                            && path == "/v1/tasks"
+                            && !task_types.is_empty()
+                        {
+                            param["schema"] = json!({"type": "string", "enum": task_types});
+                        }
                         if param["name"] == "meter" && !meters.is_empty() {
                             param["schema"] = json!({"type": "string", "enum": meters});
                         }
@@ -108,7 +116,10 @@ pub fn document(catalog: &billing_core::catalog::Catalog) -> Value {
                             param["schema"] =
                                 json!({"type": "string", "enum": ["prompt", "reply"]});
                         }
-                        if param["name"] == "status" && param["in"] == "query" {
+                        if param["name"] == "status"
+                            && param["in"] == "query"
+                            && path == "/v1/admin/webhooks"
+                        {
                             param["schema"] = json!({"type": "string",
                                 "enum": ["received", "processed", "failed", "ignored"]});
                         }
@@ -137,12 +148,64 @@ pub fn document(catalog: &billing_core::catalog::Catalog) -> Value {
                 kind["enum"] = values;
             }
         }
+        if !task_types.is_empty() {
+            if let Some(kind) = schemas
+                .get_mut("CreateTaskRequest")
+                .and_then(|s| s.pointer_mut("/properties/type"))
+            {
+                kind["enum"] = json!(task_types);
+            }
+            if let Some(items) = schemas
+                .get_mut("ClaimBody")
+                .and_then(|s| s.pointer_mut("/properties/types/items"))
+            {
+                items["enum"] = json!(task_types);
+            }
+        }
+        // A task's input: an object without NUL (like preferences) holding the fields its
+        // type's prompt takes; one alternative per type.
+        if let Some(create) = schemas.get_mut("CreateTaskRequest") {
+            let alternatives: Vec<Value> = catalog
+                .tasks
+                .iter()
+                .map(|(id, task)| {
+                    let fields = task
+                        .prompt
+                        .as_deref()
+                        .map(billing_core::tasks::prompt_fields)
+                        .unwrap_or_default();
+                    json!({"properties": {
+                        "type": {"const": id},
+                        "input": {"allOf": [
+                            {"$ref": "#/components/schemas/NulFreeObject"},
+                            {"type": "object", "required": fields}
+                        ]}
+                    }})
+                })
+                .collect();
+            if let Some(input) = create.pointer_mut("/properties/input") {
+                *input = json!({"$ref": "#/components/schemas/NulFreeObject"});
+            }
+            if !alternatives.is_empty() {
+                create["oneOf"] = json!(alternatives);
+            }
+        }
+        // A worker's output: JSON without NUL.
+        for (schema, field, reference) in [("CompleteBody", "output", "NulFreeJson")] {
+            if let Some(property) = schemas
+                .get_mut(schema)
+                .and_then(|s| s.pointer_mut(&format!("/properties/{field}")))
+            {
+                *property = json!({"$ref": format!("#/components/schemas/{reference}")});
+            }
+        }
         // Text that must hold more than white space.
         let not_blank = json!("^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$");
         for (schema, field) in [
             ("CreateApiKey", "name"),
             ("AdjustRequest", "reason"),
             ("NewSavedItem", "content"),
+            ("ClaimBody", "worker"),
         ] {
             if let Some(property) = schemas
                 .get_mut(schema)

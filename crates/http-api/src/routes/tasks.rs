@@ -249,6 +249,7 @@ pub async fn create(
     params(TaskQuery),
     responses(
         (status = 200, description = "A page of tasks", body = TaskPage),
+        (status = 422, description = "An unknown type or status, or a bad cursor", body = Problem),
     ))]
 pub async fn list(
     state: web::Data<ApiState>,
@@ -259,6 +260,7 @@ pub async fn list(
     let query = query.into_inner();
     if let Some(kind) = &query.kind {
         max_chars("type", kind, 64)?;
+        state.tasks.task_type(kind)?;
     }
     let page = crate::routes::page(query.limit, query.after, "tsk")?;
     let filter = TaskFilter {

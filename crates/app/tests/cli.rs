@@ -333,6 +333,8 @@ fn secrets_never_reach_the_logs() {
     let jwt_secret = "log-test-jwt-secret-0123456789abcdef012345";
     let stripe_key = "sk_test_log_test_0123456789";
     let webhook_secret = "whsec_log_test_0123456789";
+    let worker_key = "log-test-worker-key-0123456789";
+    let task_webhook_secret = "log-test-task-webhook-secret-0123";
     let mut cmd = bare_tollgate();
     cmd.current_dir(cwd.path())
         .env("TOLLGATE__AUTH__ADMIN_API_KEY", admin_key)
@@ -341,6 +343,10 @@ fn secrets_never_reach_the_logs() {
         // Nothing listens there: the Stripe call fails, and its error is logged.
         .env("TOLLGATE__PAYMENTS__STRIPE_API_BASE", "http://127.0.0.1:9/")
         .env("TOLLGATE__PAYMENTS__STRIPE_WEBHOOK_SECRET", webhook_secret)
+        .env("TOLLGATE__TASKS__WORKER_KEY", worker_key)
+        // Nothing listens there either: deliveries fail, and that is logged.
+        .env("TOLLGATE__TASKS__WEBHOOK_URL", "http://127.0.0.1:9/hooks")
+        .env("TOLLGATE__TASKS__WEBHOOK_SECRET", task_webhook_secret)
         .env("TOLLGATE__LOG__LEVEL", "debug");
     let (address, child, lines) = start_serving(cmd);
     // Keep reading the log while the requests run, so the pipe never fills.
@@ -398,6 +404,13 @@ fn secrets_never_reach_the_logs() {
         client
             .get(url("/v1/admin/users"))
             .bearer_auth(admin_key)
+            .send()
+            .await
+            .unwrap();
+        client
+            .post(url("/v1/worker/tasks/claim"))
+            .bearer_auth(worker_key)
+            .json(&serde_json::json!({"worker": "log-test"}))
             .send()
             .await
             .unwrap();
@@ -460,11 +473,13 @@ fn secrets_never_reach_the_logs() {
         "the requests were logged"
     );
     assert!(log.iter().any(|l| l.contains("mail written to the outbox")));
-    for secret in secrets
-        .iter()
-        .map(String::as_str)
-        .chain([admin_key, jwt_secret, code.as_str()])
-    {
+    for secret in secrets.iter().map(String::as_str).chain([
+        admin_key,
+        jwt_secret,
+        worker_key,
+        task_webhook_secret,
+        code.as_str(),
+    ]) {
         let leaked: Vec<&String> = log.iter().filter(|l| l.contains(secret)).collect();
         assert!(leaked.is_empty(), "a secret reached the log: {leaked:?}");
     }

@@ -160,6 +160,19 @@ async fn create_tasks(client: &reqwest::Client, base: &str, token: &str, n: usiz
     }
 }
 
+/// A GET with the caller's token, answered in JSON.
+async fn get_json(client: &reqwest::Client, url: String, token: &str) -> Value {
+    client
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Every task of the account, with its history.
 async fn all_tasks(client: &reqwest::Client, base: &str, token: &str) -> Vec<Value> {
     let mut tasks = Vec::new();
@@ -169,15 +182,7 @@ async fn all_tasks(client: &reqwest::Client, base: &str, token: &str) -> Vec<Val
         if let Some(cursor) = &after {
             url.push_str(&format!("&after={cursor}"));
         }
-        let page: Value = client
-            .get(url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = get_json(client, url, token).await;
         tasks.extend(page["items"].as_array().unwrap().iter().cloned());
         match page["next"].as_str() {
             Some(next) => after = Some(next.to_owned()),
@@ -207,15 +212,7 @@ async fn wait_all_final(client: &reqwest::Client, base: &str, token: &str, n: us
 }
 
 async fn history(client: &reqwest::Client, base: &str, token: &str, id: &str) -> Vec<Value> {
-    let detail: Value = client
-        .get(format!("{base}/v1/tasks/{id}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let detail = get_json(client, format!("{base}/v1/tasks/{id}"), token).await;
     detail["history"].as_array().unwrap().clone()
 }
 
@@ -241,15 +238,7 @@ async fn check_everything(setup: &Setup, base: &str, token: &str, tasks: &[Value
         assert!(cost >= 1 && cost <= task["credits_reserved"].as_i64().unwrap());
         charged += cost;
     }
-    let credits: Value = client
-        .get(format!("{base}/v1/credits"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let credits = get_json(&client, format!("{base}/v1/credits"), token).await;
     assert_eq!(credits["held"], 0, "{credits}");
     assert_eq!(
         credits["available"].as_i64(),

@@ -80,11 +80,6 @@ impl Providers {
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let mock: std::sync::Arc<dyn LlmProvider> =
             std::sync::Arc::new(MockProvider::new(config.mock.clone()));
-        // Loading a tokenizer's table takes a moment: do it now, not in the first call.
-        std::thread::spawn(|| {
-            let _ = tiktoken_rs::bpe_for_tokenizer(tiktoken_rs::tokenizer::Tokenizer::O200kBase);
-            let _ = tiktoken_rs::bpe_for_tokenizer(tiktoken_rs::tokenizer::Tokenizer::Cl100kBase);
-        });
         let pick =
             |name: &str,
              provider: &ProviderConfig,
@@ -132,6 +127,25 @@ impl Providers {
             mock: mock.clone(),
         })
     }
+}
+
+/// Loads, on a thread of its own, the tokenizer tables the given OpenAI models use, so that
+/// the first call to each is not slowed by loading one. Only these are loaded: each table
+/// takes tens of megabytes that are never given back, so a catalog without OpenAI models
+/// loads none.
+pub fn warm_tokenizers<'a>(upstream_models: impl IntoIterator<Item = &'a str>) {
+    let tokenizers: std::collections::HashSet<tiktoken_rs::tokenizer::Tokenizer> = upstream_models
+        .into_iter()
+        .filter_map(tiktoken_rs::tokenizer::get_tokenizer)
+        .collect();
+    if tokenizers.is_empty() {
+        return;
+    }
+    std::thread::spawn(move || {
+        for tokenizer in tokenizers {
+            let _ = tiktoken_rs::bpe_for_tokenizer(tokenizer);
+        }
+    });
 }
 
 /// OpenAI's models are counted with tiktoken (the tokenizer OpenAI publishes); other

@@ -132,7 +132,9 @@ impl TestApp {
                     .await
                     .unwrap();
                 let separator = if admin.contains('?') { '&' } else { '?' };
-                let url = format!("{admin}{separator}options=-csearch_path%3D{schema}");
+                let url = format!(
+                    "{admin}{separator}options=-csearch_path%3D{schema}&application_name={schema}"
+                );
                 pg_schema = Some((admin, schema));
                 loaded.settings.database.auto_migrate = true;
                 url
@@ -348,7 +350,14 @@ impl Drop for TestApp {
                 runtime.block_on(async move {
                     if let Ok(mut conn) = AsyncPgConnection::establish(&url).await {
                         let _ = conn
-                            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+                            .batch_execute(&format!(
+                                // A connection of the app's pool may sit in a transaction
+                                // that a task of this test's (now stopped) runtime began:
+                                // end those first, or the DROP waits on them for ever.
+                                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                                 WHERE application_name = '{schema}'; \
+                                 DROP SCHEMA {schema} CASCADE"
+                            ))
                             .await;
                     }
                 });

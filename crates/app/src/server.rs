@@ -234,6 +234,7 @@ impl Application {
         for worker in self.workers {
             let _ = worker.await;
         }
+        self.store.flush_audit().await;
         result
     }
 
@@ -253,6 +254,7 @@ impl Application {
         for worker in self.workers {
             let _ = worker.await;
         }
+        self.store.flush_audit().await;
         tracing::info!("server stopped");
         result
     }
@@ -374,6 +376,14 @@ pub fn api_state(
     use secrecy::ExposeSecret;
     let store = Arc::new(store);
     let billing = billing(settings, catalog, store.clone(), clock.clone());
+    llm_providers::warm_tokenizers(
+        billing
+            .catalog
+            .models
+            .values()
+            .filter(|m| m.provider == billing_core::catalog::Provider::Openai)
+            .map(|m| m.upstream.as_str()),
+    );
     let mut openapi = http_api::openapi::document(&billing.catalog);
     http_api::openapi::restrict_return_urls(&mut openapi, &settings.payments.return_origins);
     let (payments, local) = payment_gateway(settings, clock.clone())?;

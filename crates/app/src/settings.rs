@@ -95,6 +95,9 @@ pub struct DatabaseSettings {
     pub connect_timeout_seconds: u64,
     /// SQLite: milliseconds a writer waits for the lock.
     pub busy_timeout_ms: u64,
+    /// Milliseconds an account, its subscription and its balance may be served from
+    /// memory; another instance's changes are seen within this (0: no cache).
+    pub read_cache_ms: u64,
     /// PostgreSQL: apply pending migrations when `serve` starts (SQLite always does).
     pub auto_migrate: bool,
 }
@@ -116,6 +119,7 @@ impl DatabaseSettings {
             pool_size: self.pool_size,
             connect_timeout: std::time::Duration::from_secs(self.connect_timeout_seconds),
             busy_timeout: std::time::Duration::from_millis(self.busy_timeout_ms),
+            read_cache: std::time::Duration::from_millis(self.read_cache_ms),
         }
     }
 }

@@ -22,6 +22,7 @@ async fn lapsed_holds_are_released_and_live_ones_kept() {
         pool_size: 4,
         connect_timeout: std::time::Duration::from_secs(10),
         busy_timeout: std::time::Duration::from_secs(10),
+        read_cache: std::time::Duration::ZERO,
     };
     migrate::run_pending(&config).await.unwrap();
     let t0 = datetime!(2026-06-01 12:00 UTC);
@@ -139,6 +140,7 @@ async fn billing_on_sqlite(
         pool_size: 4,
         connect_timeout: std::time::Duration::from_secs(10),
         busy_timeout: std::time::Duration::from_secs(10),
+        read_cache: std::time::Duration::ZERO,
     };
     migrate::run_pending(&config).await.unwrap();
     let clock = Arc::new(FixedClock::new(now));

@@ -63,12 +63,16 @@ pub struct AuditNote {
     pub details: serde_json::Value,
 }
 
+/// POST routes that only answer a question and change nothing: not audited.
+const READ_ONLY_POSTS: [&str; 1] = ["/v1/entitlements/check"];
+
 /// Records every mutating request (any method but GET, HEAD and OPTIONS) in the audit log
 /// once it is answered: who (user id, `admin-key` or `anonymous`), what (method and route),
 /// the target, the request id, the status, and whatever the handler noted. Bodies are never
 /// recorded, so neither are passwords or tokens. A failure to record is logged, not fatal.
 /// Metered model calls are not audited: each is recorded in full as a call (`GET
-/// /v1/usage`), and a second row per call would only slow the gateway.
+/// /v1/usage`), and a second row per call would only slow the gateway. Nor are
+/// [`READ_ONLY_POSTS`]. The store writes the record after the response, in batches.
 pub async fn audit(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -78,7 +82,8 @@ pub async fn audit(
         && !matches!(
             req.path(),
             "/v1/chat/completions" | "/v1/messages" | "/v1/chat"
-        );
+        )
+        && !READ_ONLY_POSTS.contains(&req.path());
     let response = next.call(req).await?;
     if !mutating {
         return Ok(response);

@@ -33,6 +33,7 @@ fn config(url: String) -> DatabaseConfig {
         pool_size: 16,
         connect_timeout: Duration::from_secs(30),
         busy_timeout: Duration::from_secs(30),
+        read_cache: Duration::ZERO,
     }
 }
 

@@ -54,6 +54,9 @@ pub struct DatabaseConfig {
     pub connect_timeout: Duration,
     /// SQLite: how long a writer waits for the lock before `database is locked`.
     pub busy_timeout: Duration,
+    /// How long an account, its subscription and its balance may be served from memory
+    /// (see the store's read cache); zero reads the database every time.
+    pub read_cache: Duration,
 }
 
 impl std::fmt::Debug for DatabaseConfig {
@@ -63,6 +66,7 @@ impl std::fmt::Debug for DatabaseConfig {
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("busy_timeout", &self.busy_timeout)
+            .field("read_cache", &self.read_cache)
             .finish()
     }
 }
@@ -259,12 +263,35 @@ pub(crate) fn tx_error(err: TxError) -> StoreError {
 }
 
 impl Pool {
-    /// Connects and checks the connection works.
-    pub(crate) async fn connect(config: &DatabaseConfig) -> Result<Self, StoreError> {
+    /// Connects and checks the connection works. PostgreSQL connections are established on
+    /// `runtime` (the store's own), where each one's driver task then lives: a connection
+    /// must not depend on whichever runtime first asked the pool for it, which may stop
+    /// (a web server's worker) or stand still (a caller blocked) while others still use it.
+    pub(crate) async fn connect(
+        config: &DatabaseConfig,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Self, StoreError> {
         let pool = match config.backend() {
             Backend::Postgres => {
-                let manager =
-                    AsyncDieselConnectionManager::<AsyncPgConnection>::new(config.url.clone());
+                // Fast recycling: a connection comes back from the pool without a `SELECT 1`
+                // first (a round trip per checkout); a broken one is still discarded, and a
+                // query on a connection that died meanwhile fails as retryable.
+                let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
+                manager_config.recycling_method = RecyclingMethod::Fast;
+                manager_config.custom_setup = Box::new(move |url| {
+                    let url = url.to_owned();
+                    let runtime = runtime.clone();
+                    Box::pin(async move {
+                        runtime
+                            .spawn(async move { AsyncPgConnection::establish(&url).await })
+                            .await
+                            .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?
+                    })
+                });
+                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+                    config.url.clone(),
+                    manager_config,
+                );
                 let pool = DeadPool::builder(manager)
                     .max_size(config.pool_size)
                     .wait_timeout(Some(config.connect_timeout))
@@ -391,6 +418,7 @@ mod tests {
             pool_size: 4,
             connect_timeout: Duration::from_secs(5),
             busy_timeout: Duration::from_secs(5),
+            read_cache: Duration::ZERO,
         };
         let shown = format!("{config:?}");
         assert!(!shown.contains("s3cret-pass"), "{shown}");

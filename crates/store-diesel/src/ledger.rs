@@ -3,8 +3,10 @@
 //! `execute` runs in one transaction: lock the account row (PostgreSQL `FOR NO KEY UPDATE`; SQLite
 //! holds the write lock since `BEGIN IMMEDIATE`), look the idempotency key up, load the
 //! view, call [`billing_core::ledger::decide`], apply the decision, record the outcome under
-//! the key, commit. Retryable failures (serialization, deadlock, `database is locked`) run
-//! the whole transaction again, up to [`MAX_ATTEMPTS`](crate::db::MAX_ATTEMPTS) times.
+//! the key, commit (see [`crate::ledger_exec`] for the statements, and
+//! [`crate::group_commit`] for how concurrent requests share a transaction). Retryable
+//! failures (serialization, deadlock, `database is locked`) run the whole transaction again,
+//! up to [`MAX_ATTEMPTS`](crate::db::MAX_ATTEMPTS) times.
 
 use billing_core::ids::{AccountId, GrantId, HoldId, TxnId};
 use billing_core::ledger::{
@@ -249,117 +251,9 @@ pub(crate) fn snapshot_of(
 macro_rules! ledger_queries {
     () => {
         use crate::ledger::{GrantRow, HoldRow, LegRow, TxnRow};
-        use crate::schema::{grants, holds, ledger_idempotency, ledger_legs, ledger_transactions};
+        use crate::schema::{grants, holds, ledger_legs, ledger_transactions};
         use billing_core::ids::{AccountId as LedgerAccountId, HoldId as LedgerHoldId};
-        use billing_core::ledger::{
-            Decision, Fingerprint, LedgerError, LedgerRequest, LedgerView, Receipt, decide,
-        };
-        use billing_core::ports::{IdGenerator, LedgerOutcome, StoreError as LedgerStoreError};
-
-        fn corrupt(what: &str, err: impl std::fmt::Display) -> TxError {
-            TxError::Store(LedgerStoreError::Other(format!("{what}: {err}")))
-        }
-
-        /// The whole of one ledger request, inside the caller's transaction.
-        pub(crate) async fn ledger_execute(
-            c: &mut Conn,
-            request: LedgerRequest,
-            fingerprint: Fingerprint,
-            now: time::OffsetDateTime,
-            ids: std::sync::Arc<dyn IdGenerator>,
-        ) -> Result<LedgerOutcome, TxError> {
-            let account = request.account.as_str();
-            let Some(debt) = lock_account(c, account).await? else {
-                return Err(TxError::Store(LedgerStoreError::NotFound));
-            };
-            let stored: Option<(String, String)> = ledger_idempotency::table
-                .find((account, request.key.as_str()))
-                .select((ledger_idempotency::fingerprint, ledger_idempotency::outcome))
-                .first(c)
-                .await
-                .optional()?;
-            if let Some((stored_fingerprint, outcome)) = stored {
-                if stored_fingerprint != fingerprint.as_str() {
-                    return Ok(LedgerOutcome::Conflict);
-                }
-                let outcome: Result<Receipt, LedgerError> =
-                    serde_json::from_str(&outcome).map_err(|e| corrupt("stored outcome", e))?;
-                return Ok(LedgerOutcome::Replayed(outcome));
-            }
-            let view = load_view(c, &request, debt).await?;
-            let outcome = match decide(&view, &request.command, request.policy, now, &*ids) {
-                Ok(decision) => {
-                    apply_decision(c, &decision).await?;
-                    Ok(decision.receipt)
-                }
-                Err(refusal) => Err(refusal),
-            };
-            let json = serde_json::to_string(&outcome).map_err(|e| corrupt("outcome", e))?;
-            diesel::insert_into(ledger_idempotency::table)
-                .values((
-                    ledger_idempotency::account_id.eq(account),
-                    ledger_idempotency::key.eq(request.key.as_str()),
-                    ledger_idempotency::fingerprint.eq(fingerprint.as_str()),
-                    ledger_idempotency::outcome.eq(json),
-                    ledger_idempotency::created_at.eq(crate::db::ts(now)),
-                ))
-                .execute(c)
-                .await?;
-            Ok(LedgerOutcome::Executed(outcome))
-        }
-
-        async fn load_view(
-            c: &mut Conn,
-            request: &LedgerRequest,
-            debt: i64,
-        ) -> Result<LedgerView, TxError> {
-            let account = request.account.as_str();
-            let live: Vec<GrantRow> = grants::table
-                .filter(grants::account_id.eq(account))
-                .filter(grants::remaining.gt(0))
-                .select(GrantRow::as_select())
-                .load(c)
-                .await?;
-            let hold = match request.command.hold() {
-                Some(id) => holds::table
-                    .find(id.as_str())
-                    .filter(holds::account_id.eq(account))
-                    .select(HoldRow::as_select())
-                    .first(c)
-                    .await
-                    .optional()?
-                    .map(HoldRow::into_domain)
-                    .transpose()?,
-                None => None,
-            };
-            let refund_target = match request.command.refund_target() {
-                Some(id) => ledger_transactions::table
-                    .find(id.as_str())
-                    .filter(ledger_transactions::account_id.eq(account))
-                    .select(TxnRow::as_select())
-                    .first(c)
-                    .await
-                    .optional()?
-                    .map(|row| row.into_domain(Vec::new()))
-                    .transpose()?,
-                None => None,
-            };
-            let hold_sources = match &hold {
-                Some(hold) => load_hold_sources(c, account, hold).await?,
-                None => Vec::new(),
-            };
-            Ok(LedgerView {
-                account: request.account.clone(),
-                grants: live
-                    .into_iter()
-                    .map(GrantRow::into_domain)
-                    .collect::<Result<_, _>>()?,
-                debt: crate::db::credits(debt),
-                hold,
-                refund_target,
-                hold_sources,
-            })
-        }
+        use billing_core::ports::{LedgerOutcome, StoreError as LedgerStoreError};
 
         /// The grants with an expiry that a hold drew from, each with the credits already
         /// rolled over from it (two small queries, only for a hold that has such grants).
@@ -402,115 +296,6 @@ macro_rules! ledger_queries {
                 })
                 .collect::<Result<_, LedgerStoreError>>()
                 .map_err(TxError::Store)
-        }
-
-        /// Applies a decision in the order `Decision` documents.
-        async fn apply_decision(c: &mut Conn, d: &Decision) -> Result<(), TxError> {
-            let account = d
-                .transactions
-                .iter()
-                .next()
-                .map(|t| t.account.to_string())
-                .unwrap_or_default();
-            if !d.new_grants.is_empty() {
-                // One statement per row: diesel-async cannot batch-insert through SQLite's sync
-                // wrapper, and a decision writes only a handful of rows.
-                for grant in &d.new_grants {
-                    diesel::insert_into(grants::table)
-                        .values(&GrantRow::from_domain(grant))
-                        .execute(c)
-                        .await?;
-                }
-            }
-            if let Some(hold) = &d.new_hold {
-                diesel::insert_into(holds::table)
-                    .values(&HoldRow::from_domain(hold)?)
-                    .execute(c)
-                    .await?;
-            }
-            if let Some(hold) = &d.resolved_hold {
-                let changed = diesel::update(
-                    holds::table
-                        .find(hold.id.as_str())
-                        .filter(holds::status.eq("pending")),
-                )
-                .set((
-                    holds::status.eq(hold.status.as_str()),
-                    holds::captured.eq(crate::db::signed(hold.captured)),
-                    holds::resolved_at.eq(hold.resolved_at.map(crate::db::ts)),
-                ))
-                .execute(c)
-                .await?;
-                if changed != 1 {
-                    return Err(corrupt(
-                        "hold",
-                        format!("{} was resolved concurrently", hold.id),
-                    ));
-                }
-            }
-            if !d.transactions.is_empty() {
-                for txn in &d.transactions {
-                    diesel::insert_into(ledger_transactions::table)
-                        .values(&TxnRow::from_domain(txn))
-                        .execute(c)
-                        .await?;
-                }
-                let legs: Vec<LegRow> = d
-                    .transactions
-                    .iter()
-                    .flat_map(|t| {
-                        t.legs.iter().enumerate().map(move |(i, leg)| LegRow {
-                            txn_id: t.id.to_string(),
-                            position: i32::try_from(i).unwrap_or(i32::MAX),
-                            account_id: t.account.to_string(),
-                            grant_id: leg.grant.as_ref().map(ToString::to_string),
-                            delta: leg.delta,
-                        })
-                    })
-                    .collect();
-                for leg in &legs {
-                    diesel::insert_into(ledger_legs::table)
-                        .values(leg)
-                        .execute(c)
-                        .await?;
-                }
-            }
-            for (grant, delta) in d.grant_deltas() {
-                if delta == 0 || d.new_grants.iter().any(|g| g.id == grant) {
-                    continue;
-                }
-                let changed = diesel::update(
-                    grants::table
-                        .find(grant.as_str())
-                        .filter(grants::account_id.eq(&account)),
-                )
-                .set(grants::remaining.eq(grants::remaining + delta))
-                .execute(c)
-                .await?;
-                if changed != 1 {
-                    return Err(corrupt("grant", format!("{grant} is missing")));
-                }
-            }
-            let debt_delta = d.debt_delta();
-            if debt_delta != 0 {
-                diesel::update(crate::schema::accounts::table.find(&account))
-                    .set(
-                        crate::schema::accounts::debt
-                            .eq(crate::schema::accounts::debt + debt_delta),
-                    )
-                    .execute(c)
-                    .await?;
-            }
-            if let Some((txn, amount)) = &d.refunded {
-                diesel::update(ledger_transactions::table.find(txn.as_str()))
-                    .set(
-                        ledger_transactions::refunded
-                            .eq(ledger_transactions::refunded + crate::db::signed(*amount)),
-                    )
-                    .execute(c)
-                    .await?;
-            }
-            Ok(())
         }
 
         /// The account's debt, or `None` if there is no such account (no lock taken).

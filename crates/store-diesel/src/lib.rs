@@ -7,10 +7,15 @@
 //! embedded (see [`migrate`]).
 
 mod accounts;
+mod audit_writer;
+mod background;
 mod db;
+mod group_commit;
 mod ledger;
+mod ledger_exec;
 pub mod migrate;
 mod payments;
+mod read_cache;
 mod records;
 mod schema;
 mod sessions;

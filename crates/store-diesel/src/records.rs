@@ -581,6 +581,20 @@ macro_rules! record_queries {
             Ok(())
         }
 
+        /// Several audit records, inside the caller's transaction.
+        pub(crate) async fn audit_append_many(
+            c: &mut Conn,
+            rows: Vec<AuditRow>,
+        ) -> Result<(), TxError> {
+            for row in &rows {
+                diesel::insert_into(audit_log::table)
+                    .values(row)
+                    .execute(c)
+                    .await?;
+            }
+            Ok(())
+        }
+
         pub(crate) async fn audit_list(
             c: &mut Conn,
             target: Option<String>,

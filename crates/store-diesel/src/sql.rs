@@ -18,6 +18,7 @@ pub(crate) mod pg {
     use super::*;
 
     pub(crate) type Conn = diesel_async::AsyncPgConnection;
+    type Db = diesel::pg::Pg;
 
     /// Locks the account row for the rest of the transaction and returns its debt; every
     /// ledger transaction takes this one lock first, so they serialize per account and
@@ -46,6 +47,8 @@ pub(crate) mod pg {
     }
 
     crate::ledger::ledger_queries!();
+    crate::ledger_exec::ledger_exec!();
+    crate::ledger_exec::ledger_pipelined_io!();
     use crate::accounts::UserField;
     crate::accounts::account_queries!();
     use crate::records::SubscriptionField;
@@ -101,6 +104,7 @@ pub(crate) mod sqlite {
     use super::*;
 
     pub(crate) type Conn = crate::db::SqliteConn;
+    type Db = diesel::sqlite::Sqlite;
 
     /// SQLite has no row locks: `BEGIN IMMEDIATE` already holds the database's write lock,
     /// so a plain read is enough.
@@ -114,6 +118,8 @@ pub(crate) mod sqlite {
     }
 
     crate::ledger::ledger_queries!();
+    crate::ledger_exec::ledger_exec!();
+    crate::ledger_exec::ledger_sequential_io!();
     use crate::accounts::UserField;
     crate::accounts::account_queries!();
     use crate::records::SubscriptionField;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use billing_core::ids::{AccountId, HoldId, SubscriptionId, UserId};
+use billing_core::ids::{AccountId, HoldId, PrefixedId, SubscriptionId, UserId};
 use billing_core::ledger::{
     AccountSnapshot, Grant, LedgerRequest, Transaction, Violation, burn_order, verify,
 };
@@ -21,8 +21,11 @@ use billing_core::subscription::{Expected, Subscription};
 use time::OffsetDateTime;
 
 use crate::accounts::{AccountRow, UserField, UserRow};
+use crate::background::Background;
 use crate::db::{self, Backend, DatabaseConfig, Pool, TxError, tx_error};
+use crate::group_commit::Pending;
 use crate::ledger::{GrantRow, HoldRow, attach_legs, snapshot_of};
+use crate::read_cache::{AccountSlot, BalanceSlot, ReadCache, SubscriptionSlot};
 use crate::records::{
     AuditRow, SubscriptionField, SubscriptionRow, TrackResult, WebhookRow, enum_text,
 };
@@ -34,6 +37,10 @@ pub struct DieselStore {
     pub(crate) pool: Pool,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) ids: Arc<dyn IdGenerator>,
+    /// The group-commit lanes and the audit writer; `None` in the store those tasks use.
+    pub(crate) background: Option<Arc<Background>>,
+    /// Accounts, subscriptions and balances read recently (see [`crate::read_cache`]).
+    pub(crate) cache: Arc<ReadCache>,
 }
 
 impl std::fmt::Debug for DieselStore {
@@ -65,8 +72,33 @@ impl DieselStore {
         clock: Arc<dyn Clock>,
         ids: Arc<dyn IdGenerator>,
     ) -> Result<Self, StoreError> {
-        let pool = Pool::connect(config).await?;
-        Ok(Self { pool, clock, ids })
+        let cannot_start =
+            |e: std::io::Error| StoreError::Other(format!("cannot start the store's thread: {e}"));
+        let runtime = Background::runtime().map_err(cannot_start)?;
+        let pool = match Pool::connect(config, runtime.handle().clone()).await {
+            Ok(pool) => pool,
+            Err(err) => {
+                // Dropping a runtime would block, which an async caller must not.
+                runtime.shutdown_background();
+                return Err(err);
+            }
+        };
+        let lanes = match config.backend() {
+            // Each lane holds at most one connection; leave the rest to everything else.
+            Backend::Postgres => (config.pool_size / 2).clamp(1, 8),
+            // One writer at a time: one lane groups them all.
+            Backend::Sqlite => 1,
+        };
+        let mut store = Self {
+            pool,
+            clock,
+            ids,
+            background: None,
+            cache: Arc::new(ReadCache::new(config.read_cache)),
+        };
+        let background = Background::start(&store, lanes, runtime).map_err(cannot_start)?;
+        store.background = Some(background);
+        Ok(store)
     }
 
     /// Which database this is.
@@ -99,20 +131,27 @@ impl DieselStore {
         }
     }
 
-    async fn execute_now(&self, request: LedgerRequest) -> Result<LedgerOutcome, StoreError> {
+    pub(crate) async fn execute_now(
+        &self,
+        request: LedgerRequest,
+    ) -> Result<LedgerOutcome, StoreError> {
         let fingerprint = request.fingerprint();
         let _writer = self.pool.write_guard().await;
-        self.retrying(|| {
-            let request = request.clone();
-            let fingerprint = fingerprint.clone();
-            let ids = self.ids.clone();
-            let now = self.clock.now();
-            async move {
-                let mut conn = self.pool.get().await.map_err(TxError::Store)?;
-                transaction_call!(conn, ledger_execute(request, fingerprint, now, ids))
-            }
-        })
-        .await
+        let outcome = self
+            .retrying(|| {
+                let request = request.clone();
+                let fingerprint = fingerprint.clone();
+                let ids = self.ids.clone();
+                let now = self.clock.now();
+                async move {
+                    let mut conn = self.pool.get().await.map_err(TxError::Store)?;
+                    transaction_call!(conn, ledger_execute(request, fingerprint, now, ids))
+                }
+            })
+            .await;
+        // Even after a failure: a commit whose answer was lost may have changed it.
+        self.cache.changed(request.account.as_str());
+        outcome
     }
 
     /// Verifies every account's ledger against its journal (see
@@ -149,20 +188,38 @@ impl DieselStore {
 #[async_trait]
 impl LedgerStore for DieselStore {
     async fn execute(&self, request: LedgerRequest) -> Result<LedgerOutcome, StoreError> {
-        // Run to completion even if the caller goes away: a transaction is never abandoned
-        // half way by a dropped request.
-        let store = self.clone();
-        tokio::spawn(async move { store.execute_now(request).await })
-            .await
-            .map_err(|e| StoreError::Other(format!("ledger task failed: {e}")))?
+        // Either way the transaction runs to completion even if the caller goes away: it is
+        // never abandoned half way by a dropped request.
+        let Some(background) = &self.background else {
+            let store = self.clone();
+            return tokio::spawn(async move { store.execute_now(request).await })
+                .await
+                .map_err(|e| StoreError::Other(format!("ledger task failed: {e}")))?;
+        };
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        background
+            .lane(&request.account)
+            .send(Pending { request, reply })
+            .map_err(|_| StoreError::Unavailable("the ledger's writer has stopped".into()))?;
+        outcome.await.map_err(|_| {
+            StoreError::Unavailable("the ledger's writer stopped before answering".into())
+        })?
     }
 
     async fn balance(&self, account: &AccountId) -> Result<Balance, StoreError> {
-        let mut conn = self.pool.get().await?;
-        let Some((debt, grants, holds)) =
-            call!(conn, ledger_balance(account.to_string())).map_err(tx_error)?
-        else {
-            return Err(StoreError::NotFound);
+        let (debt, grants, holds) = match self.cache.get::<BalanceSlot>(account.as_str()) {
+            Ok(rows) => rows,
+            Err(ticket) => {
+                let mut conn = self.pool.get().await?;
+                let Some(rows) =
+                    call!(conn, ledger_balance(account.to_string())).map_err(tx_error)?
+                else {
+                    return Err(StoreError::NotFound);
+                };
+                self.cache
+                    .put::<BalanceSlot>(account.as_str(), ticket, &rows);
+                rows
+            }
         };
         let now = self.clock.now();
         let mut grants: Vec<Grant> = grants
@@ -246,19 +303,28 @@ impl AccountStore for DieselStore {
             }
         })
         .await
+        .inspect(|()| self.cache.changed(account.id.as_str()))
     }
 
     async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
+        let ticket = match self.cache.get::<AccountSlot>(id.as_str()) {
+            Ok(cached) => return Ok(cached),
+            Err(ticket) => ticket,
+        };
         let mut conn = self.pool.get().await?;
-        call!(conn, account_get(id.to_string()))
+        let account = call!(conn, account_get(id.to_string()))
             .map_err(tx_error)?
             .map(AccountRow::into_domain)
-            .transpose()
+            .transpose()?;
+        self.cache.put::<AccountSlot>(id.as_str(), ticket, &account);
+        Ok(account)
     }
 
     async fn set_plan(&self, id: &AccountId, plan: &str) -> Result<(), StoreError> {
         let mut conn = self.pool.get().await?;
-        match call!(conn, account_set_plan(id.to_string(), plan.to_owned())).map_err(tx_error)? {
+        let changed = call!(conn, account_set_plan(id.to_string(), plan.to_owned()));
+        self.cache.changed(id.as_str());
+        match changed.map_err(tx_error)? {
             0 => Err(StoreError::NotFound),
             _ => Ok(()),
         }
@@ -380,14 +446,21 @@ impl QuotaStore for DieselStore {
 #[async_trait]
 impl SubscriptionStore for DieselStore {
     async fn current(&self, account: &AccountId) -> Result<Option<Subscription>, StoreError> {
+        let ticket = match self.cache.get::<SubscriptionSlot>(account.as_str()) {
+            Ok(cached) => return Ok(cached),
+            Err(ticket) => ticket,
+        };
         let mut conn = self.pool.get().await?;
-        call!(
+        let current = call!(
             conn,
             subscription_by(SubscriptionField::LiveForAccount, account.to_string())
         )
         .map_err(tx_error)?
         .map(SubscriptionRow::into_domain)
-        .transpose()
+        .transpose()?;
+        self.cache
+            .put::<SubscriptionSlot>(account.as_str(), ticket, &current);
+        Ok(current)
     }
 
     async fn trialed(&self, account: &AccountId) -> Result<bool, StoreError> {
@@ -423,7 +496,9 @@ impl SubscriptionStore for DieselStore {
         let expected = expected.map(|e| (e.status.as_str().to_owned(), e.version));
         let _writer = self.pool.write_guard().await;
         let mut conn = self.pool.get().await?;
-        if call!(conn, subscription_save(row, expected)).map_err(tx_error)? {
+        let saved = call!(conn, subscription_save(row, expected));
+        self.cache.changed(subscription.account.as_str());
+        if saved.map_err(tx_error)? {
             Ok(())
         } else {
             Err(StoreError::Conflict(Conflict::ChangedMeanwhile))
@@ -620,9 +695,9 @@ impl WebhookEventStore for DieselStore {
 
 #[async_trait]
 impl AuditStore for DieselStore {
+    /// Queued for the audit writer: see [`crate::audit_writer`].
     async fn append(&self, record: &AuditRecord) -> Result<(), StoreError> {
-        let mut conn = self.pool.get().await?;
-        call!(conn, audit_append(AuditRow::from_domain(record))).map_err(tx_error)
+        self.queue_audit(record).await
     }
 
     async fn list(
@@ -630,6 +705,7 @@ impl AuditStore for DieselStore {
         target: Option<String>,
         page: PageRequest,
     ) -> Result<Page<AuditRecord>, StoreError> {
+        self.flush_audit().await;
         let limit = page_limit(&page);
         let mut conn = self.pool.get().await?;
         let rows =

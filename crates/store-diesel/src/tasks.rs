@@ -9,7 +9,7 @@
 //! concurrent change wait and then find the row moved, so exactly one mover wins.
 
 use async_trait::async_trait;
-use billing_core::ids::{AccountId, TaskId};
+use billing_core::ids::{AccountId, PrefixedId, TaskId};
 use billing_core::ports::{
     ClaimRequest, NewTask, StoreError, TaskChange, TaskCreated, TaskMoved, TaskStore,
 };
@@ -593,7 +593,7 @@ impl TaskStore for DieselStore {
         let fingerprint = new.hold.fingerprint();
         let row = TaskRow::from_domain(&new.task);
         let _writer = self.pool.write_guard().await;
-        let (created, outcome) = self
+        let created = self
             .retrying(|| {
                 let row = row.clone();
                 let hold = new.hold.clone();
@@ -605,7 +605,9 @@ impl TaskStore for DieselStore {
                     transaction_call!(conn, task_create(row, hold, fingerprint, actor, ids))
                 }
             })
-            .await?;
+            .await;
+        self.cache.changed(new.task.account.as_str());
+        let (created, outcome) = created?;
         use billing_core::ports::LedgerOutcome;
         Ok(match (outcome, created) {
             (LedgerOutcome::Executed(Ok(_)), Some(row)) => TaskCreated::Created(row.into_domain()?),
@@ -720,8 +722,12 @@ impl TaskStore for DieselStore {
                     }
                 }
             })
-            .await?;
+            .await;
         drop(_writer);
+        let result = result.inspect_err(|_| {
+            // Whether the settlement committed is unknown, and so is its account here.
+            self.cache.changed_all();
+        })?;
         let current = || async {
             let mut conn = self.pool.get().await?;
             call!(conn, task_get(id.clone()))
@@ -729,7 +735,7 @@ impl TaskStore for DieselStore {
                 .map(TaskRow::into_domain)
                 .transpose()
         };
-        Ok(match result {
+        let moved = match result {
             Ok(Some(row)) => TaskMoved::Moved(row.into_domain()?),
             Ok(None) => match current().await? {
                 Some(task) => TaskMoved::Stale(task),
@@ -739,7 +745,14 @@ impl TaskStore for DieselStore {
                 Some(task) => TaskMoved::Refused(task, refusal),
                 None => TaskMoved::NotFound,
             },
-        })
+        };
+        // A settlement moves credits of the task's account.
+        if let TaskMoved::Moved(task) | TaskMoved::Stale(task) | TaskMoved::Refused(task, _) =
+            &moved
+        {
+            self.cache.changed(task.account.as_str());
+        }
+        Ok(moved)
     }
 
     async fn due_tasks(

@@ -505,9 +505,63 @@ async fn conservation(db: &TestDb) {
     assert_ledger_verifies(&store, &accounts).await;
 }
 
+/// Requests that arrive together share a transaction (group commit); one that cannot run
+/// (its account does not exist) must fail alone, and every other one apply exactly once.
+async fn one_bad_request_fails_alone(db: &TestDb) {
+    let store = db.store.clone();
+    let account = new_account(&store).await;
+    fund(&store, &account, 10_000).await;
+    let missing = AccountId::from_ulid(ulid());
+    let started = Instant::now();
+    for round in 0..5 {
+        let mut handles = Vec::new();
+        for i in 0..TASKS {
+            let store = store.clone();
+            let target = if i == TASKS / 2 {
+                missing.clone()
+            } else {
+                account.clone()
+            };
+            handles.push(tokio::spawn(async move {
+                let debit = LedgerCommand::Debit {
+                    amount: 1,
+                    reference: None,
+                    memo: None,
+                };
+                store
+                    .execute(request(&target, format!("group-{round}-{i}"), debit))
+                    .await
+            }));
+        }
+        for (i, handle) in handles.into_iter().enumerate() {
+            let outcome = handle.await.unwrap();
+            if i == TASKS / 2 {
+                assert!(matches!(outcome, Err(StoreError::NotFound)), "{outcome:?}");
+            } else {
+                assert!(
+                    matches!(outcome, Ok(LedgerOutcome::Executed(Ok(_)))),
+                    "{outcome:?}"
+                );
+            }
+        }
+    }
+    report(
+        db,
+        "one bad request in a group",
+        5 * TASKS,
+        started,
+        "each good debit applied once",
+    );
+    let spent = 5 * (TASKS as u64 - 1);
+    let balance = store.balance(&account).await.unwrap();
+    assert_eq!(balance.available, 10_000 - spent as i64);
+    assert_ledger_verifies(&store, &[account]).await;
+}
+
 on_both_backends!(
     overdraft_race,
     idempotent_replay,
     resolve_once,
-    conservation
+    conservation,
+    one_bad_request_fails_alone
 );

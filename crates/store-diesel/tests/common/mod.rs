@@ -45,6 +45,7 @@ fn config(url: String) -> DatabaseConfig {
         pool_size: 16,
         connect_timeout: Duration::from_secs(30),
         busy_timeout: Duration::from_secs(30),
+        read_cache: Duration::ZERO,
     }
 }
 
@@ -89,7 +90,9 @@ impl TestDb {
             .await
             .unwrap();
         let separator = if admin_url.contains('?') { '&' } else { '?' };
-        let url = format!("{admin_url}{separator}options=-csearch_path%3D{schema}");
+        let url = format!(
+            "{admin_url}{separator}options=-csearch_path%3D{schema}&application_name={schema}"
+        );
         let config = config(url);
         migrate::run_pending(&config)
             .await
@@ -126,7 +129,14 @@ impl Drop for TestDb {
                 runtime.block_on(async move {
                     if let Ok(mut conn) = AsyncPgConnection::establish(&url).await {
                         let _ = conn
-                            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+                            .batch_execute(&format!(
+                                // A connection of the app's pool may sit in a transaction
+                                // that a task of this test's (now stopped) runtime began:
+                                // end those first, or the DROP waits on them for ever.
+                                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                                 WHERE application_name = '{schema}'; \
+                                 DROP SCHEMA {schema} CASCADE"
+                            ))
                             .await;
                     }
                 });

@@ -1,0 +1,609 @@
+//! How a ledger request runs inside its transaction, alone or in a group.
+//!
+//! A request takes three steps, each one round trip on PostgreSQL: lock the account row;
+//! read what the decision needs (the idempotency record, the live grants, the hold or the
+//! refunded transaction), sent together; then write the decision and its idempotency record,
+//! also sent together. PostgreSQL runs pipelined statements one after the other, but their
+//! order on the wire is not guaranteed (a statement that must be prepared first goes out
+//! later), which is why the ledger's foreign keys are checked at COMMIT (migration
+//! `deferred_ledger_keys`) and why the lock is its own step: every read must see the
+//! account as it is once locked. SQLite sends the same statements one by one.
+//!
+//! A group (see [`crate::group_commit`]) locks all its accounts at once, in id order, then
+//! runs each request's reads and writes in turn in the same transaction, so that each sees
+//! the ones before it, exactly as if they had committed one by one.
+
+use billing_core::ledger::Decision;
+use billing_core::ports::StoreError;
+
+use crate::db::{signed, ts};
+use crate::ledger::{GrantRow, HoldRow, LegRow, TxnRow};
+
+/// What one request reads once its account is locked.
+pub(crate) struct ReadArgs {
+    pub account: String,
+    pub key: String,
+    /// The hold the command resolves.
+    pub hold: Option<String>,
+    /// The transaction the command refunds.
+    pub refund: Option<String>,
+    /// Whether to read the debt too: in a group, the lock was taken before earlier requests
+    /// changed it.
+    pub with_debt: bool,
+}
+
+/// What [`ReadArgs`] asked for.
+pub(crate) struct LedgerReads {
+    pub debt: Option<i64>,
+    /// The idempotency record: fingerprint and outcome.
+    pub stored: Option<(String, String)>,
+    pub grants: Vec<GrantRow>,
+    pub hold: Option<HoldRow>,
+    pub refund: Option<TxnRow>,
+}
+
+/// One statement of a decision's writes.
+#[derive(Debug)]
+pub(crate) enum Write {
+    Grant(GrantRow),
+    Hold(HoldRow),
+    /// A pending hold's resolution (exactly one pending row must change).
+    ResolveHold {
+        id: String,
+        status: &'static str,
+        captured: i64,
+        resolved_at: Option<i64>,
+    },
+    Txn(TxnRow),
+    Leg(LegRow),
+    /// `remaining += delta` on an existing grant of the account (exactly one row).
+    GrantDelta {
+        id: String,
+        account: String,
+        delta: i64,
+    },
+    /// `debt += delta`.
+    Debt {
+        account: String,
+        delta: i64,
+    },
+    /// `refunded += amount` on a journal entry.
+    Refunded {
+        txn: String,
+        amount: i64,
+    },
+    /// The idempotency record.
+    Outcome {
+        account: String,
+        key: String,
+        fingerprint: String,
+        outcome: String,
+        at: i64,
+    },
+}
+
+impl Write {
+    /// The statements that apply a decision, in the order `Decision` documents.
+    pub(crate) fn of(d: &Decision, account: &str) -> Result<Vec<Self>, StoreError> {
+        let mut writes: Vec<Self> = d
+            .new_grants
+            .iter()
+            .map(|g| Self::Grant(GrantRow::from_domain(g)))
+            .collect();
+        if let Some(hold) = &d.new_hold {
+            writes.push(Self::Hold(HoldRow::from_domain(hold)?));
+        }
+        if let Some(hold) = &d.resolved_hold {
+            writes.push(Self::ResolveHold {
+                id: hold.id.to_string(),
+                status: hold.status.as_str(),
+                captured: signed(hold.captured),
+                resolved_at: hold.resolved_at.map(ts),
+            });
+        }
+        for txn in &d.transactions {
+            writes.push(Self::Txn(TxnRow::from_domain(txn)));
+        }
+        for txn in &d.transactions {
+            for (i, leg) in txn.legs.iter().enumerate() {
+                writes.push(Self::Leg(LegRow {
+                    txn_id: txn.id.to_string(),
+                    position: i32::try_from(i).unwrap_or(i32::MAX),
+                    account_id: txn.account.to_string(),
+                    grant_id: leg.grant.as_ref().map(ToString::to_string),
+                    delta: leg.delta,
+                }));
+            }
+        }
+        for (grant, delta) in d.grant_deltas() {
+            if delta == 0 || d.new_grants.iter().any(|g| g.id == grant) {
+                continue;
+            }
+            writes.push(Self::GrantDelta {
+                id: grant.to_string(),
+                account: account.to_owned(),
+                delta,
+            });
+        }
+        let debt = d.debt_delta();
+        if debt != 0 {
+            writes.push(Self::Debt {
+                account: account.to_owned(),
+                delta: debt,
+            });
+        }
+        if let Some((txn, amount)) = &d.refunded {
+            writes.push(Self::Refunded {
+                txn: txn.to_string(),
+                amount: signed(*amount),
+            });
+        }
+        Ok(writes)
+    }
+}
+
+/// Of the errors of statements sent together, the one to report: after the first failure
+/// PostgreSQL refuses the rest with "current transaction is aborted", which says nothing.
+pub(crate) fn first_cause(errors: Vec<crate::db::TxError>) -> Option<crate::db::TxError> {
+    let aborted = |e: &crate::db::TxError| {
+        matches!(e, crate::db::TxError::Db(diesel::result::Error::DatabaseError(_, info))
+            if info.message().contains("current transaction is aborted"))
+    };
+    let mut fallback = None;
+    for err in errors {
+        if !aborted(&err) {
+            return Some(err);
+        }
+        fallback.get_or_insert(err);
+    }
+    fallback
+}
+
+/// The ledger's execution, stamped into `sql::pg` and `sql::sqlite` beside their own
+/// `lock_account`, `lock_accounts`, `ledger_reads` and `ledger_writes`.
+macro_rules! ledger_exec {
+    () => {
+        use crate::ledger_exec::{LedgerReads, ReadArgs, Write};
+
+        fn ledger_corrupt(what: &str, err: impl std::fmt::Display) -> TxError {
+            TxError::Store(billing_core::ports::StoreError::Other(format!(
+                "{what}: {err}"
+            )))
+        }
+
+        /// The statements [`ledger_reads`] sends, each on any connection of this backend
+        /// (a shared PostgreSQL connection pipelines them).
+        mod read {
+            use super::*;
+            use crate::schema::{grants, holds, ledger_idempotency, ledger_transactions};
+            use diesel_async::AsyncConnectionCore;
+
+            pub(super) async fn debt<C>(c: &mut C, account: &str) -> QueryResult<Option<i64>>
+            where
+                C: AsyncConnectionCore<Backend = Db> + Send,
+            {
+                accounts::table
+                    .find(account.to_owned())
+                    .select(accounts::debt)
+                    .first::<i64>(c)
+                    .await
+                    .optional()
+            }
+
+            pub(super) async fn stored<C>(
+                c: &mut C,
+                account: &str,
+                key: &str,
+            ) -> QueryResult<Option<(String, String)>>
+            where
+                C: AsyncConnectionCore<Backend = Db> + Send,
+            {
+                ledger_idempotency::table
+                    .find((account.to_owned(), key.to_owned()))
+                    .select((ledger_idempotency::fingerprint, ledger_idempotency::outcome))
+                    .first(c)
+                    .await
+                    .optional()
+            }
+
+            pub(super) async fn live_grants<C>(
+                c: &mut C,
+                account: &str,
+            ) -> QueryResult<Vec<GrantRow>>
+            where
+                C: AsyncConnectionCore<Backend = Db> + Send,
+            {
+                grants::table
+                    .filter(grants::account_id.eq(account.to_owned()))
+                    .filter(grants::remaining.gt(0))
+                    .select(GrantRow::as_select())
+                    .load(c)
+                    .await
+            }
+
+            pub(super) async fn hold<C>(
+                c: &mut C,
+                account: &str,
+                hold: Option<&str>,
+            ) -> QueryResult<Option<HoldRow>>
+            where
+                C: AsyncConnectionCore<Backend = Db> + Send,
+            {
+                let Some(hold) = hold else { return Ok(None) };
+                holds::table
+                    .find(hold.to_owned())
+                    .filter(holds::account_id.eq(account.to_owned()))
+                    .select(HoldRow::as_select())
+                    .first(c)
+                    .await
+                    .optional()
+            }
+
+            pub(super) async fn refund<C>(
+                c: &mut C,
+                account: &str,
+                txn: Option<&str>,
+            ) -> QueryResult<Option<TxnRow>>
+            where
+                C: AsyncConnectionCore<Backend = Db> + Send,
+            {
+                let Some(txn) = txn else { return Ok(None) };
+                ledger_transactions::table
+                    .find(txn.to_owned())
+                    .filter(ledger_transactions::account_id.eq(account.to_owned()))
+                    .select(TxnRow::as_select())
+                    .first(c)
+                    .await
+                    .optional()
+            }
+        }
+
+        /// One write of a decision, on any connection of this backend.
+        async fn ledger_write_one<C>(c: &mut C, write: &Write) -> Result<(), TxError>
+        where
+            C: diesel_async::AsyncConnectionCore<Backend = Db> + Send,
+        {
+            use crate::schema::{
+                grants, holds, ledger_idempotency, ledger_legs, ledger_transactions,
+            };
+            match write {
+                Write::Grant(row) => {
+                    diesel::insert_into(grants::table)
+                        .values(row.clone())
+                        .execute(c)
+                        .await?;
+                }
+                Write::Hold(row) => {
+                    diesel::insert_into(holds::table)
+                        .values(row.clone())
+                        .execute(c)
+                        .await?;
+                }
+                Write::ResolveHold {
+                    id,
+                    status,
+                    captured,
+                    resolved_at,
+                } => {
+                    let changed = diesel::update(
+                        holds::table
+                            .find(id.clone())
+                            .filter(holds::status.eq("pending")),
+                    )
+                    .set((
+                        holds::status.eq(*status),
+                        holds::captured.eq(*captured),
+                        holds::resolved_at.eq(*resolved_at),
+                    ))
+                    .execute(c)
+                    .await?;
+                    if changed != 1 {
+                        return Err(ledger_corrupt(
+                            "hold",
+                            format!("{id} was resolved concurrently"),
+                        ));
+                    }
+                }
+                Write::Txn(row) => {
+                    diesel::insert_into(ledger_transactions::table)
+                        .values(row.clone())
+                        .execute(c)
+                        .await?;
+                }
+                Write::Leg(row) => {
+                    diesel::insert_into(ledger_legs::table)
+                        .values(row.clone())
+                        .execute(c)
+                        .await?;
+                }
+                Write::GrantDelta { id, account, delta } => {
+                    let changed = diesel::update(
+                        grants::table
+                            .find(id.clone())
+                            .filter(grants::account_id.eq(account.clone())),
+                    )
+                    .set(grants::remaining.eq(grants::remaining + *delta))
+                    .execute(c)
+                    .await?;
+                    if changed != 1 {
+                        return Err(ledger_corrupt("grant", format!("{id} is missing")));
+                    }
+                }
+                Write::Debt { account, delta } => {
+                    diesel::update(accounts::table.find(account.clone()))
+                        .set(accounts::debt.eq(accounts::debt + *delta))
+                        .execute(c)
+                        .await?;
+                }
+                Write::Refunded { txn, amount } => {
+                    diesel::update(ledger_transactions::table.find(txn.clone()))
+                        .set(
+                            ledger_transactions::refunded
+                                .eq(ledger_transactions::refunded + *amount),
+                        )
+                        .execute(c)
+                        .await?;
+                }
+                Write::Outcome {
+                    account,
+                    key,
+                    fingerprint,
+                    outcome,
+                    at,
+                } => {
+                    diesel::insert_into(ledger_idempotency::table)
+                        .values((
+                            ledger_idempotency::account_id.eq(account.clone()),
+                            ledger_idempotency::key.eq(key.clone()),
+                            ledger_idempotency::fingerprint.eq(fingerprint.clone()),
+                            ledger_idempotency::outcome.eq(outcome.clone()),
+                            ledger_idempotency::created_at.eq(*at),
+                        ))
+                        .execute(c)
+                        .await?;
+                }
+            }
+            Ok(())
+        }
+
+        /// The whole of one ledger request, inside the caller's transaction.
+        pub(crate) async fn ledger_execute(
+            c: &mut Conn,
+            request: billing_core::ledger::LedgerRequest,
+            fingerprint: billing_core::ledger::Fingerprint,
+            now: time::OffsetDateTime,
+            ids: std::sync::Arc<dyn billing_core::ports::IdGenerator>,
+        ) -> Result<billing_core::ports::LedgerOutcome, TxError> {
+            ledger_execute_in(c, &request, &fingerprint, now, &*ids, false).await
+        }
+
+        /// Several ledger requests in one transaction: every account locked first, in id
+        /// order, then each request in turn. One failure fails them all (the caller then
+        /// runs each alone).
+        pub(crate) async fn ledger_execute_group(
+            c: &mut Conn,
+            requests: Vec<(
+                billing_core::ledger::LedgerRequest,
+                billing_core::ledger::Fingerprint,
+            )>,
+            now: time::OffsetDateTime,
+            ids: std::sync::Arc<dyn billing_core::ports::IdGenerator>,
+        ) -> Result<Vec<billing_core::ports::LedgerOutcome>, TxError> {
+            let mut accounts: Vec<String> = requests
+                .iter()
+                .map(|(r, _)| r.account.to_string())
+                .collect();
+            accounts.sort();
+            accounts.dedup();
+            lock_accounts(c, &accounts).await?;
+            let mut outcomes = Vec::with_capacity(requests.len());
+            for (request, fingerprint) in &requests {
+                outcomes.push(ledger_execute_in(c, request, fingerprint, now, &*ids, true).await?);
+            }
+            Ok(outcomes)
+        }
+
+        /// One request: lock (unless `locked`), read, decide, write.
+        async fn ledger_execute_in(
+            c: &mut Conn,
+            request: &billing_core::ledger::LedgerRequest,
+            fingerprint: &billing_core::ledger::Fingerprint,
+            now: time::OffsetDateTime,
+            ids: &dyn billing_core::ports::IdGenerator,
+            locked: bool,
+        ) -> Result<billing_core::ports::LedgerOutcome, TxError> {
+            use billing_core::ledger::{LedgerError, LedgerView, Receipt, decide};
+            use billing_core::ports::{LedgerOutcome, StoreError};
+            let account = request.account.as_str();
+            let debt = if locked {
+                None
+            } else {
+                match lock_account(c, account).await? {
+                    Some(debt) => Some(debt),
+                    None => return Err(TxError::Store(StoreError::NotFound)),
+                }
+            };
+            let reads = ledger_reads(
+                c,
+                &ReadArgs {
+                    account: account.to_owned(),
+                    key: request.key.as_str().to_owned(),
+                    hold: request.command.hold().map(ToString::to_string),
+                    refund: request.command.refund_target().map(ToString::to_string),
+                    with_debt: locked,
+                },
+            )
+            .await?;
+            let Some(debt) = debt.or(reads.debt) else {
+                return Err(TxError::Store(StoreError::NotFound));
+            };
+            if let Some((stored_fingerprint, outcome)) = reads.stored {
+                if stored_fingerprint != fingerprint.as_str() {
+                    return Ok(LedgerOutcome::Conflict);
+                }
+                let outcome: Result<Receipt, LedgerError> = serde_json::from_str(&outcome)
+                    .map_err(|e| ledger_corrupt("stored outcome", e))?;
+                return Ok(LedgerOutcome::Replayed(outcome));
+            }
+            let hold = reads.hold.map(HoldRow::into_domain).transpose()?;
+            let hold_sources = match &hold {
+                Some(hold) => load_hold_sources(c, account, hold).await?,
+                None => Vec::new(),
+            };
+            let view = LedgerView {
+                account: request.account.clone(),
+                grants: reads
+                    .grants
+                    .into_iter()
+                    .map(GrantRow::into_domain)
+                    .collect::<Result<_, _>>()?,
+                debt: crate::db::credits(debt),
+                hold,
+                refund_target: reads
+                    .refund
+                    .map(|row| row.into_domain(Vec::new()))
+                    .transpose()?,
+                hold_sources,
+            };
+            let (outcome, mut writes) =
+                match decide(&view, &request.command, request.policy, now, ids) {
+                    Ok(decision) => {
+                        let writes = Write::of(&decision, account)?;
+                        (Ok(decision.receipt), writes)
+                    }
+                    Err(refusal) => (Err(refusal), Vec::new()),
+                };
+            writes.push(Write::Outcome {
+                account: account.to_owned(),
+                key: request.key.as_str().to_owned(),
+                fingerprint: fingerprint.as_str().to_owned(),
+                outcome: serde_json::to_string(&outcome)
+                    .map_err(|e| ledger_corrupt("outcome", e))?,
+                at: crate::db::ts(now),
+            });
+            ledger_writes(c, &writes).await?;
+            Ok(LedgerOutcome::Executed(outcome))
+        }
+    };
+}
+pub(crate) use ledger_exec;
+
+/// Reads and writes sent together on one PostgreSQL connection.
+macro_rules! ledger_pipelined_io {
+    () => {
+        /// The locked accounts of a group; any missing one fails the group.
+        pub(crate) async fn lock_accounts(c: &mut Conn, ids: &[String]) -> Result<(), TxError> {
+            let found: Vec<String> = accounts::table
+                .filter(accounts::id.eq_any(ids))
+                .order(accounts::id.asc())
+                .select(accounts::id)
+                .for_no_key_update()
+                .load(c)
+                .await?;
+            if found.len() != ids.len() {
+                return Err(TxError::Store(billing_core::ports::StoreError::NotFound));
+            }
+            Ok(())
+        }
+
+        /// A request's reads, pipelined.
+        pub(crate) async fn ledger_reads(
+            c: &mut Conn,
+            args: &ReadArgs,
+        ) -> Result<LedgerReads, TxError> {
+            let conn: &Conn = c;
+            let account = args.account.as_str();
+            let debt = async move {
+                if args.with_debt {
+                    read::debt(&mut { conn }, account).await
+                } else {
+                    Ok(None)
+                }
+            };
+            let stored = async move { read::stored(&mut { conn }, account, &args.key).await };
+            let grants = async move { read::live_grants(&mut { conn }, account).await };
+            let hold =
+                async move { read::hold(&mut { conn }, account, args.hold.as_deref()).await };
+            let refund =
+                async move { read::refund(&mut { conn }, account, args.refund.as_deref()).await };
+            let (debt, stored, grants, hold, refund) =
+                futures_util::future::join5(debt, stored, grants, hold, refund).await;
+            let mut errors = Vec::new();
+            let mut keep = |e: diesel::result::Error| errors.push(TxError::Db(e));
+            let reads = LedgerReads {
+                debt: debt.map_err(&mut keep).ok().flatten(),
+                stored: stored.map_err(&mut keep).ok().flatten(),
+                grants: grants.map_err(&mut keep).ok().unwrap_or_default(),
+                hold: hold.map_err(&mut keep).ok().flatten(),
+                refund: refund.map_err(&mut keep).ok().flatten(),
+            };
+            match crate::ledger_exec::first_cause(errors) {
+                Some(err) => Err(err),
+                None => Ok(reads),
+            }
+        }
+
+        /// A decision's writes, pipelined.
+        pub(crate) async fn ledger_writes(c: &mut Conn, writes: &[Write]) -> Result<(), TxError> {
+            let conn: &Conn = c;
+            let results = futures_util::future::join_all(
+                writes
+                    .iter()
+                    .map(|w| async move { ledger_write_one(&mut { conn }, w).await }),
+            )
+            .await;
+            let errors: Vec<TxError> = results.into_iter().filter_map(Result::err).collect();
+            match crate::ledger_exec::first_cause(errors) {
+                Some(err) => Err(err),
+                None => Ok(()),
+            }
+        }
+    };
+}
+pub(crate) use ledger_pipelined_io;
+
+/// Reads and writes one after the other (SQLite).
+macro_rules! ledger_sequential_io {
+    () => {
+        /// `BEGIN IMMEDIATE` holds the write lock; only check that every account exists.
+        pub(crate) async fn lock_accounts(c: &mut Conn, ids: &[String]) -> Result<(), TxError> {
+            let found: i64 = accounts::table
+                .filter(accounts::id.eq_any(ids))
+                .count()
+                .get_result(c)
+                .await?;
+            if usize::try_from(found).ok() != Some(ids.len()) {
+                return Err(TxError::Store(billing_core::ports::StoreError::NotFound));
+            }
+            Ok(())
+        }
+
+        /// A request's reads.
+        pub(crate) async fn ledger_reads(
+            c: &mut Conn,
+            args: &ReadArgs,
+        ) -> Result<LedgerReads, TxError> {
+            let account = args.account.as_str();
+            Ok(LedgerReads {
+                debt: if args.with_debt {
+                    read::debt(c, account).await?
+                } else {
+                    None
+                },
+                stored: read::stored(c, account, &args.key).await?,
+                grants: read::live_grants(c, account).await?,
+                hold: read::hold(c, account, args.hold.as_deref()).await?,
+                refund: read::refund(c, account, args.refund.as_deref()).await?,
+            })
+        }
+
+        /// A decision's writes.
+        pub(crate) async fn ledger_writes(c: &mut Conn, writes: &[Write]) -> Result<(), TxError> {
+            for write in writes {
+                ledger_write_one(c, write).await?;
+            }
+            Ok(())
+        }
+    };
+}
+pub(crate) use ledger_sequential_io;

@@ -1,0 +1,5 @@
+ALTER TABLE ledger_transactions ALTER CONSTRAINT ledger_transactions_hold_id_fkey NOT DEFERRABLE;
+ALTER TABLE ledger_transactions ALTER CONSTRAINT ledger_transactions_grant_id_fkey NOT DEFERRABLE;
+ALTER TABLE ledger_transactions ALTER CONSTRAINT ledger_transactions_refund_of_fkey NOT DEFERRABLE;
+ALTER TABLE ledger_legs ALTER CONSTRAINT ledger_legs_txn_id_fkey NOT DEFERRABLE;
+ALTER TABLE ledger_legs ALTER CONSTRAINT ledger_legs_grant_id_fkey NOT DEFERRABLE;

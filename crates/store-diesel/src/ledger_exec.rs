@@ -142,6 +142,75 @@ impl Write {
     }
 }
 
+impl Write {
+    /// A batch's writes with the changes to one row merged: one `remaining` update per grant
+    /// and one debt update per account, however many requests moved them, and a grant both
+    /// created and spent in the batch inserted with what is left of it. Fewer statements,
+    /// and none that updates a row whose insert is in the same pipeline.
+    pub(crate) fn coalesce(writes: Vec<Self>) -> Vec<Self> {
+        use std::collections::BTreeMap;
+        let mut grants: BTreeMap<(String, String), i64> = BTreeMap::new();
+        let mut debts: BTreeMap<String, i64> = BTreeMap::new();
+        let mut merged = Vec::with_capacity(writes.len());
+        for write in writes {
+            match write {
+                Self::GrantDelta { id, account, delta } => {
+                    *grants.entry((id, account)).or_default() += delta;
+                }
+                Self::Debt { account, delta } => *debts.entry(account).or_default() += delta,
+                other => merged.push(other),
+            }
+        }
+        for write in &mut merged {
+            if let Self::Grant(row) = write
+                && let Some(delta) = grants.remove(&(row.id.clone(), row.account_id.clone()))
+            {
+                row.remaining += delta;
+            }
+        }
+        merged.extend(
+            grants
+                .into_iter()
+                .filter(|(_, delta)| *delta != 0)
+                .map(|((id, account), delta)| Self::GrantDelta { id, account, delta }),
+        );
+        merged.extend(
+            debts
+                .into_iter()
+                .filter(|(_, delta)| *delta != 0)
+                .map(|(account, delta)| Self::Debt { account, delta }),
+        );
+        merged
+    }
+}
+
+/// An account as a batch sees it: its debt and live grants, kept up to date in memory as
+/// each request of the batch is decided.
+pub(crate) struct BatchView {
+    pub debt: i64,
+    pub grants: Vec<billing_core::ledger::Grant>,
+}
+
+impl BatchView {
+    /// What the decision changes, as the database will have it once its writes are applied:
+    /// grants' remaining moved by their legs, new grants added (with their final remaining),
+    /// spent grants dropped, the debt moved. `None` if the decision names a grant the view
+    /// does not hold (the batch then gives way to one request at a time).
+    pub(crate) fn apply(&mut self, d: &Decision) -> Option<()> {
+        for (grant, delta) in d.grant_deltas() {
+            if delta == 0 || d.new_grants.iter().any(|g| g.id == grant) {
+                continue;
+            }
+            let live = self.grants.iter_mut().find(|g| g.id == grant)?;
+            live.remaining = u64::try_from(signed(live.remaining).checked_add(delta)?).ok()?;
+        }
+        self.grants.extend(d.new_grants.iter().cloned());
+        self.grants.retain(|g| g.remaining > 0);
+        self.debt = self.debt.checked_add(d.debt_delta())?;
+        Some(())
+    }
+}
+
 /// Of the errors of statements sent together, the one to report: after the first failure
 /// PostgreSQL refuses the rest with "current transaction is aborted", which says nothing.
 pub(crate) fn first_cause(errors: Vec<crate::db::TxError>) -> Option<crate::db::TxError> {
@@ -237,6 +306,45 @@ macro_rules! ledger_exec {
                     .first(c)
                     .await
                     .optional()
+            }
+
+            /// The live grants of several accounts.
+            pub(super) async fn grants_of<C>(
+                c: &mut C,
+                accounts: &[String],
+            ) -> QueryResult<Vec<GrantRow>>
+            where
+                C: AsyncConnectionCore<Backend = Db> + Send,
+            {
+                grants::table
+                    .filter(grants::account_id.eq_any(accounts.to_vec()))
+                    .filter(grants::remaining.gt(0))
+                    .select(GrantRow::as_select())
+                    .load(c)
+                    .await
+            }
+
+            /// Idempotency records of these accounts under these keys (a superset of the
+            /// pairs asked for; the caller matches them).
+            pub(super) async fn stored_of<C>(
+                c: &mut C,
+                accounts: &[String],
+                keys: &[String],
+            ) -> QueryResult<Vec<(String, String, String, String)>>
+            where
+                C: AsyncConnectionCore<Backend = Db> + Send,
+            {
+                ledger_idempotency::table
+                    .filter(ledger_idempotency::account_id.eq_any(accounts.to_vec()))
+                    .filter(ledger_idempotency::key.eq_any(keys.to_vec()))
+                    .select((
+                        ledger_idempotency::account_id,
+                        ledger_idempotency::key,
+                        ledger_idempotency::fingerprint,
+                        ledger_idempotency::outcome,
+                    ))
+                    .load(c)
+                    .await
             }
 
             pub(super) async fn refund<C>(
@@ -395,11 +503,123 @@ macro_rules! ledger_exec {
                 .collect();
             accounts.sort();
             accounts.dedup();
-            lock_accounts(c, &accounts).await?;
+            let debts = lock_accounts(c, &accounts).await?;
+            let simple = requests
+                .iter()
+                .all(|(r, _)| r.command.hold().is_none() && r.command.refund_target().is_none());
+            if simple {
+                return ledger_execute_batch(c, &requests, debts, now, &*ids).await;
+            }
             let mut outcomes = Vec::with_capacity(requests.len());
             for (request, fingerprint) in &requests {
                 outcomes.push(ledger_execute_in(c, request, fingerprint, now, &*ids, true).await?);
             }
+            Ok(outcomes)
+        }
+
+        /// A group in which no request resolves a hold or refunds: each account's grants and
+        /// every request's idempotency record are read once, all together; each request is
+        /// decided in turn against the view the ones before it left (in memory, exactly as
+        /// the database will have it); then every write goes out at once. Two round trips
+        /// after the lock, however many requests.
+        async fn ledger_execute_batch(
+            c: &mut Conn,
+            requests: &[(
+                billing_core::ledger::LedgerRequest,
+                billing_core::ledger::Fingerprint,
+            )],
+            debts: Vec<(String, i64)>,
+            now: time::OffsetDateTime,
+            ids: &dyn billing_core::ports::IdGenerator,
+        ) -> Result<Vec<billing_core::ports::LedgerOutcome>, TxError> {
+            use crate::ledger_exec::BatchView;
+            use billing_core::ledger::{LedgerError, LedgerView, Receipt, decide};
+            use billing_core::ports::{LedgerOutcome, StoreError};
+            use std::collections::HashMap;
+            let accounts: Vec<String> = debts.iter().map(|(a, _)| a.clone()).collect();
+            let keys: Vec<String> = requests
+                .iter()
+                .map(|(r, _)| r.key.as_str().to_owned())
+                .collect();
+            let (grant_rows, stored_rows) = ledger_batch_reads(c, &accounts, &keys).await?;
+            let mut views: HashMap<String, BatchView> = debts
+                .into_iter()
+                .map(|(account, debt)| {
+                    (
+                        account,
+                        BatchView {
+                            debt,
+                            grants: Vec::new(),
+                        },
+                    )
+                })
+                .collect();
+            for row in grant_rows {
+                let grant = row.into_domain()?;
+                if let Some(view) = views.get_mut(grant.account.as_str()) {
+                    view.grants.push(grant);
+                }
+            }
+            // (account, key) → (fingerprint, outcome): stored ones, then this batch's own.
+            let mut seen: HashMap<(String, String), (String, String)> = stored_rows
+                .into_iter()
+                .map(|(account, key, fingerprint, outcome)| {
+                    ((account, key), (fingerprint, outcome))
+                })
+                .collect();
+            let mut writes = Vec::new();
+            let mut outcomes = Vec::with_capacity(requests.len());
+            for (request, fingerprint) in requests {
+                let account = request.account.to_string();
+                let key = (account.clone(), request.key.as_str().to_owned());
+                if let Some((stored_fingerprint, outcome)) = seen.get(&key) {
+                    if stored_fingerprint != fingerprint.as_str() {
+                        outcomes.push(LedgerOutcome::Conflict);
+                        continue;
+                    }
+                    let outcome: Result<Receipt, LedgerError> = serde_json::from_str(outcome)
+                        .map_err(|e| ledger_corrupt("stored outcome", e))?;
+                    outcomes.push(LedgerOutcome::Replayed(outcome));
+                    continue;
+                }
+                let Some(view) = views.get_mut(&account) else {
+                    return Err(TxError::Store(StoreError::NotFound));
+                };
+                let ledger_view = LedgerView {
+                    account: request.account.clone(),
+                    grants: view.grants.clone(),
+                    debt: crate::db::credits(view.debt),
+                    hold: None,
+                    refund_target: None,
+                    hold_sources: Vec::new(),
+                };
+                let outcome = match decide(&ledger_view, &request.command, request.policy, now, ids)
+                {
+                    Ok(decision) => {
+                        writes.extend(Write::of(&decision, &account)?);
+                        if view.apply(&decision).is_none() {
+                            return Err(ledger_corrupt(
+                                "batch",
+                                "a decision left the batch's view",
+                            ));
+                        }
+                        Ok(decision.receipt)
+                    }
+                    Err(refusal) => Err(refusal),
+                };
+                let json =
+                    serde_json::to_string(&outcome).map_err(|e| ledger_corrupt("outcome", e))?;
+                writes.push(Write::Outcome {
+                    account: account.clone(),
+                    key: key.1.clone(),
+                    fingerprint: fingerprint.as_str().to_owned(),
+                    outcome: json.clone(),
+                    at: crate::db::ts(now),
+                });
+                seen.insert(key, (fingerprint.as_str().to_owned(), json));
+                outcomes.push(LedgerOutcome::Executed(outcome));
+            }
+            ledger_writes(c, &Write::coalesce(writes)).await?;
             Ok(outcomes)
         }
 
@@ -491,19 +711,43 @@ pub(crate) use ledger_exec;
 /// Reads and writes sent together on one PostgreSQL connection.
 macro_rules! ledger_pipelined_io {
     () => {
-        /// The locked accounts of a group; any missing one fails the group.
-        pub(crate) async fn lock_accounts(c: &mut Conn, ids: &[String]) -> Result<(), TxError> {
-            let found: Vec<String> = accounts::table
+        /// Locks a group's accounts, in id order, and returns their debts; any missing one
+        /// fails the group.
+        pub(crate) async fn lock_accounts(
+            c: &mut Conn,
+            ids: &[String],
+        ) -> Result<Vec<(String, i64)>, TxError> {
+            let found: Vec<(String, i64)> = accounts::table
                 .filter(accounts::id.eq_any(ids))
                 .order(accounts::id.asc())
-                .select(accounts::id)
+                .select((accounts::id, accounts::debt))
                 .for_no_key_update()
                 .load(c)
                 .await?;
             if found.len() != ids.len() {
                 return Err(TxError::Store(billing_core::ports::StoreError::NotFound));
             }
-            Ok(())
+            Ok(found)
+        }
+
+        /// A batch's reads, pipelined: the accounts' live grants and the idempotency records.
+        #[allow(clippy::type_complexity)]
+        pub(crate) async fn ledger_batch_reads(
+            c: &mut Conn,
+            accounts: &[String],
+            keys: &[String],
+        ) -> Result<(Vec<GrantRow>, Vec<(String, String, String, String)>), TxError> {
+            let conn: &Conn = c;
+            let grants = async move { read::grants_of(&mut { conn }, accounts).await };
+            let stored = async move { read::stored_of(&mut { conn }, accounts, keys).await };
+            let (grants, stored) = futures_util::future::join(grants, stored).await;
+            let mut errors = Vec::new();
+            let grants = grants.map_err(|e| errors.push(TxError::Db(e))).ok();
+            let stored = stored.map_err(|e| errors.push(TxError::Db(e))).ok();
+            match crate::ledger_exec::first_cause(errors) {
+                Some(err) => Err(err),
+                None => Ok((grants.unwrap_or_default(), stored.unwrap_or_default())),
+            }
         }
 
         /// A request's reads, pipelined.
@@ -565,17 +809,35 @@ pub(crate) use ledger_pipelined_io;
 /// Reads and writes one after the other (SQLite).
 macro_rules! ledger_sequential_io {
     () => {
-        /// `BEGIN IMMEDIATE` holds the write lock; only check that every account exists.
-        pub(crate) async fn lock_accounts(c: &mut Conn, ids: &[String]) -> Result<(), TxError> {
-            let found: i64 = accounts::table
+        /// `BEGIN IMMEDIATE` holds the write lock; read the debts, and check that every
+        /// account exists.
+        pub(crate) async fn lock_accounts(
+            c: &mut Conn,
+            ids: &[String],
+        ) -> Result<Vec<(String, i64)>, TxError> {
+            let found: Vec<(String, i64)> = accounts::table
                 .filter(accounts::id.eq_any(ids))
-                .count()
-                .get_result(c)
+                .order(accounts::id.asc())
+                .select((accounts::id, accounts::debt))
+                .load(c)
                 .await?;
-            if usize::try_from(found).ok() != Some(ids.len()) {
+            if found.len() != ids.len() {
                 return Err(TxError::Store(billing_core::ports::StoreError::NotFound));
             }
-            Ok(())
+            Ok(found)
+        }
+
+        /// A batch's reads: the accounts' live grants and the idempotency records.
+        #[allow(clippy::type_complexity)]
+        pub(crate) async fn ledger_batch_reads(
+            c: &mut Conn,
+            accounts: &[String],
+            keys: &[String],
+        ) -> Result<(Vec<GrantRow>, Vec<(String, String, String, String)>), TxError> {
+            Ok((
+                read::grants_of(c, accounts).await?,
+                read::stored_of(c, accounts, keys).await?,
+            ))
         }
 
         /// A request's reads.

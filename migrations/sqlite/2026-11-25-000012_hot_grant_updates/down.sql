@@ -1,0 +1,1 @@
+CREATE INDEX grants_live ON grants (account_id) WHERE remaining > 0;

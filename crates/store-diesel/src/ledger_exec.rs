@@ -324,29 +324,6 @@ macro_rules! ledger_exec {
                     .await
             }
 
-            /// Idempotency records of these accounts under these keys (a superset of the
-            /// pairs asked for; the caller matches them).
-            pub(super) async fn stored_of<C>(
-                c: &mut C,
-                accounts: &[String],
-                keys: &[String],
-            ) -> QueryResult<Vec<(String, String, String, String)>>
-            where
-                C: AsyncConnectionCore<Backend = Db> + Send,
-            {
-                ledger_idempotency::table
-                    .filter(ledger_idempotency::account_id.eq_any(accounts.to_vec()))
-                    .filter(ledger_idempotency::key.eq_any(keys.to_vec()))
-                    .select((
-                        ledger_idempotency::account_id,
-                        ledger_idempotency::key,
-                        ledger_idempotency::fingerprint,
-                        ledger_idempotency::outcome,
-                    ))
-                    .load(c)
-                    .await
-            }
-
             pub(super) async fn refund<C>(
                 c: &mut C,
                 account: &str,
@@ -537,9 +514,9 @@ macro_rules! ledger_exec {
             use billing_core::ports::{LedgerOutcome, StoreError};
             use std::collections::HashMap;
             let accounts: Vec<String> = debts.iter().map(|(a, _)| a.clone()).collect();
-            let keys: Vec<String> = requests
+            let keys: Vec<(String, String)> = requests
                 .iter()
-                .map(|(r, _)| r.key.as_str().to_owned())
+                .map(|(r, _)| (r.account.to_string(), r.key.as_str().to_owned()))
                 .collect();
             let (grant_rows, stored_rows) = ledger_batch_reads(c, &accounts, &keys).await?;
             let mut views: HashMap<String, BatchView> = debts
@@ -561,11 +538,10 @@ macro_rules! ledger_exec {
                 }
             }
             // (account, key) → (fingerprint, outcome): stored ones, then this batch's own.
-            let mut seen: HashMap<(String, String), (String, String)> = stored_rows
+            let mut seen: HashMap<(String, String), (String, String)> = keys
                 .into_iter()
-                .map(|(account, key, fingerprint, outcome)| {
-                    ((account, key), (fingerprint, outcome))
-                })
+                .zip(stored_rows)
+                .filter_map(|(key, stored)| stored.map(|found| (key, found)))
                 .collect();
             let mut writes = Vec::new();
             let mut outcomes = Vec::with_capacity(requests.len());
@@ -730,23 +706,35 @@ macro_rules! ledger_pipelined_io {
             Ok(found)
         }
 
-        /// A batch's reads, pipelined: the accounts' live grants and the idempotency records.
+        /// A batch's reads, pipelined: the accounts' live grants, and the idempotency record
+        /// of each (account, key), each an exact primary-key lookup.
         #[allow(clippy::type_complexity)]
         pub(crate) async fn ledger_batch_reads(
             c: &mut Conn,
             accounts: &[String],
-            keys: &[String],
-        ) -> Result<(Vec<GrantRow>, Vec<(String, String, String, String)>), TxError> {
+            keys: &[(String, String)],
+        ) -> Result<(Vec<GrantRow>, Vec<Option<(String, String)>>), TxError> {
             let conn: &Conn = c;
             let grants = async move { read::grants_of(&mut { conn }, accounts).await };
-            let stored = async move { read::stored_of(&mut { conn }, accounts, keys).await };
+            let stored =
+                futures_util::future::join_all(keys.iter().map(|(account, key)| async move {
+                    read::stored(&mut { conn }, account, key).await
+                }));
             let (grants, stored) = futures_util::future::join(grants, stored).await;
             let mut errors = Vec::new();
             let grants = grants.map_err(|e| errors.push(TxError::Db(e))).ok();
-            let stored = stored.map_err(|e| errors.push(TxError::Db(e))).ok();
+            let stored: Vec<Option<(String, String)>> = stored
+                .into_iter()
+                .map(|found| {
+                    found
+                        .map_err(|e| errors.push(TxError::Db(e)))
+                        .ok()
+                        .flatten()
+                })
+                .collect();
             match crate::ledger_exec::first_cause(errors) {
                 Some(err) => Err(err),
-                None => Ok((grants.unwrap_or_default(), stored.unwrap_or_default())),
+                None => Ok((grants.unwrap_or_default(), stored)),
             }
         }
 
@@ -827,17 +815,20 @@ macro_rules! ledger_sequential_io {
             Ok(found)
         }
 
-        /// A batch's reads: the accounts' live grants and the idempotency records.
+        /// A batch's reads: the accounts' live grants, and the idempotency record of each
+        /// (account, key).
         #[allow(clippy::type_complexity)]
         pub(crate) async fn ledger_batch_reads(
             c: &mut Conn,
             accounts: &[String],
-            keys: &[String],
-        ) -> Result<(Vec<GrantRow>, Vec<(String, String, String, String)>), TxError> {
-            Ok((
-                read::grants_of(c, accounts).await?,
-                read::stored_of(c, accounts, keys).await?,
-            ))
+            keys: &[(String, String)],
+        ) -> Result<(Vec<GrantRow>, Vec<Option<(String, String)>>), TxError> {
+            let grants = read::grants_of(c, accounts).await?;
+            let mut stored = Vec::with_capacity(keys.len());
+            for (account, key) in keys {
+                stored.push(read::stored(c, account, key).await?);
+            }
+            Ok((grants, stored))
         }
 
         /// A request's reads.

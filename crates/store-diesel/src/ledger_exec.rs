@@ -275,21 +275,6 @@ macro_rules! ledger_exec {
                     .optional()
             }
 
-            pub(super) async fn live_grants<C>(
-                c: &mut C,
-                account: &str,
-            ) -> QueryResult<Vec<GrantRow>>
-            where
-                C: AsyncConnectionCore<Backend = Db> + Send,
-            {
-                grants::table
-                    .filter(grants::account_id.eq(account.to_owned()))
-                    .filter(grants::remaining.gt(0))
-                    .select(GrantRow::as_select())
-                    .load(c)
-                    .await
-            }
-
             pub(super) async fn hold<C>(
                 c: &mut C,
                 account: &str,
@@ -753,7 +738,9 @@ macro_rules! ledger_pipelined_io {
                 }
             };
             let stored = async move { read::stored(&mut { conn }, account, &args.key).await };
-            let grants = async move { read::live_grants(&mut { conn }, account).await };
+            let grants = async move {
+                read::grants_of(&mut { conn }, std::slice::from_ref(&args.account)).await
+            };
             let hold =
                 async move { read::hold(&mut { conn }, account, args.hold.as_deref()).await };
             let refund =
@@ -844,7 +831,7 @@ macro_rules! ledger_sequential_io {
                     None
                 },
                 stored: read::stored(c, account, &args.key).await?,
-                grants: read::live_grants(c, account).await?,
+                grants: read::grants_of(c, std::slice::from_ref(&args.account)).await?,
                 hold: read::hold(c, account, args.hold.as_deref()).await?,
                 refund: read::refund(c, account, args.refund.as_deref()).await?,
             })

@@ -77,6 +77,8 @@ def main():
         TOLLGATE__HTTP__ANONYMOUS_RATE_LIMIT__REQUESTS="100000000",
         TOLLGATE__MAIL__OUTBOX_DIR=os.path.join(work, "outbox"),
         TOLLGATE__LOG__LEVEL="warn",
+        # Production refuses the local payment stand-in; no payment is made here.
+        TOLLGATE__PAYMENTS__LOCAL_ADAPTER="false",
     )
     server = subprocess.Popen([args.bin, "serve"], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)

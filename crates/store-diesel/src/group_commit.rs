@@ -42,10 +42,7 @@ impl DieselStore {
     /// Runs what a lane took: one request alone, several in one transaction.
     async fn run_group(&self, batch: Vec<Pending>) {
         if batch.len() == 1 {
-            for pending in batch {
-                let outcome = self.execute_now(pending.request).await;
-                let _ = pending.reply.send(outcome);
-            }
+            self.run_alone(batch).await;
             return;
         }
         let requests: Vec<(LedgerRequest, Fingerprint)> = batch
@@ -62,11 +59,16 @@ impl DieselStore {
                 if let Err(err) = result {
                     tracing::debug!(error = %err, size = batch.len(), "group failed; each request runs alone");
                 }
-                for pending in batch {
-                    let outcome = self.execute_now(pending.request).await;
-                    let _ = pending.reply.send(outcome);
-                }
+                self.run_alone(batch).await;
             }
+        }
+    }
+
+    /// Each request in its own transaction, in turn.
+    async fn run_alone(&self, batch: Vec<Pending>) {
+        for pending in batch {
+            let outcome = self.execute_now(pending.request).await;
+            let _ = pending.reply.send(outcome);
         }
     }
 

@@ -9,12 +9,16 @@
 //! `deferred_ledger_keys`) and why the lock is its own step: every read must see the
 //! account as it is once locked. SQLite sends the same statements one by one.
 //!
-//! A group (see [`crate::group_commit`]) locks all its accounts at once, in id order, then
-//! runs each request's reads and writes in turn in the same transaction, so that each sees
-//! the ones before it, exactly as if they had committed one by one.
+//! A group (see [`crate::group_commit`]) locks all its accounts at once, in id order. If no
+//! request in it resolves a hold or refunds, it reads every account's grants and every
+//! idempotency record once, decides each request in memory against what the ones before it
+//! left ([`BatchView`]), and writes everything at once ([`Write::coalesce`]); otherwise it
+//! runs each request's reads and writes in turn. Either way each request sees the ones
+//! before it, exactly as if they had committed one by one.
 
-use billing_core::ledger::Decision;
-use billing_core::ports::StoreError;
+use billing_core::ids::GrantId;
+use billing_core::ledger::{Decision, Fingerprint, LedgerError, LedgerRequest, Receipt};
+use billing_core::ports::{LedgerOutcome, StoreError};
 
 use crate::db::{signed, ts};
 use crate::ledger::{GrantRow, HoldRow, LegRow, TxnRow};
@@ -82,7 +86,49 @@ pub(crate) enum Write {
     },
 }
 
+/// The changes a decision makes to grants that existed before it (a new grant is written
+/// with its final `remaining`, so its own legs are not applied again).
+fn existing_grant_deltas(d: &Decision) -> impl Iterator<Item = (GrantId, i64)> + '_ {
+    d.grant_deltas()
+        .into_iter()
+        .filter(|(grant, delta)| *delta != 0 && !d.new_grants.iter().any(|g| &g.id == grant))
+}
+
+/// What a stored idempotency record means for a request with this fingerprint: the same
+/// request again replays its outcome; another under the same key is a conflict.
+pub(crate) fn replay(
+    stored_fingerprint: &str,
+    stored_outcome: &str,
+    fingerprint: &Fingerprint,
+) -> Result<LedgerOutcome, StoreError> {
+    if stored_fingerprint != fingerprint.as_str() {
+        return Ok(LedgerOutcome::Conflict);
+    }
+    let outcome: Result<Receipt, LedgerError> = serde_json::from_str(stored_outcome)
+        .map_err(|e| StoreError::Other(format!("stored outcome: {e}")))?;
+    Ok(LedgerOutcome::Replayed(outcome))
+}
+
 impl Write {
+    /// The idempotency record of a request's outcome, and the outcome as stored.
+    pub(crate) fn outcome(
+        request: &LedgerRequest,
+        fingerprint: &Fingerprint,
+        outcome: &Result<Receipt, LedgerError>,
+        now: time::OffsetDateTime,
+    ) -> Result<(Self, String), StoreError> {
+        let json = serde_json::to_string(outcome)
+            .map_err(|e| StoreError::Other(format!("outcome: {e}")))?;
+        let write = Self::Outcome {
+            account: request.account.to_string(),
+            key: request.key.as_str().to_owned(),
+            fingerprint: fingerprint.as_str().to_owned(),
+            outcome: json.clone(),
+            at: ts(now),
+        };
+        Ok((write, json))
+    }
+
     /// The statements that apply a decision, in the order `Decision` documents.
     pub(crate) fn of(d: &Decision, account: &str) -> Result<Vec<Self>, StoreError> {
         let mut writes: Vec<Self> = d
@@ -115,10 +161,7 @@ impl Write {
                 }));
             }
         }
-        for (grant, delta) in d.grant_deltas() {
-            if delta == 0 || d.new_grants.iter().any(|g| g.id == grant) {
-                continue;
-            }
+        for (grant, delta) in existing_grant_deltas(d) {
             writes.push(Self::GrantDelta {
                 id: grant.to_string(),
                 account: account.to_owned(),
@@ -197,10 +240,7 @@ impl BatchView {
     /// spent grants dropped, the debt moved. `None` if the decision names a grant the view
     /// does not hold (the batch then gives way to one request at a time).
     pub(crate) fn apply(&mut self, d: &Decision) -> Option<()> {
-        for (grant, delta) in d.grant_deltas() {
-            if delta == 0 || d.new_grants.iter().any(|g| g.id == grant) {
-                continue;
-            }
+        for (grant, delta) in existing_grant_deltas(d) {
             let live = self.grants.iter_mut().find(|g| g.id == grant)?;
             live.remaining = u64::try_from(signed(live.remaining).checked_add(delta)?).ok()?;
         }
@@ -495,7 +535,7 @@ macro_rules! ledger_exec {
             ids: &dyn billing_core::ports::IdGenerator,
         ) -> Result<Vec<billing_core::ports::LedgerOutcome>, TxError> {
             use crate::ledger_exec::BatchView;
-            use billing_core::ledger::{LedgerError, LedgerView, Receipt, decide};
+            use billing_core::ledger::{LedgerView, decide};
             use billing_core::ports::{LedgerOutcome, StoreError};
             use std::collections::HashMap;
             let accounts: Vec<String> = debts.iter().map(|(a, _)| a.clone()).collect();
@@ -534,13 +574,11 @@ macro_rules! ledger_exec {
                 let account = request.account.to_string();
                 let key = (account.clone(), request.key.as_str().to_owned());
                 if let Some((stored_fingerprint, outcome)) = seen.get(&key) {
-                    if stored_fingerprint != fingerprint.as_str() {
-                        outcomes.push(LedgerOutcome::Conflict);
-                        continue;
-                    }
-                    let outcome: Result<Receipt, LedgerError> = serde_json::from_str(outcome)
-                        .map_err(|e| ledger_corrupt("stored outcome", e))?;
-                    outcomes.push(LedgerOutcome::Replayed(outcome));
+                    outcomes.push(crate::ledger_exec::replay(
+                        stored_fingerprint,
+                        outcome,
+                        fingerprint,
+                    )?);
                     continue;
                 }
                 let Some(view) = views.get_mut(&account) else {
@@ -568,15 +606,8 @@ macro_rules! ledger_exec {
                     }
                     Err(refusal) => Err(refusal),
                 };
-                let json =
-                    serde_json::to_string(&outcome).map_err(|e| ledger_corrupt("outcome", e))?;
-                writes.push(Write::Outcome {
-                    account: account.clone(),
-                    key: key.1.clone(),
-                    fingerprint: fingerprint.as_str().to_owned(),
-                    outcome: json.clone(),
-                    at: crate::db::ts(now),
-                });
+                let (record, json) = Write::outcome(request, fingerprint, &outcome, now)?;
+                writes.push(record);
                 seen.insert(key, (fingerprint.as_str().to_owned(), json));
                 outcomes.push(LedgerOutcome::Executed(outcome));
             }
@@ -593,7 +624,7 @@ macro_rules! ledger_exec {
             ids: &dyn billing_core::ports::IdGenerator,
             locked: bool,
         ) -> Result<billing_core::ports::LedgerOutcome, TxError> {
-            use billing_core::ledger::{LedgerError, LedgerView, Receipt, decide};
+            use billing_core::ledger::{LedgerView, decide};
             use billing_core::ports::{LedgerOutcome, StoreError};
             let account = request.account.as_str();
             let debt = if locked {
@@ -619,12 +650,11 @@ macro_rules! ledger_exec {
                 return Err(TxError::Store(StoreError::NotFound));
             };
             if let Some((stored_fingerprint, outcome)) = reads.stored {
-                if stored_fingerprint != fingerprint.as_str() {
-                    return Ok(LedgerOutcome::Conflict);
-                }
-                let outcome: Result<Receipt, LedgerError> = serde_json::from_str(&outcome)
-                    .map_err(|e| ledger_corrupt("stored outcome", e))?;
-                return Ok(LedgerOutcome::Replayed(outcome));
+                return Ok(crate::ledger_exec::replay(
+                    &stored_fingerprint,
+                    &outcome,
+                    fingerprint,
+                )?);
             }
             let hold = reads.hold.map(HoldRow::into_domain).transpose()?;
             let hold_sources = match &hold {
@@ -654,14 +684,7 @@ macro_rules! ledger_exec {
                     }
                     Err(refusal) => (Err(refusal), Vec::new()),
                 };
-            writes.push(Write::Outcome {
-                account: account.to_owned(),
-                key: request.key.as_str().to_owned(),
-                fingerprint: fingerprint.as_str().to_owned(),
-                outcome: serde_json::to_string(&outcome)
-                    .map_err(|e| ledger_corrupt("outcome", e))?,
-                at: crate::db::ts(now),
-            });
+            writes.push(Write::outcome(request, fingerprint, &outcome, now)?.0);
             ledger_writes(c, &writes).await?;
             Ok(LedgerOutcome::Executed(outcome))
         }

@@ -169,6 +169,22 @@ impl ReadCache {
         }
     }
 
+    /// The cached value, or what `load` reads, stored for next time unless the account
+    /// changed meanwhile.
+    pub(crate) async fn get_or_load<S, E, F>(&self, account: &str, load: F) -> Result<S::Value, E>
+    where
+        S: Slot,
+        F: Future<Output = Result<S::Value, E>>,
+    {
+        let ticket = match self.get::<S>(account) {
+            Ok(cached) => return Ok(cached),
+            Err(ticket) => ticket,
+        };
+        let value = load.await?;
+        self.put::<S>(account, ticket, &value);
+        Ok(value)
+    }
+
     /// The account changed: forget what is cached about it, and keep any read that
     /// started before from storing.
     pub(crate) fn changed(&self, account: &str) {

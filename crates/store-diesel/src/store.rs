@@ -207,20 +207,15 @@ impl LedgerStore for DieselStore {
     }
 
     async fn balance(&self, account: &AccountId) -> Result<Balance, StoreError> {
-        let (debt, grants, holds) = match self.cache.get::<BalanceSlot>(account.as_str()) {
-            Ok(rows) => rows,
-            Err(ticket) => {
+        let (debt, grants, holds) = self
+            .cache
+            .get_or_load::<BalanceSlot, _, _>(account.as_str(), async {
                 let mut conn = self.pool.get().await?;
-                let Some(rows) =
-                    call!(conn, ledger_balance(account.to_string())).map_err(tx_error)?
-                else {
-                    return Err(StoreError::NotFound);
-                };
-                self.cache
-                    .put::<BalanceSlot>(account.as_str(), ticket, &rows);
-                rows
-            }
-        };
+                call!(conn, ledger_balance(account.to_string()))
+                    .map_err(tx_error)?
+                    .ok_or(StoreError::NotFound)
+            })
+            .await?;
         let now = self.clock.now();
         let mut grants: Vec<Grant> = grants
             .into_iter()
@@ -307,17 +302,15 @@ impl AccountStore for DieselStore {
     }
 
     async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
-        let ticket = match self.cache.get::<AccountSlot>(id.as_str()) {
-            Ok(cached) => return Ok(cached),
-            Err(ticket) => ticket,
-        };
-        let mut conn = self.pool.get().await?;
-        let account = call!(conn, account_get(id.to_string()))
-            .map_err(tx_error)?
-            .map(AccountRow::into_domain)
-            .transpose()?;
-        self.cache.put::<AccountSlot>(id.as_str(), ticket, &account);
-        Ok(account)
+        self.cache
+            .get_or_load::<AccountSlot, _, _>(id.as_str(), async {
+                let mut conn = self.pool.get().await?;
+                call!(conn, account_get(id.to_string()))
+                    .map_err(tx_error)?
+                    .map(AccountRow::into_domain)
+                    .transpose()
+            })
+            .await
     }
 
     async fn set_plan(&self, id: &AccountId, plan: &str) -> Result<(), StoreError> {
@@ -446,21 +439,18 @@ impl QuotaStore for DieselStore {
 #[async_trait]
 impl SubscriptionStore for DieselStore {
     async fn current(&self, account: &AccountId) -> Result<Option<Subscription>, StoreError> {
-        let ticket = match self.cache.get::<SubscriptionSlot>(account.as_str()) {
-            Ok(cached) => return Ok(cached),
-            Err(ticket) => ticket,
-        };
-        let mut conn = self.pool.get().await?;
-        let current = call!(
-            conn,
-            subscription_by(SubscriptionField::LiveForAccount, account.to_string())
-        )
-        .map_err(tx_error)?
-        .map(SubscriptionRow::into_domain)
-        .transpose()?;
         self.cache
-            .put::<SubscriptionSlot>(account.as_str(), ticket, &current);
-        Ok(current)
+            .get_or_load::<SubscriptionSlot, _, _>(account.as_str(), async {
+                let mut conn = self.pool.get().await?;
+                call!(
+                    conn,
+                    subscription_by(SubscriptionField::LiveForAccount, account.to_string())
+                )
+                .map_err(tx_error)?
+                .map(SubscriptionRow::into_domain)
+                .transpose()
+            })
+            .await
     }
 
     async fn trialed(&self, account: &AccountId) -> Result<bool, StoreError> {

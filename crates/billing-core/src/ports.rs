@@ -418,6 +418,21 @@ pub trait QuotaStore: Send + Sync {
     ) -> Result<u64, StoreError>;
     /// Records usage idempotently, enforcing the limit.
     async fn track(&self, request: TrackRequest) -> Result<TrackOutcome, StoreError>;
+    /// Records many events, each decided as [`track`](QuotaStore::track) would decide it had
+    /// they been tracked one after another in this order (a later event sees the units an
+    /// earlier one recorded; a key repeated in the batch replays). One outcome per request,
+    /// in order. A store may commit the batch in one transaction; this default tracks them
+    /// one by one.
+    async fn track_many(
+        &self,
+        requests: Vec<TrackRequest>,
+    ) -> Result<Vec<TrackOutcome>, StoreError> {
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for request in requests {
+            outcomes.push(self.track(request).await?);
+        }
+        Ok(outcomes)
+    }
 }
 
 /// Subscriptions' storage.

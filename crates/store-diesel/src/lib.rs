@@ -15,6 +15,7 @@ mod ledger;
 mod ledger_exec;
 pub mod migrate;
 mod payments;
+mod quotas;
 mod read_cache;
 mod records;
 mod schema;

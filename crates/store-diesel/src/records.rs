@@ -174,15 +174,6 @@ impl AuditRow {
     }
 }
 
-/// What a quota event key already holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum TrackResult {
-    Recorded(u64),
-    Replayed(u64),
-    Rejected(billing_core::quota::QuotaError),
-    Conflict,
-}
-
 /// Queries for the records above; stamped into `sql::pg` and `sql::sqlite`.
 macro_rules! record_queries {
     () => {
@@ -212,108 +203,8 @@ macro_rules! record_queries {
             Ok((ledger, api, events))
         }
 
-        use crate::records::{AuditRow, SubscriptionRow, TrackResult, WebhookRow};
-        use crate::schema::{
-            api_idempotency, audit_log, quota_events, quota_usage, subscriptions, webhook_events,
-        };
-        use billing_core::ports::TrackRequest;
-
-        pub(crate) async fn quota_usage_get(
-            c: &mut Conn,
-            account: String,
-            meter: String,
-            window_start: i64,
-        ) -> Result<i64, TxError> {
-            Ok(quota_usage::table
-                .find((account, meter, window_start))
-                .select(quota_usage::used)
-                .first::<i64>(c)
-                .await
-                .optional()?
-                .unwrap_or(0))
-        }
-
-        /// Checks the limit and records usage, under the account lock, idempotently by key.
-        pub(crate) async fn quota_track(
-            c: &mut Conn,
-            request: TrackRequest,
-            now: i64,
-        ) -> Result<TrackResult, TxError> {
-            let account = request.account.as_str();
-            if lock_account(c, account).await?.is_none() {
-                return Err(TxError::Store(billing_core::ports::StoreError::NotFound));
-            }
-            let seen: Option<(String, i64, i64)> = quota_events::table
-                .find((account, request.key.as_str()))
-                .select((
-                    quota_events::meter,
-                    quota_events::amount,
-                    quota_events::used_after,
-                ))
-                .first(c)
-                .await
-                .optional()?;
-            if let Some((meter, amount, used_after)) = seen {
-                let same = meter == request.meter && amount == crate::db::signed(request.amount);
-                return Ok(if same {
-                    TrackResult::Replayed(crate::db::credits(used_after))
-                } else {
-                    TrackResult::Conflict
-                });
-            }
-            let start = crate::db::ts(request.window.start);
-            let used: Option<i64> = quota_usage::table
-                .find((account, request.meter.as_str(), start))
-                .select(quota_usage::used)
-                .first(c)
-                .await
-                .optional()?;
-            let rule = billing_core::catalog::QuotaRule {
-                limit: request.limit,
-                period: billing_core::quota::QuotaPeriod::Day,
-            };
-            let check = billing_core::quota::check(
-                &request.meter,
-                Some(&rule),
-                crate::db::credits(used.unwrap_or(0)),
-                request.amount,
-                request.window,
-            );
-            let total = match billing_core::quota::decide_track(&check) {
-                Ok(total) => crate::db::signed(total),
-                Err(refusal) => return Ok(TrackResult::Rejected(refusal)),
-            };
-            if used.is_some() {
-                diesel::update(quota_usage::table.find((account, request.meter.as_str(), start)))
-                    .set(quota_usage::used.eq(total))
-                    .execute(c)
-                    .await?;
-            } else {
-                diesel::insert_into(quota_usage::table)
-                    .values((
-                        quota_usage::account_id.eq(account),
-                        quota_usage::meter.eq(request.meter.as_str()),
-                        quota_usage::window_start.eq(start),
-                        quota_usage::window_end.eq(crate::db::ts(request.window.end)),
-                        quota_usage::used.eq(total),
-                    ))
-                    .execute(c)
-                    .await?;
-            }
-            diesel::insert_into(quota_events::table)
-                .values((
-                    quota_events::account_id.eq(account),
-                    quota_events::key.eq(request.key.as_str()),
-                    quota_events::meter.eq(request.meter.as_str()),
-                    quota_events::amount.eq(crate::db::signed(request.amount)),
-                    quota_events::window_start.eq(start),
-                    quota_events::used_after.eq(total),
-                    quota_events::created_at.eq(now),
-                ))
-                .execute(c)
-                .await?;
-            Ok(TrackResult::Recorded(crate::db::credits(total)))
-        }
+        use crate::records::{AuditRow, SubscriptionRow, WebhookRow};
+        use crate::schema::{api_idempotency, audit_log, subscriptions, webhook_events};
 
         pub(crate) async fn subscription_by(
             c: &mut Conn,

@@ -46,6 +46,20 @@ pub(crate) mod pg {
             .await?)
     }
 
+    /// New quota events in multi-row inserts.
+    pub(crate) async fn insert_quota_events(
+        c: &mut Conn,
+        rows: &[crate::quotas::QuotaEventRow],
+    ) -> Result<(), TxError> {
+        for chunk in rows.chunks(crate::quotas::INSERT_CHUNK) {
+            diesel::insert_into(crate::schema::quota_events::table)
+                .values(chunk)
+                .execute(c)
+                .await?;
+        }
+        Ok(())
+    }
+
     crate::ledger::ledger_queries!();
     crate::ledger_exec::ledger_exec!();
     crate::ledger_exec::ledger_pipelined_io!();
@@ -57,6 +71,7 @@ pub(crate) mod pg {
     crate::userdata::userdata_queries!();
     crate::payments::payment_queries!();
     crate::usage::usage_queries!();
+    crate::quotas::quota_queries!();
     /// The oldest queued tasks of the kinds, locked for this transaction; rows another
     /// claimer holds are skipped rather than waited for.
     pub(crate) async fn claim_candidates(
@@ -117,6 +132,21 @@ pub(crate) mod sqlite {
             .optional()?)
     }
 
+    /// New quota events, a row at a time: diesel has no multi-row insert for SQLite
+    /// through diesel-async, and inside the write transaction each is a local call.
+    pub(crate) async fn insert_quota_events(
+        c: &mut Conn,
+        rows: &[crate::quotas::QuotaEventRow],
+    ) -> Result<(), TxError> {
+        for row in rows {
+            diesel::insert_into(crate::schema::quota_events::table)
+                .values(row)
+                .execute(c)
+                .await?;
+        }
+        Ok(())
+    }
+
     crate::ledger::ledger_queries!();
     crate::ledger_exec::ledger_exec!();
     crate::ledger_exec::ledger_sequential_io!();
@@ -138,6 +168,7 @@ pub(crate) mod sqlite {
     crate::userdata::userdata_queries!();
     crate::payments::payment_queries!();
     crate::usage::usage_queries!();
+    crate::quotas::quota_queries!();
     /// `BEGIN IMMEDIATE` holds the write lock: no other claimer runs meanwhile.
     pub(crate) async fn claim_candidates(
         c: &mut Conn,

@@ -26,9 +26,7 @@ use crate::db::{self, Backend, DatabaseConfig, Pool, TxError, tx_error};
 use crate::group_commit::Pending;
 use crate::ledger::{GrantRow, HoldRow, attach_legs, snapshot_of};
 use crate::read_cache::{AccountSlot, BalanceSlot, ReadCache, SubscriptionSlot};
-use crate::records::{
-    AuditRow, SubscriptionField, SubscriptionRow, TrackResult, WebhookRow, enum_text,
-};
+use crate::records::{AuditRow, SubscriptionField, SubscriptionRow, WebhookRow, enum_text};
 use crate::sql::{call, transaction_call};
 
 /// The store: a connection pool plus the clock and id source the ledger needs.
@@ -416,23 +414,29 @@ impl QuotaStore for DieselStore {
     }
 
     async fn track(&self, request: TrackRequest) -> Result<TrackOutcome, StoreError> {
+        self.track_many(vec![request])
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Other("a batch of one gave no outcome".into()))
+    }
+
+    async fn track_many(
+        &self,
+        requests: Vec<TrackRequest>,
+    ) -> Result<Vec<TrackOutcome>, StoreError> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
         let _writer = self.pool.write_guard().await;
-        let result = self
-            .retrying(|| {
-                let request = request.clone();
-                let now = db::ts(self.clock.now());
-                async move {
-                    let mut conn = self.pool.get().await.map_err(TxError::Store)?;
-                    transaction_call!(conn, quota_track(request, now))
-                }
-            })
-            .await?;
-        Ok(match result {
-            TrackResult::Recorded(used) => TrackOutcome::Recorded { used },
-            TrackResult::Replayed(used) => TrackOutcome::Replayed { used },
-            TrackResult::Rejected(error) => TrackOutcome::Rejected { error },
-            TrackResult::Conflict => TrackOutcome::Conflict,
+        self.retrying(|| {
+            let requests = requests.clone();
+            let now = db::ts(self.clock.now());
+            async move {
+                let mut conn = self.pool.get().await.map_err(TxError::Store)?;
+                transaction_call!(conn, quota_track_many(requests, now))
+            }
         })
+        .await
     }
 }
 

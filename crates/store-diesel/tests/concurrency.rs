@@ -20,7 +20,10 @@ use billing_core::ledger::{
     GrantSource, HoldStatus, IdempotencyKey, LedgerCommand, LedgerError, LedgerPolicy,
     LedgerRequest, TxnKind, verify,
 };
-use billing_core::ports::{AccountStore, LedgerOutcome, LedgerStore, StoreError};
+use billing_core::ports::{
+    AccountStore, LedgerOutcome, LedgerStore, QuotaStore, StoreError, TrackOutcome, TrackRequest,
+};
+use billing_core::quota::{Timezone, Window};
 use billing_core::records::{Account, PageRequest, Role, User};
 use common::{T0, TestDb, say};
 use store_diesel::DieselStore;
@@ -558,10 +561,88 @@ async fn one_bad_request_fails_alone(db: &TestDb) {
     assert_ledger_verifies(&store, &[account]).await;
 }
 
+/// Batches of usage events race on one account, four clients sending each event: every
+/// distinct key counts once, and the meter stops exactly at its limit.
+async fn quota_batches_race(db: &TestDb) {
+    const LIMIT: u64 = 400;
+    const BATCHES: usize = 3;
+    const EVENTS: usize = 20;
+    let store = db.store.clone();
+    let account = new_account(&store).await;
+    let window = Window::month(T0, Timezone::utc());
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let store = store.clone();
+            let account = account.clone();
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                for batch in 0..BATCHES {
+                    let requests = (0..EVENTS)
+                        .map(|i| TrackRequest {
+                            account: account.clone(),
+                            meter: "exports".into(),
+                            amount: 1,
+                            window,
+                            limit: Some(LIMIT),
+                            // Tasks t, t+8, t+16 and t+24 send the same keys.
+                            key: format!("k{}-{batch}-{i}", task % 8),
+                        })
+                        .collect();
+                    let done = store.track_many(requests).await.unwrap();
+                    assert_eq!(done.len(), EVENTS);
+                    outcomes.extend(done);
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let (mut recorded, mut replayed, mut refused) = (0_u64, 0, 0);
+    for task in tasks {
+        for outcome in task.await.unwrap() {
+            match outcome {
+                TrackOutcome::Recorded { used } => {
+                    assert!(used <= LIMIT);
+                    recorded += 1;
+                }
+                TrackOutcome::Replayed { used } => {
+                    assert!(used <= LIMIT);
+                    replayed += 1;
+                }
+                TrackOutcome::Rejected { .. } => refused += 1,
+                TrackOutcome::Conflict => panic!("no key was reused for another amount"),
+            }
+        }
+    }
+    let events = (TASKS * BATCHES * EVENTS) as u64;
+    report(
+        db,
+        "usage batches on one account",
+        TASKS * BATCHES,
+        started,
+        &format!("{events} events: {recorded} recorded, {replayed} replayed, {refused} refused"),
+    );
+    let distinct = (8 * BATCHES * EVENTS) as u64;
+    assert_eq!(
+        recorded,
+        LIMIT.min(distinct),
+        "each key counts once, up to the limit"
+    );
+    assert_eq!(recorded + replayed + refused, events);
+    assert_eq!(
+        store
+            .usage(&account, "exports", window.start)
+            .await
+            .unwrap(),
+        recorded
+    );
+}
+
 on_both_backends!(
     overdraft_race,
     idempotent_replay,
     resolve_once,
     conservation,
-    one_bad_request_fails_alone
+    one_bad_request_fails_alone,
+    quota_batches_race
 );

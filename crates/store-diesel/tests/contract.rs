@@ -718,6 +718,108 @@ async fn quotas_track_idempotently_within_the_limit(db: &TestDb) {
     );
 }
 
+async fn quota_batches_record_in_order_in_one_step(db: &TestDb) {
+    let (account, _) = new_account(db, "batch@quo.ta", "free").await;
+    let (other, _) = new_account(db, "other@quo.ta", "free").await;
+    let month = Window::month(T0, Timezone::utc());
+    let day = Window::day(T0, Timezone::utc());
+    let event =
+        |account: &AccountId, meter: &str, window: Window, key: &str, amount: u64| TrackRequest {
+            account: account.clone(),
+            meter: meter.into(),
+            amount,
+            window,
+            limit: Some(5),
+            key: key.into(),
+        };
+    assert_eq!(
+        db.store
+            .track(event(&account, "exports", month, "before", 1))
+            .await
+            .unwrap(),
+        TrackOutcome::Recorded { used: 1 }
+    );
+    let batch = vec![
+        event(&account, "exports", month, "before", 1),
+        event(&account, "exports", month, "a", 3),
+        event(&other, "exports", month, "a", 2),
+        event(&account, "exports", month, "b", 2),
+        event(&account, "renders", day, "c", 5),
+        event(&account, "exports", month, "a", 3),
+        event(&account, "exports", month, "d", 1),
+        event(&account, "exports", month, "before", 4),
+    ];
+    let outcomes = db.store.track_many(batch.clone()).await.unwrap();
+    assert!(
+        matches!(
+            outcomes[3],
+            TrackOutcome::Rejected {
+                error: QuotaError::QuotaExceeded {
+                    used: 4,
+                    requested: 2,
+                    ..
+                }
+            }
+        ),
+        "{:?}",
+        outcomes[3]
+    );
+    assert_eq!(
+        [&outcomes[..3], &outcomes[4..]].concat(),
+        vec![
+            TrackOutcome::Replayed { used: 1 },
+            TrackOutcome::Recorded { used: 4 },
+            TrackOutcome::Recorded { used: 2 },
+            TrackOutcome::Recorded { used: 5 },
+            TrackOutcome::Replayed { used: 4 },
+            TrackOutcome::Recorded { used: 5 },
+            TrackOutcome::Conflict,
+        ]
+    );
+    let used = |account: AccountId, meter: &'static str, start| {
+        let store = db.store.clone();
+        async move { store.usage(&account, meter, start).await.unwrap() }
+    };
+    assert_eq!(used(account.clone(), "exports", month.start).await, 5);
+    assert_eq!(used(account.clone(), "renders", day.start).await, 5);
+    assert_eq!(used(other.clone(), "exports", month.start).await, 2);
+    // The whole batch again records nothing: what was recorded replays with its total then,
+    // what was refused is refused again.
+    let again = db.store.track_many(batch).await.unwrap();
+    assert_eq!(
+        again.iter().map(std::mem::discriminant).collect::<Vec<_>>(),
+        [
+            TrackOutcome::Replayed { used: 0 },
+            TrackOutcome::Replayed { used: 0 },
+            TrackOutcome::Replayed { used: 0 },
+            TrackOutcome::Rejected {
+                error: QuotaError::InvalidAmount
+            },
+            TrackOutcome::Replayed { used: 0 },
+            TrackOutcome::Replayed { used: 0 },
+            TrackOutcome::Replayed { used: 0 },
+            TrackOutcome::Conflict,
+        ]
+        .iter()
+        .map(std::mem::discriminant)
+        .collect::<Vec<_>>()
+    );
+    assert_eq!(again[1], TrackOutcome::Replayed { used: 4 });
+    assert_eq!(used(account.clone(), "exports", month.start).await, 5);
+    // A batch naming an account that does not exist changes nothing.
+    let stranger = AccountId::from_ulid(ulid());
+    assert_eq!(
+        db.store
+            .track_many(vec![
+                event(&account, "exports", month, "e", 1),
+                event(&stranger, "exports", month, "e", 1),
+            ])
+            .await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(db.store.track_many(Vec::new()).await, Ok(Vec::new()));
+}
+
 async fn subscriptions_save_with_optimistic_checks(db: &TestDb) {
     let (account, _) = new_account(db, "sub@scriber.test", "free").await;
     let mut sub = Subscription {
@@ -1403,6 +1505,7 @@ on_both_backends!(
     unknown_accounts_are_not_found,
     one_purchase_grant_per_payment_is_enforced_by_the_database,
     quotas_track_idempotently_within_the_limit,
+    quota_batches_record_in_order_in_one_step,
     subscriptions_save_with_optimistic_checks,
     api_idempotency_claims_once,
     old_idempotency_records_are_pruned_and_nothing_else,

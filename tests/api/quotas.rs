@@ -1,4 +1,4 @@
-use api_tests::TestApp;
+use api_tests::{Db, TestApp};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -84,6 +84,186 @@ async fn usage_is_tracked_idempotently_up_to_the_plans_limit() {
         .find(|q| q["meter"] == "exports")
         .unwrap();
     assert_eq!(exports["used"], 2, "the refused request recorded nothing");
+}
+
+async fn track_batch(app: &TestApp, token: &str, events: Value) -> (u16, Value) {
+    app.post("/v1/quotas/track", Some(token), json!({ "events": events }))
+        .await
+}
+
+fn statuses(body: &Value) -> Vec<&str> {
+    body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_batch_of_events_is_decided_in_order_each_by_its_own_key() {
+    for db in [Db::Sqlite, Db::Postgres] {
+        if let Some(app) = TestApp::spawn_on(db, &[]).await {
+            batch_in_order(&app).await;
+        }
+    }
+}
+
+async fn batch_in_order(app: &TestApp) {
+    let (token, _, _) = app.sign_up("ingest@example.com").await;
+    let events = json!([
+        {"meter": "chat_messages", "key": "m1", "amount": 30},
+        {"meter": "exports", "key": "x1"},
+        {"meter": "chat_messages", "key": "m2", "amount": 20},
+        {"meter": "chat_messages", "key": "m3"},
+        {"meter": "exports", "key": "x1"},
+        {"meter": "exports", "key": "x2"},
+        {"meter": "exports", "key": "x1", "amount": 2},
+    ]);
+    let (status, body) = track_batch(app, &token, events.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        statuses(&body),
+        [
+            "recorded", "recorded", "recorded", "rejected", "replayed", "recorded", "conflict"
+        ]
+    );
+    let results = &body["results"];
+    assert_eq!(
+        (
+            results[2]["used"].as_u64(),
+            results[2]["remaining"].as_u64()
+        ),
+        (Some(50), Some(0)),
+        "the day's 50 messages are used up by the third event"
+    );
+    assert_eq!(
+        (results[3]["code"].as_str(), results[3]["used"].as_u64()),
+        (Some("quota_exceeded"), Some(50))
+    );
+    assert_eq!(results[6]["code"], "idempotency_conflict");
+    assert_eq!(
+        (
+            body["recorded"].as_u64(),
+            body["replayed"].as_u64(),
+            body["rejected"].as_u64(),
+            body["conflicts"].as_u64()
+        ),
+        (Some(4), Some(1), Some(1), Some(1))
+    );
+
+    // The same batch again counts nothing more.
+    let (status, again) = track_batch(app, &token, events).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        statuses(&again),
+        [
+            "replayed", "replayed", "replayed", "rejected", "replayed", "replayed", "conflict"
+        ]
+    );
+    // An event key is the single route's Idempotency-Key.
+    let (status, body, _, replayed) = track(app, &token, "exports", 1, "x2").await;
+    assert_eq!(
+        (status, body["used"].as_u64(), replayed),
+        (200, Some(2), true)
+    );
+
+    let (_, quotas) = app.get_as("/v1/quotas", &token).await;
+    let used = |meter: &str| {
+        quotas
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["meter"] == meter)
+            .unwrap()["used"]
+            .as_u64()
+    };
+    assert_eq!(
+        (used("chat_messages"), used("exports")),
+        (Some(50), Some(2))
+    );
+}
+
+/// Sixteen clients send batches at once, two of them each event: every key counts once and
+/// the day's limit holds exactly, on both databases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_batches_count_each_key_once_up_to_the_limit() {
+    for db in [Db::Sqlite, Db::Postgres] {
+        let Some(app) = TestApp::spawn_on(db, &[]).await else {
+            continue;
+        };
+        let app = std::sync::Arc::new(app);
+        let (token, _, _) = app.sign_up("many@example.com").await;
+        let clients: Vec<_> = (0..16)
+            .map(|client| {
+                let app = app.clone();
+                let token = token.clone();
+                tokio::spawn(async move {
+                    let events: Vec<Value> = (0..10)
+                        .map(|i| json!({"meter": "chat_messages", "key": format!("c{}-{i}", client % 8)}))
+                        .collect();
+                    let (status, body) = track_batch(&app, &token, json!(events)).await;
+                    assert_eq!(status, 200, "{body}");
+                    body["recorded"].as_u64().unwrap()
+                })
+            })
+            .collect();
+        let mut recorded = 0;
+        for client in clients {
+            recorded += client.await.unwrap();
+        }
+        assert_eq!(recorded, 50, "80 distinct keys, 50 allowed a day");
+        let (_, quotas) = app.get_as("/v1/quotas", &token).await;
+        let chat = quotas
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["meter"] == "chat_messages")
+            .unwrap();
+        assert_eq!(chat["used"], 50);
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_batch_is_refused_whole() {
+    let app = TestApp::spawn(&[]).await;
+    let (token, _, _) = app.sign_up("bad-batch@example.com").await;
+    let good = json!({"meter": "exports", "key": "ok"});
+    let too_many: Vec<Value> = (0..501)
+        .map(|i| json!({"meter": "chat_messages", "key": format!("k{i}")}))
+        .collect();
+    for (events, field) in [
+        (
+            json!([good, {"meter": "teleports", "key": "t"}]),
+            "events[1].meter",
+        ),
+        (
+            json!([good, {"meter": "exports", "key": "z", "amount": 0}]),
+            "events[1].amount",
+        ),
+        (
+            json!([good, {"meter": "exports", "key": ""}]),
+            "events[1].key",
+        ),
+        (
+            json!([good, {"meter": "exports", "key": "é"}]),
+            "events[1].key",
+        ),
+        (json!([]), "events"),
+        (json!(too_many), "events"),
+    ] {
+        let (status, body) = track_batch(&app, &token, events).await;
+        assert_eq!(
+            (status, body["code"].as_str(), body["field"].as_str()),
+            (422, Some("invalid_field"), Some(field)),
+            "{body}"
+        );
+    }
+    let (_, quotas) = app.get_as("/v1/quotas", &token).await;
+    assert!(
+        quotas.as_array().unwrap().iter().all(|q| q["used"] == 0),
+        "nothing was recorded: {quotas}"
+    );
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
     admin, auth, billing, catalog, credits, gateway, local_pay, me, password, quotas, system,
-    tasks, webhooks,
+    tasks, track_batch, webhooks,
 };
 
 /// Tollgate's API description, served at `/openapi.json`.
@@ -27,7 +27,7 @@ use crate::routes::{
         billing::checkout_pack, billing::checkout_subscription, billing::quick_buy,
         billing::portal, billing::history, billing::comp,
         local_pay::show, local_pay::pay, local_pay::decline,
-        quotas::usage, quotas::track, quotas::check,
+        quotas::usage, quotas::track, track_batch::track_batch, quotas::check,
         admin::list_users, admin::get_account, admin::adjust_credits, admin::audit_log,
         admin::list_webhooks, admin::get_webhook, admin::retry_webhook,
         webhooks::stripe,

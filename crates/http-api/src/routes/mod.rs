@@ -12,6 +12,7 @@ pub mod password;
 pub mod quotas;
 pub mod system;
 pub mod tasks;
+pub mod track_batch;
 pub mod webhooks;
 
 use actix_web::HttpRequest;

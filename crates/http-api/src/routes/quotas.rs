@@ -16,7 +16,7 @@ use crate::routes::idempotency_key;
 use crate::state::ApiState;
 
 /// The account, its subscription's billing period (if any) and status.
-async fn context(
+pub(crate) async fn context(
     state: &ApiState,
     account: &AccountId,
 ) -> Result<(Account, Option<billing_core::subscription::Subscription>), ApiError> {
@@ -30,7 +30,7 @@ async fn context(
     Ok((account, subscription))
 }
 
-fn window_for(
+pub(crate) fn window_for(
     state: &ApiState,
     period: billing_core::quota::QuotaPeriod,
     billing: Option<Window>,

@@ -149,7 +149,7 @@ pub struct AuthSettings {
     /// Seconds a sign-in found live is trusted before it is checked again (0: always).
     #[serde(default = "default_session_check_seconds")]
     pub session_check_seconds: u64,
-    /// Passwords hashed or verified at once (each argon2id hash takes 19 MiB).
+    /// Passwords hashed or verified at once (each argon2id hash takes 7 MiB).
     #[serde(default = "default_hashing_threads")]
     pub hashing_threads: usize,
     /// Seconds a sign-in waits for a hashing thread before it is answered 503.

@@ -1,14 +1,18 @@
 //! Password hashing with a bound: a fixed pool of threads, each with its own argon2 memory,
 //! and a queue with a time limit.
 //!
-//! One argon2id hash (the crate's defaults: m = 19 MiB, t = 2) works in 19 MiB. Run without
-//! a bound, 200 concurrent sign-ups took the server from 14 MB to 1 GB of RSS, never given
-//! back. Bounding the threads is not enough on its own: with a fresh 19 MiB buffer per hash,
+//! New hashes use argon2id with m = 7 MiB, t = 5, p = 1: of the configurations OWASP's
+//! Password Storage Cheat Sheet lists as equally strong (19 MiB × 2 passes, 12 MiB × 3,
+//! 9 MiB × 4, 7 MiB × 5), the one that trades memory for passes, at about the same CPU time
+//! as the crate's default of 19 MiB × 2. A hash made with other parameters (the crate's
+//! default, used before) still verifies with its own. Run without a bound, 200 concurrent
+//! sign-ups took the server from 14 MB to 1 GB of RSS, never given back. Bounding the threads is not enough on its own: with a fresh 19 MiB buffer per hash,
 //! glibc's adaptive mmap threshold moves those buffers into arena heaps that fragment, and
 //! RSS still climbs to ~390 MB after twenty sign-ups on two threads (measured; see
 //! docs/benchmarks.md). So each of the `threads` long-lived threads allocates its argon2
-//! memory once and reuses it for every hash and verification: memory is `threads` × 19 MiB,
-//! whatever the load. A request waits at most `queue_timeout` for a thread before it is
+//! memory once and reuses it for every hash and verification: memory is `threads` × 7 MiB,
+//! whatever the load. (Verifying an older, larger hash borrows what it needs for that one
+//! job.) A request waits at most `queue_timeout` for a thread before it is
 //! answered 503 with `Retry-After`. A sign-in flood costs time, not memory.
 
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -115,7 +119,19 @@ fn work(queue: &Mutex<Receiver<Job>>) {
     }
 }
 
-/// Argon2 into `out`, in `memory` (grown once to what `params` needs, then reused).
+/// KiB of memory for a new hash.
+const MEMORY_KIB: u32 = 7 * 1024;
+/// Passes over it.
+const PASSES: u32 = 5;
+
+/// The parameters of a new hash.
+fn params() -> Result<Params, String> {
+    Params::new(MEMORY_KIB, PASSES, 1, None).map_err(|e| e.to_string())
+}
+
+/// Argon2 into `out`, in `memory`: the thread's own, sized for new hashes and reused. A
+/// hash that needs more (made with older parameters) gets a buffer of its own for the job,
+/// so one old hash does not keep the thread at its size.
 fn compute(
     memory: &mut Memory,
     argon: &Argon2<'_>,
@@ -125,15 +141,23 @@ fn compute(
     out: &mut [u8],
 ) -> argon2::Result<()> {
     let blocks = params.block_count();
+    if blocks > MEMORY_KIB as usize {
+        let mut own = vec![Block::default(); blocks];
+        return argon.hash_password_into_with_memory(password, salt, out, &mut own[..]);
+    }
     if memory.len() < blocks {
         memory.resize(blocks, Block::default());
     }
     argon.hash_password_into_with_memory(password, salt, out, &mut memory[..blocks])
 }
 
-/// A new argon2id hash (the crate's default parameters) as a PHC string.
+/// A new argon2id hash as a PHC string.
 pub(crate) fn hash_with(memory: &mut Memory, password: &str) -> Result<String, String> {
-    let params = Params::default();
+    hash_using(memory, password, params()?)
+}
+
+/// An argon2id hash with `params` as a PHC string.
+fn hash_using(memory: &mut Memory, password: &str, params: Params) -> Result<String, String> {
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
     let salt: [u8; 16] = rand::random();
     let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
@@ -208,6 +232,21 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+
+    #[test]
+    fn new_hashes_use_7_mib_and_older_hashes_still_verify_without_growing_the_buffer() {
+        let mut memory = Memory::new();
+        let phc = hash_with(&mut memory, "correct horse").unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{phc}");
+        assert!(verify_with(&mut memory, "correct horse", &phc));
+        assert!(!verify_with(&mut memory, "wrong horse", &phc));
+        // A hash made before, with the crate's defaults (19 MiB, 2 passes).
+        let old = hash_using(&mut Memory::new(), "old horse", Params::default()).unwrap();
+        assert!(old.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{old}");
+        assert!(verify_with(&mut memory, "old horse", &old));
+        assert!(!verify_with(&mut memory, "new horse", &old));
+        assert_eq!(memory.len(), 7168, "the thread's buffer stays at 7 MiB");
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn at_most_the_pool_runs_at_once_and_a_long_queue_is_refused() {

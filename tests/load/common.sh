@@ -106,3 +106,17 @@ tps() { sed -n 's/^tps = \([0-9.]*\) .*/\1/p' | head -n1; }
 
 # rss_mb: the server's resident memory now.
 rss_mb() { echo $(( $(awk '/VmRSS/ {print $2}' "/proc/$server/status") / 1024 )); }
+
+# counted_once: after a load of 1-unit usage events, fails unless the events stored equal
+# the units counted (none counted twice, none lost).
+counted_once() {
+    local count="SELECT (SELECT count(*) FROM quota_events), (SELECT coalesce(sum(used), 0) FROM quota_usage)"
+    local stored used
+    if [ "$backend" = postgres ]; then
+        read -r stored used < <(psql "$TOLLGATE__DATABASE__URL" -qtA -F ' ' -c "$count")
+    else
+        read -r stored used < <(sqlite3 -separator ' ' "$work/tollgate.db" "$count")
+    fi
+    echo "events stored: $stored, units counted: $used"
+    [ "$stored" = "$used" ] || { echo "MISMATCH: an event was counted twice or not at all"; return 1; }
+}

@@ -41,12 +41,5 @@ for round in $(seq 1 "$rounds"); do
 done
 echo "server RSS after the runs: $(rss_mb) MB"
 kill "$server"; wait "$server" 2>/dev/null || true
-count="SELECT (SELECT count(*) FROM quota_events), (SELECT coalesce(sum(used), 0) FROM quota_usage)"
-if [ "$backend" = postgres ]; then
-    read -r stored used < <(psql "$TOLLGATE__DATABASE__URL" -qtA -F ' ' -c "$count")
-else
-    read -r stored used < <(sqlite3 -separator ' ' "$work/tollgate.db" "$count")
-fi
-echo "events stored: $stored, units counted: $used"
-[ "$stored" = "$used" ] || { echo "MISMATCH: an event was counted twice or not at all"; exit 1; }
+counted_once
 "$bin" ledger verify

@@ -41,12 +41,5 @@ peak=$(printf '%s\n' "${samples[@]}" | sort -n | tail -n1)
 echo "at one minute: $at_one_minute MB, peak: $peak MB, last: $last MB"
 if [ $((last * 10)) -le $((at_one_minute * 11)) ]; then echo "flat"; else echo "GREW"; fi
 kill "$server"; wait "$server" 2>/dev/null || true
-count="SELECT (SELECT count(*) FROM quota_events), (SELECT coalesce(sum(used), 0) FROM quota_usage)"
-if [ "$backend" = postgres ]; then
-    read -r stored used < <(psql "$TOLLGATE__DATABASE__URL" -qtA -F ' ' -c "$count")
-else
-    read -r stored used < <(sqlite3 -separator ' ' "$work/tollgate.db" "$count")
-fi
-echo "events stored: $stored, units counted: $used"
-[ "$stored" = "$used" ] || { echo "MISMATCH: an event was counted twice or not at all"; exit 1; }
+counted_once
 "$bin" ledger verify

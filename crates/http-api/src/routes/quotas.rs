@@ -30,13 +30,28 @@ pub(crate) async fn context(
     Ok((account, subscription))
 }
 
-pub(crate) fn window_for(
+fn window_for(
     state: &ApiState,
     period: billing_core::quota::QuotaPeriod,
     billing: Option<Window>,
 ) -> Result<Window, ApiError> {
     let tz = state.billing.catalog.tz().map_err(ApiError::internal)?;
     Ok(Window::of(period, state.billing.clock.now(), tz, billing))
+}
+
+/// A meter's limit under `plan` (`None`: unlimited) and the window it counts in now.
+pub(crate) fn limit_and_window(
+    state: &ApiState,
+    plan: Option<&billing_core::catalog::Plan>,
+    meter: &str,
+    billing: Option<Window>,
+) -> Result<(Option<u64>, Window), ApiError> {
+    let rule = plan.and_then(|p| p.quotas.get(meter));
+    let period = rule.map_or(billing_core::quota::QuotaPeriod::Month, |r| r.period);
+    Ok((
+        rule.and_then(|r| r.limit),
+        window_for(state, period, billing)?,
+    ))
 }
 
 /// Usage of every meter in the current period, against the caller's plan.
@@ -97,15 +112,14 @@ pub async fn track(
         return Err(ApiError::invalid_field("amount", "must be at least 1"));
     }
     let (account, subscription) = context(&state, account).await?;
-    let rule = catalog
-        .plan(&account.plan)
-        .or_else(|| catalog.default_plan())
-        .and_then(|p| p.quotas.get(&meter))
-        .cloned();
-    let period = rule
-        .as_ref()
-        .map_or(billing_core::quota::QuotaPeriod::Month, |r| r.period);
-    let window = window_for(&state, period, subscription.and_then(|s| s.current_period))?;
+    let (limit, window) = limit_and_window(
+        &state,
+        catalog
+            .plan(&account.plan)
+            .or_else(|| catalog.default_plan()),
+        &meter,
+        subscription.and_then(|s| s.current_period),
+    )?;
     let key = idempotency_key(&req, &state)?;
     let outcome = state
         .quotas
@@ -114,11 +128,10 @@ pub async fn track(
             meter: meter.clone(),
             amount,
             window,
-            limit: rule.as_ref().and_then(|r| r.limit),
+            limit,
             key: format!("track:{key}"),
         })
         .await?;
-    let limit = rule.as_ref().and_then(|r| r.limit);
     let view = |used: u64| QuotaStatusView {
         meter: meter.clone(),
         limit,

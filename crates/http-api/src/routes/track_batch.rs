@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use actix_web::{HttpResponse, web};
 use billing_core::ledger::IdempotencyKey;
 use billing_core::ports::{TrackOutcome, TrackRequest};
-use billing_core::quota::{QuotaError, QuotaPeriod, Window};
+use billing_core::quota::{QuotaError, Window};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -13,7 +13,7 @@ use crate::auth::Caller;
 use crate::dto::{MAX_UNITS, rfc3339};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Validate};
-use crate::routes::quotas::{context, window_for};
+use crate::routes::quotas::{context, limit_and_window};
 use crate::state::ApiState;
 
 /// The most events one request may carry.
@@ -174,10 +174,8 @@ pub async fn track_batch(
         if rules.contains_key(event.meter.as_str()) {
             continue;
         }
-        let rule = plan.and_then(|p| p.quotas.get(&event.meter));
-        let period = rule.map_or(QuotaPeriod::Month, |r| r.period);
-        let window = window_for(&state, period, billing)?;
-        rules.insert(&event.meter, (rule.and_then(|r| r.limit), window));
+        let resolved = limit_and_window(&state, plan, &event.meter, billing)?;
+        rules.insert(&event.meter, resolved);
     }
     let mut resolved = Vec::with_capacity(body.events.len());
     let mut requests = Vec::with_capacity(body.events.len());

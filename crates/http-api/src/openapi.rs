@@ -251,6 +251,14 @@ pub fn document(catalog: &billing_core::catalog::Catalog) -> Value {
         {
             *action = json!({"type": "string", "enum": actions, "description": "An action of the catalog"});
         }
+        if let Some(meter) = schemas
+            .get_mut("TrackEventBody")
+            .and_then(|s| s.pointer_mut("/properties/meter"))
+            && !meters.is_empty()
+        {
+            *meter =
+                json!({"type": "string", "enum": meters, "description": "A meter of the catalog"});
+        }
         let packs: Vec<Value> = catalog.packs.keys().map(|p| json!(p)).collect();
         for schema in ["PackCheckoutRequest", "QuickBuyRequest"] {
             if let Some(pack) = schemas

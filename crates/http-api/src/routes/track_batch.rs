@@ -42,7 +42,7 @@ pub struct TrackEventBody {
     /// The event's own idempotency key, 1 to 200 visible ASCII characters. The same key
     /// again records nothing more; it is the same key as an `Idempotency-Key` sent to
     /// `POST /v1/quotas/{meter}/track`.
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[!-~]{1,200}$")]
     pub key: String,
 }
 

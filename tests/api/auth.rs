@@ -94,6 +94,55 @@ async fn login_accepts_the_right_password_only_and_says_the_same_for_unknown_ema
     assert_eq!(wrong_body, unknown_body, "no hint whether the email exists");
 }
 
+/// A password hashed before with the crate's default argon2 parameters (19 MiB, 2 passes).
+const LEGACY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$yA0Ani42VSJTFWelQnNvrQ$T0wHrnLjQtvXy+U06a9VpQeA5O9Ki47ycl011z5iBD8";
+
+/// A hash made with older parameters still signs in, and the sign-in stores the password
+/// hashed the current way (7 MiB); a wrong password changes nothing.
+#[tokio::test]
+async fn signing_in_upgrades_a_hash_made_with_older_parameters() {
+    use billing_core::ports::AccountStore;
+    let app = TestApp::spawn(&[]).await;
+    app.sign_up("legacy@example.com").await;
+    let stored = || async {
+        app.store
+            .user_by_email("legacy@example.com")
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let mut user = stored().await;
+    user.password_hash = Some(LEGACY_HASH.into());
+    app.store.update_user(&user).await.unwrap();
+    let login = |password: &'static str| {
+        app.post(
+            "/v1/auth/login",
+            None,
+            json!({"email": "legacy@example.com", "password": password}),
+        )
+    };
+    let (status, _) = login("wrong horse battery").await;
+    assert_eq!(status, 401);
+    assert_eq!(stored().await.password_hash.as_deref(), Some(LEGACY_HASH));
+    let (status, body) = login("correct horse battery").await;
+    assert_eq!(status, 200, "{body}");
+    let upgraded = stored().await.password_hash.unwrap();
+    assert!(
+        upgraded.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"),
+        "{upgraded}"
+    );
+    let (status, _) = login("correct horse battery").await;
+    assert_eq!(status, 200, "the new hash is of the same password");
+    // The swap is conditional: from a hash that is no longer stored, nothing changes.
+    assert!(
+        !app.store
+            .replace_password_hash(&user.id, LEGACY_HASH, "$argon2id$other")
+            .await
+            .unwrap()
+    );
+    assert_eq!(stored().await.password_hash.unwrap(), upgraded);
+}
+
 #[tokio::test]
 async fn refresh_rotates_and_a_reused_token_revokes_the_whole_sign_in() {
     let app = TestApp::spawn(&[]).await;

@@ -227,6 +227,14 @@ pub trait AccountStore: Send + Sync {
     async fn user_by_subject(&self, subject: &str) -> Result<Option<User>, StoreError>;
     /// Replaces a user's mutable fields (name, role, verification, password hash).
     async fn update_user(&self, user: &User) -> Result<(), StoreError>;
+    /// Replaces a user's password hash only if it is still `expected` (a rehash must not
+    /// undo a password change made meanwhile); whether it did.
+    async fn replace_password_hash(
+        &self,
+        user: &UserId,
+        expected: &str,
+        new: &str,
+    ) -> Result<bool, StoreError>;
     /// The users of an account, oldest first.
     async fn account_users(&self, account: &AccountId) -> Result<Vec<User>, StoreError>;
     /// Users whose email or name contains `search`, newest first.

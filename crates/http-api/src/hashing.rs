@@ -180,6 +180,31 @@ fn hash_using(memory: &mut Memory, password: &str, params: Params) -> Result<Str
     Ok(hash.to_string())
 }
 
+/// Whether a PHC string was made otherwise than a new hash would be (another variant,
+/// version or parameters): sign-in then hashes the password again.
+pub fn outdated(phc: &str) -> bool {
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return true;
+    };
+    let current = (
+        Some(Algorithm::Argon2id),
+        Some(Version::V0x13),
+        params().ok(),
+    );
+    let stored = (
+        Algorithm::try_from(hash.algorithm.as_str()).ok(),
+        hash.version.and_then(|v| Version::try_from(v).ok()),
+        Params::try_from(&hash).ok(),
+    );
+    let same_params = match (&stored.2, &current.2) {
+        (Some(a), Some(b)) => {
+            (a.m_cost(), a.t_cost(), a.p_cost()) == (b.m_cost(), b.t_cost(), b.p_cost())
+        }
+        _ => false,
+    };
+    !(stored.0 == current.0 && stored.1 == current.1 && same_params)
+}
+
 /// Whether `password` matches a PHC string (any argon2 variant and parameters).
 pub(crate) fn verify_with(memory: &mut Memory, password: &str, phc: &str) -> bool {
     let Ok(hash) = PasswordHash::new(phc) else {
@@ -246,6 +271,9 @@ mod tests {
         assert!(verify_with(&mut memory, "old horse", &old));
         assert!(!verify_with(&mut memory, "new horse", &old));
         assert_eq!(memory.len(), 7168, "the thread's buffer stays at 7 MiB");
+        assert!(outdated(&old), "made with 19 MiB: sign-in hashes it again");
+        assert!(!outdated(&phc));
+        assert!(outdated("not a hash"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -213,6 +213,22 @@ macro_rules! account_queries {
                 .await?)
         }
 
+        pub(crate) async fn user_password_swap(
+            c: &mut Conn,
+            user: String,
+            expected: String,
+            new: String,
+        ) -> Result<usize, TxError> {
+            Ok(diesel::update(
+                users::table
+                    .find(user)
+                    .filter(users::password_hash.eq(expected)),
+            )
+            .set(users::password_hash.eq(new))
+            .execute(c)
+            .await?)
+        }
+
         pub(crate) async fn users_list(
             c: &mut Conn,
             search: Option<String>,

@@ -353,6 +353,21 @@ impl AccountStore for DieselStore {
         }
     }
 
+    async fn replace_password_hash(
+        &self,
+        user: &UserId,
+        expected: &str,
+        new: &str,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let changed = call!(
+            conn,
+            user_password_swap(user.to_string(), expected.to_owned(), new.to_owned())
+        )
+        .map_err(tx_error)?;
+        Ok(changed == 1)
+    }
+
     async fn account_users(&self, account: &AccountId) -> Result<Vec<User>, StoreError> {
         let mut conn = self.pool.get().await?;
         call!(conn, users_of_account(account.to_string()))

@@ -136,6 +136,23 @@ async fn accounts_and_users(db: &TestDb) {
             .map(|h| h.starts_with("$argon2id$")),
         Some(true)
     );
+    // A password hash is swapped only from the one still stored.
+    let old = found.password_hash.clone().unwrap();
+    assert!(
+        db.store
+            .replace_password_hash(&user, &old, "$argon2id$new")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !db.store
+            .replace_password_hash(&user, &old, "$argon2id$newer")
+            .await
+            .unwrap(),
+        "a rehash from a hash changed meanwhile changes nothing"
+    );
+    let swapped = db.store.user(&user).await.unwrap().unwrap();
+    assert_eq!(swapped.password_hash.as_deref(), Some("$argon2id$new"));
     assert_eq!(
         db.store.account(&account).await.unwrap().unwrap().plan,
         "free"

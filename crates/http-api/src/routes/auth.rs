@@ -152,7 +152,7 @@ pub async fn login(
     // decoy, too, is hashed on the pool).
     let phc = user.as_ref().and_then(|u| u.password_hash.clone());
     let password = body.password;
-    let matches = state.hashing.verify(password, phc).await?;
+    let matches = state.hashing.verify(password.clone(), phc).await?;
     let user: User = match user {
         Some(user) if matches && user.password_hash.is_some() => user,
         _ => {
@@ -161,6 +161,13 @@ pub async fn login(
         }
     };
     state.limits.login_succeeded(&email).await;
+    if let Some(old) = user
+        .password_hash
+        .as_deref()
+        .filter(|h| crate::hashing::outdated(h))
+    {
+        upgrade_hash(&state, &user.id, old, password).await;
+    }
     let account = state
         .billing
         .accounts
@@ -173,6 +180,30 @@ pub async fn login(
         account: AccountView::from(&account),
         tokens,
     }))
+}
+
+/// Hashes a password that was stored with older parameters again, replacing the old hash
+/// only if no password change came meanwhile. Sign-in succeeds whatever happens here.
+async fn upgrade_hash(state: &ApiState, user: &UserId, old: &str, password: String) {
+    let new = match state.hashing.hash(password).await {
+        Ok(new) => new,
+        Err(err) => {
+            tracing::warn!(user = %user, code = err.code(), "could not rehash a password");
+            return;
+        }
+    };
+    match state
+        .billing
+        .accounts
+        .replace_password_hash(user, old, &new)
+        .await
+    {
+        Ok(true) => tracing::info!(user = %user, "password hash upgraded"),
+        Ok(false) => {}
+        Err(err) => {
+            tracing::warn!(user = %user, error = %err, "could not store a rehashed password")
+        }
+    }
 }
 
 fn invalid_refresh() -> ApiError {

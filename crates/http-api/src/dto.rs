@@ -586,21 +586,20 @@ pub struct TrackRequestBody {
 /// The most units one request may track or ask about.
 pub const MAX_UNITS: u64 = 1_000_000_000;
 
-/// 422 unless `amount` (if given) is 1 to [`MAX_UNITS`].
-fn units(amount: Option<u64>) -> Result<(), ApiError> {
+/// 422 naming `field` unless `amount` (if given) is 1 to [`MAX_UNITS`].
+pub(crate) fn units(field: &str, amount: Option<u64>) -> Result<(), ApiError> {
     match amount {
-        Some(0) => Err(ApiError::invalid_field("amount", "must be at least 1")),
-        Some(n) if n > MAX_UNITS => Err(ApiError::invalid_field(
-            "amount",
-            "must be at most 1000000000",
-        )),
+        Some(0) => Err(ApiError::invalid_field(field, "must be at least 1")),
+        Some(n) if n > MAX_UNITS => {
+            Err(ApiError::invalid_field(field, "must be at most 1000000000"))
+        }
         _ => Ok(()),
     }
 }
 
 impl Validate for TrackRequestBody {
     fn validate(&self) -> Result<(), ApiError> {
-        units(self.amount)
+        units("amount", self.amount)
     }
 }
 
@@ -622,7 +621,7 @@ pub struct EntitlementRequest {
 impl Validate for EntitlementRequest {
     fn validate(&self) -> Result<(), ApiError> {
         max_chars("name", &self.name, limits::ID)?;
-        units(self.amount)
+        units("amount", self.amount)
     }
 }
 

@@ -183,26 +183,13 @@ fn hash_using(memory: &mut Memory, password: &str, params: Params) -> Result<Str
 /// Whether a PHC string was made otherwise than a new hash would be (another variant,
 /// version or parameters): sign-in then hashes the password again.
 pub fn outdated(phc: &str) -> bool {
-    let Ok(hash) = PasswordHash::new(phc) else {
+    let (Ok(hash), Ok(current)) = (PasswordHash::new(phc), params()) else {
         return true;
     };
-    let current = (
-        Some(Algorithm::Argon2id),
-        Some(Version::V0x13),
-        params().ok(),
-    );
-    let stored = (
-        Algorithm::try_from(hash.algorithm.as_str()).ok(),
-        hash.version.and_then(|v| Version::try_from(v).ok()),
-        Params::try_from(&hash).ok(),
-    );
-    let same_params = match (&stored.2, &current.2) {
-        (Some(a), Some(b)) => {
-            (a.m_cost(), a.t_cost(), a.p_cost()) == (b.m_cost(), b.t_cost(), b.p_cost())
-        }
-        _ => false,
-    };
-    !(stored.0 == current.0 && stored.1 == current.1 && same_params)
+    let cost = |p: &Params| (p.m_cost(), p.t_cost(), p.p_cost());
+    let current_kind = Algorithm::try_from(hash.algorithm.as_str()) == Ok(Algorithm::Argon2id)
+        && hash.version == Some(Version::V0x13.into());
+    !(current_kind && Params::try_from(&hash).is_ok_and(|p| cost(&p) == cost(&current)))
 }
 
 /// Whether `password` matches a PHC string (any argon2 variant and parameters).

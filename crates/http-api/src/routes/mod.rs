@@ -55,6 +55,14 @@ pub(crate) fn page(
     Ok(billing_core::records::PageRequest { limit, after })
 }
 
+/// A key a client sent: 1 to [`IdempotencyKey::CLIENT_MAX_LEN`] visible ASCII characters.
+pub(crate) fn client_key(value: &str) -> Option<IdempotencyKey> {
+    if value.len() > IdempotencyKey::CLIENT_MAX_LEN {
+        return None;
+    }
+    IdempotencyKey::new(value).ok()
+}
+
 /// The request's `Idempotency-Key`, validated; a fresh one-off key when absent.
 pub(crate) fn idempotency_key(req: &HttpRequest, state: &ApiState) -> Result<String, ApiError> {
     match req.headers().get("idempotency-key") {
@@ -65,8 +73,7 @@ pub(crate) fn idempotency_key(req: &HttpRequest, state: &ApiState) -> Result<Str
         Some(value) => value
             .to_str()
             .ok()
-            .filter(|v| v.len() <= IdempotencyKey::CLIENT_MAX_LEN)
-            .and_then(|v| IdempotencyKey::new(v).ok())
+            .and_then(client_key)
             .map(|k| k.as_str().to_owned())
             .ok_or_else(|| {
                 ApiError::new(

@@ -3,16 +3,16 @@
 use std::collections::HashMap;
 
 use actix_web::{HttpResponse, web};
-use billing_core::ledger::IdempotencyKey;
 use billing_core::ports::{TrackOutcome, TrackRequest};
 use billing_core::quota::{QuotaError, Window};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::Caller;
-use crate::dto::{MAX_UNITS, rfc3339};
+use crate::dto::{rfc3339, units};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Validate};
+use crate::routes::client_key;
 use crate::routes::quotas::{context, limit_and_window};
 use crate::state::ApiState;
 
@@ -55,24 +55,8 @@ impl Validate for TrackBatchBody {
             ));
         }
         for (i, event) in self.events.iter().enumerate() {
-            match event.amount {
-                Some(0) => {
-                    return Err(ApiError::invalid_field(
-                        &format!("events[{i}].amount"),
-                        "must be at least 1",
-                    ));
-                }
-                Some(n) if n > MAX_UNITS => {
-                    return Err(ApiError::invalid_field(
-                        &format!("events[{i}].amount"),
-                        format!("must be at most {MAX_UNITS}"),
-                    ));
-                }
-                _ => {}
-            }
-            let key_ok = event.key.len() <= IdempotencyKey::CLIENT_MAX_LEN
-                && IdempotencyKey::new(event.key.as_str()).is_ok();
-            if !key_ok {
+            units(&format!("events[{i}].amount"), event.amount)?;
+            if client_key(&event.key).is_none() {
                 return Err(ApiError::invalid_field(
                     &format!("events[{i}].key"),
                     "must be 1 to 200 visible ASCII characters",

@@ -102,6 +102,7 @@ async fn main() {
                 name: None,
                 password_hash: None,
                 external_subject: Some(format!("bench-{n}")),
+                email_verified: false,
             })
             .await
             .unwrap();

@@ -176,6 +176,7 @@ async fn daily_allowances_are_granted_once_per_day() {
             name: None,
             password_hash: None,
             external_subject: None,
+            email_verified: false,
         })
         .await
         .unwrap();
@@ -368,6 +369,7 @@ async fn an_unpaid_renewal_keeps_the_plan_for_the_grace_then_falls_to_the_defaul
             name: None,
             password_hash: None,
             external_subject: None,
+            email_verified: false,
         })
         .await
         .unwrap()

@@ -24,12 +24,14 @@ use crate::subscription::SubscriptionError;
 
 mod checkout;
 mod gateway;
+mod identity;
 mod payments;
 mod reconcile;
 mod tasks;
 
 pub use checkout::ReturnUrls;
 pub use gateway::{AdmittedCall, CallEnd, FinishedCall};
+pub use identity::{ExternalIdentity, PLACEHOLDER_EMAIL_DOMAIN, has_mailbox, placeholder_email};
 pub use payments::{Applied, Notice};
 pub use reconcile::{Drift, Reconciliation};
 pub use tasks::{CreateTask, HOLD_GRACE, MAX_LEASE_SECONDS, TaskSweep, Tasks};
@@ -127,6 +129,8 @@ pub struct SignUp {
     pub password_hash: Option<String>,
     /// The external identity's subject (Clerk), if any.
     pub external_subject: Option<String>,
+    /// Whether the address is already verified (an external provider vouched for it).
+    pub email_verified: bool,
 }
 
 /// The result of a sign-up.
@@ -333,7 +337,7 @@ impl Billing {
                 .map(|n| n.trim().to_owned())
                 .filter(|n| !n.is_empty()),
             role: Role::User,
-            email_verified: false,
+            email_verified: input.email_verified,
             password_hash: input.password_hash,
             external_subject: input.external_subject,
             created_at: now,
@@ -679,7 +683,7 @@ impl Billing {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::{Arc, Mutex};
 
     use time::macros::datetime;
@@ -702,15 +706,15 @@ mod tests {
         }
     }
 
-    struct Mocks {
-        accounts: MockAccountStore,
+    pub(crate) struct Mocks {
+        pub(crate) accounts: MockAccountStore,
         ledger: MockLedgerStore,
         subscriptions: MockSubscriptionStore,
         payments: MockPaymentStore,
     }
 
     impl Mocks {
-        fn new() -> Self {
+        pub(crate) fn new() -> Self {
             Self {
                 accounts: MockAccountStore::new(),
                 ledger: MockLedgerStore::new(),
@@ -728,7 +732,7 @@ mod tests {
         }
 
         /// The ledger mock forwards to a real in-memory book and records every request.
-        fn with_book(mut self, seen: Arc<Mutex<Vec<LedgerRequest>>>) -> Self {
+        pub(crate) fn with_book(mut self, seen: Arc<Mutex<Vec<LedgerRequest>>>) -> Self {
             let book = Mutex::new(AccountBook::new(account("free").id));
             let ids = SequentialIds::default();
             self.ledger.expect_execute().returning(move |request| {
@@ -738,7 +742,7 @@ mod tests {
             self
         }
 
-        fn billing(self) -> Billing {
+        pub(crate) fn billing(self) -> Billing {
             Billing {
                 catalog: Arc::new(sample_catalog()),
                 accounts: Arc::new(self.accounts),
@@ -752,7 +756,7 @@ mod tests {
         }
     }
 
-    fn seen() -> Arc<Mutex<Vec<LedgerRequest>>> {
+    pub(crate) fn seen() -> Arc<Mutex<Vec<LedgerRequest>>> {
         Arc::new(Mutex::new(Vec::new()))
     }
 
@@ -777,6 +781,7 @@ mod tests {
                 name: Some("Ada".into()),
                 password_hash: Some("$argon2id$…".into()),
                 external_subject: None,
+                email_verified: false,
             })
             .await
             .unwrap();
@@ -849,6 +854,7 @@ mod tests {
             name: None,
             password_hash: None,
             external_subject: Some("user_2abc".into()),
+            email_verified: false,
         };
         assert_eq!(
             billing.sign_up(input("ada@example.com")).await,

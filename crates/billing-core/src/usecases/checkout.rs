@@ -37,7 +37,7 @@ impl Billing {
             .account_users(account)
             .await?
             .into_iter()
-            .next()
+            .find(super::identity::has_mailbox)
             .map(|u| u.email)
             .unwrap_or_default();
         let created = gateway

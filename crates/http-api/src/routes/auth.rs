@@ -93,6 +93,7 @@ pub async fn signup(
             name: body.name,
             password_hash: Some(hash),
             external_subject: None,
+            email_verified: false,
         })
         .await?;
     let tokens = issue(

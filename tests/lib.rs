@@ -2,6 +2,8 @@
 //! temporary file) or PostgreSQL (a fresh schema, when `TOLLGATE_TEST_DATABASE_URL` is set),
 //! and talk HTTP to it.
 
+pub mod identity;
+
 use std::path::Path;
 use std::sync::Arc;
 

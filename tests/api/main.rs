@@ -7,6 +7,7 @@ mod credits;
 mod errors;
 mod gateway;
 mod health;
+mod identity;
 mod limits;
 mod me;
 mod openapi;

@@ -1,6 +1,7 @@
 //! The `tollgate` application: configuration, wiring and the HTTP server. The binary in
 //! `main.rs` is a thin command-line front to this library, which tests use directly.
 
+pub mod identity;
 pub mod mail;
 pub mod mock_llm;
 pub mod server;

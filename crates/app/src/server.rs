@@ -39,6 +39,9 @@ pub enum StartupError {
     /// The LLM providers' client could not be built.
     #[error("llm: {0}")]
     Llm(String),
+    /// The identity providers' key client could not be built.
+    #[error("identity: {0}")]
+    Identity(String),
     /// The payment provider's client could not be built.
     #[error("payments: {0}")]
     Payments(#[from] billing_core::ports::PaymentError),
@@ -442,6 +445,7 @@ pub fn api_state(
         session_cache: http_api::session_cache::SessionCache::new(Duration::from_secs(
             auth.session_check_seconds,
         )),
+        identities: crate::identity::providers(&auth.identity)?,
         openapi,
         webhook_intake: webhook_intake(settings),
         webhooks: store.clone(),

@@ -161,6 +161,48 @@ pub struct AuthSettings {
     /// A key that authenticates as an admin (`TOLLGATE__AUTH__ADMIN_API_KEY`).
     #[serde(default)]
     pub admin_api_key: Option<secrecy::SecretString>,
+    /// External identity providers whose tokens are accepted, by name
+    /// (`[auth.identity.clerk]`); none by default.
+    #[serde(default)]
+    pub identity: std::collections::BTreeMap<String, IdentityProviderSettings>,
+}
+
+/// An external identity provider (Clerk, Supabase): whose RS256/ES256 tokens, checked
+/// against the keys published at `jwks_url`, sign users in (see docs/configuration.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityProviderSettings {
+    /// The exact `iss` of its tokens (`https://clerk.example.com`).
+    pub issuer: String,
+    /// Its JWKS document (`https://clerk.example.com/.well-known/jwks.json`).
+    pub jwks_url: String,
+    /// Accepted `aud` values; empty: not checked (Clerk's session tokens carry none).
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Accepted `azp` values (Clerk: the front end's origins); empty: not checked.
+    #[serde(default)]
+    pub authorized_parties: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[serde(default = "default_identity_leeway_seconds")]
+    pub leeway_seconds: u64,
+    /// Seconds fetched keys are used before they are fetched again.
+    #[serde(default = "default_identity_cache_seconds")]
+    pub cache_seconds: u64,
+    /// The least seconds between two fetches (a token with an unknown `kid` asks for one).
+    #[serde(default = "default_identity_refresh_cooldown_seconds")]
+    pub refresh_cooldown_seconds: u64,
+}
+
+fn default_identity_leeway_seconds() -> u64 {
+    5
+}
+
+fn default_identity_cache_seconds() -> u64 {
+    3600
+}
+
+fn default_identity_refresh_cooldown_seconds() -> u64 {
+    30
 }
 
 fn default_session_check_seconds() -> u64 {
@@ -784,6 +826,22 @@ fn describe_toml_error(err: &toml::de::Error, text: &str) -> String {
     }
 }
 
+/// Whether keys may be fetched from `url`: over TLS, or from this machine (tests, a
+/// sidecar).
+fn is_https_or_loopback(url: &str) -> bool {
+    if url
+        .strip_prefix("https://")
+        .is_some_and(|rest| !rest.is_empty())
+    {
+        return true;
+    }
+    url.strip_prefix("http://").is_some_and(|rest| {
+        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+    })
+}
+
 fn validate_settings(
     settings: &Settings,
     layers: &[Layer],
@@ -858,6 +916,26 @@ fn validate_settings(
                 origin: origin_of("payments.return_origins", layers),
                 key: Some(format!("payments.return_origins[{i}]")),
                 message: format!("`{origin}` is not an origin (scheme://host[:port])"),
+            });
+        }
+    }
+    for (name, provider) in &settings.auth.identity {
+        let key = format!("auth.identity.{name}");
+        if provider.issuer.trim().is_empty() {
+            problems.push(ConfigProblem {
+                origin: origin_of(&key, layers),
+                key: Some(format!("{key}.issuer")),
+                message: "must not be empty".into(),
+            });
+        }
+        if !is_https_or_loopback(&provider.jwks_url) {
+            problems.push(ConfigProblem {
+                origin: origin_of(&key, layers),
+                key: Some(format!("{key}.jwks_url")),
+                message: format!(
+                    "`{}` must be an https:// URL (http:// only on 127.0.0.1 or localhost)",
+                    provider.jwks_url
+                ),
             });
         }
     }

@@ -161,6 +161,40 @@ fn a_misspelt_setting_is_named_with_its_file() {
 }
 
 #[test]
+fn an_identity_provider_needs_an_issuer_and_keys_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("identity.toml");
+    let provider = |name: &str, issuer: &str, url: &str| {
+        format!("[auth.identity.{name}]\nissuer = \"{issuer}\"\njwks_url = \"{url}\"\n")
+    };
+    let text = [
+        provider(
+            "clerk",
+            "https://clerk.example.com",
+            "https://clerk.example.com/.well-known/jwks.json",
+        ),
+        provider(
+            "local",
+            "http://localhost:9999",
+            "http://127.0.0.1:9999/jwks.json",
+        ),
+        provider("plain", "https://a.example", "http://a.example/jwks.json"),
+        provider("blank", " ", "https://b.example/jwks.json"),
+    ]
+    .concat();
+    std::fs::write(&file, text).unwrap();
+    let out = check(&[&file]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("auth.identity.plain.jwks_url"), "{err}");
+    assert!(err.contains("auth.identity.blank.issuer"), "{err}");
+    assert!(
+        !err.contains("auth.identity.clerk") && !err.contains("auth.identity.local"),
+        "{err}"
+    );
+}
+
+#[test]
 fn environment_variables_override_files_and_are_named_when_wrong() {
     let out = tollgate()
         .env("TOLLGATE__SERVER__PORT", "not-a-port")

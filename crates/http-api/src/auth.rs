@@ -7,8 +7,10 @@ use actix_web::http::header;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use billing_core::ids::PrefixedId;
 use billing_core::ids::{AccountId, UserId};
 use billing_core::records::Role;
+use billing_core::usecases::ExternalIdentity;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -92,20 +94,7 @@ impl AuthKeys {
     fn claims(&self, token: &str) -> Result<Claims, ApiError> {
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
-            .map_err(|err| match err.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => ApiError::new(
-                    actix_web::http::StatusCode::UNAUTHORIZED,
-                    "token_expired",
-                    "Token expired",
-                    "the access token has expired; refresh it",
-                ),
-                _ => ApiError::new(
-                    actix_web::http::StatusCode::UNAUTHORIZED,
-                    "invalid_token",
-                    "Invalid token",
-                    "the bearer token is not valid",
-                ),
-            })
+            .map_err(token_error)
     }
 
     fn is_admin_key(&self, presented: &str) -> bool {
@@ -114,6 +103,29 @@ impl AuthKeys {
 
     fn is_worker_key(&self, presented: &str) -> bool {
         same_key(self.worker_key_hash.as_ref(), presented)
+    }
+}
+
+/// 401 `invalid_token`: the bearer token is not one Tollgate accepts.
+pub(crate) fn invalid_token() -> ApiError {
+    ApiError::new(
+        actix_web::http::StatusCode::UNAUTHORIZED,
+        "invalid_token",
+        "Invalid token",
+        "the bearer token is not valid",
+    )
+}
+
+/// Why a JWT was refused: `token_expired` when only its time ran out, else `invalid_token`.
+pub(crate) fn token_error(err: jsonwebtoken::errors::Error) -> ApiError {
+    match err.kind() {
+        jsonwebtoken::errors::ErrorKind::ExpiredSignature => ApiError::new(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            "token_expired",
+            "Token expired",
+            "the access token has expired; refresh it",
+        ),
+        _ => invalid_token(),
     }
 }
 
@@ -318,23 +330,18 @@ async fn token_caller(state: &ApiState, token: &str) -> Result<Caller, ApiError>
     if state.auth.is_worker_key(token) {
         return Ok(Caller::Worker);
     }
+    if let Some(identity) = state.identities.verify(token).await? {
+        return external_caller(state, identity).await;
+    }
     let claims = state.auth.claims(token)?;
-    let invalid = || {
-        ApiError::new(
-            actix_web::http::StatusCode::UNAUTHORIZED,
-            "invalid_token",
-            "Invalid token",
-            "the bearer token is not valid",
-        )
-    };
-    let user: UserId = claims.sub.parse().map_err(|_| invalid())?;
-    let account = claims.acc.parse().map_err(|_| invalid())?;
+    let user: UserId = claims.sub.parse().map_err(|_| invalid_token())?;
+    let account: AccountId = claims.acc.parse().map_err(|_| invalid_token())?;
     // The sign-in must still be live: logout, refresh-token reuse and a password change or
     // reset end it for its access tokens too, and the role is the user's current one.
-    let (live_user, role) = match state.session_cache.get(&claims.sid) {
+    let (live_user, _, role) = match state.session_cache.get(&claims.sid) {
         Some(found) => found,
         None => {
-            let found = state
+            let (live_user, role) = state
                 .sessions
                 .live_session(&claims.sid)
                 .await?
@@ -348,17 +355,58 @@ async fn token_caller(state: &ApiState, token: &str) -> Result<Caller, ApiError>
                 })?;
             state
                 .session_cache
-                .put(&claims.sid, found.0.clone(), found.1);
-            found
+                .put(&claims.sid, live_user.clone(), account.clone(), role);
+            (live_user, account.clone(), role)
         }
     };
     if live_user != user {
-        return Err(invalid());
+        return Err(invalid_token());
     }
     Ok(Caller::User {
         user,
         account,
         role,
+        api_key: None,
+    })
+}
+
+/// The user an external provider's token stands for, provisioned on its first request.
+/// Remembered like a live sign-in (`auth.session_check_seconds`), so that a known subject
+/// costs no database round trip.
+async fn external_caller(state: &ApiState, identity: ExternalIdentity) -> Result<Caller, ApiError> {
+    let cache_key = format!("external:{}", identity.qualified_subject());
+    if let Some((user, account, role)) = state.session_cache.get(&cache_key) {
+        return Ok(Caller::User {
+            user,
+            account,
+            role,
+            api_key: None,
+        });
+    }
+    let (issuer, subject) = (identity.issuer.clone(), identity.subject.clone());
+    let (user, created) = state.billing.provision_external(identity).await?;
+    if created {
+        tracing::info!(user = %user.id, account = %user.account, issuer = %issuer, "external identity provisioned");
+        let record = billing_core::records::AuditRecord {
+            id: billing_core::ids::AuditId::from_ulid(state.billing.ids.ulid()),
+            actor: user.id.to_string(),
+            action: "identity.provision".into(),
+            target: Some(user.account.to_string()),
+            request_id: None,
+            details: serde_json::json!({ "issuer": issuer, "subject": subject }),
+            at: state.billing.clock.now(),
+        };
+        if let Err(err) = state.audit.append(&record).await {
+            tracing::warn!(error = %err, "could not record the provisioning in the audit log");
+        }
+    }
+    state
+        .session_cache
+        .put(&cache_key, user.id.clone(), user.account.clone(), user.role);
+    Ok(Caller::User {
+        user: user.id,
+        account: user.account,
+        role: user.role,
         api_key: None,
     })
 }

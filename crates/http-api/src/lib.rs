@@ -10,6 +10,7 @@ mod dto;
 pub mod error;
 pub mod extract;
 pub mod hashing;
+pub mod identity;
 pub mod limits;
 mod middleware;
 pub mod openapi;

@@ -1,5 +1,6 @@
 //! Which sign-ins are still live, remembered briefly so that an access token costs no
-//! database round trip on every request.
+//! database round trip on every request. External identities (a provider's subject, keyed
+//! `external:{issuer}#{subject}`) are remembered here too, under the same rule.
 //!
 //! The rule: a sign-in found live is trusted for `ttl`; a revocation made by this process
 //! (logout, refresh-token reuse, password change or reset) forgets it at once, so on one
@@ -11,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use billing_core::ids::UserId;
+use billing_core::ids::{AccountId, UserId};
 use billing_core::records::Role;
 
 /// At most this many live sign-ins are remembered; past it, stale entries go first and,
@@ -28,6 +29,7 @@ pub struct SessionCache {
 #[derive(Debug, Clone)]
 struct Entry {
     user: UserId,
+    account: AccountId,
     role: Role,
     checked: Instant,
 }
@@ -47,18 +49,19 @@ impl SessionCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The user and role of a sign-in checked live less than `ttl` ago.
-    pub fn get(&self, family: &str) -> Option<(UserId, Role)> {
+    /// The user, account and role of a sign-in checked live less than `ttl` ago.
+    pub fn get(&self, family: &str) -> Option<(UserId, AccountId, Role)> {
         if self.ttl.is_zero() {
             return None;
         }
         let entries = self.lock();
         let entry = entries.get(family)?;
-        (entry.checked.elapsed() < self.ttl).then(|| (entry.user.clone(), entry.role))
+        (entry.checked.elapsed() < self.ttl)
+            .then(|| (entry.user.clone(), entry.account.clone(), entry.role))
     }
 
     /// Remembers a sign-in just found live.
-    pub fn put(&self, family: &str, user: UserId, role: Role) {
+    pub fn put(&self, family: &str, user: UserId, account: AccountId, role: Role) {
         if self.ttl.is_zero() {
             return;
         }
@@ -74,6 +77,7 @@ impl SessionCache {
             family.to_owned(),
             Entry {
                 user,
+                account,
                 role,
                 checked: Instant::now(),
             },
@@ -101,17 +105,26 @@ mod tests {
     fn remembers_for_the_ttl_and_forgets_on_revocation() {
         let cache = SessionCache::new(Duration::from_secs(60));
         let ada = UserId::from_ulid(Ulid(1));
-        cache.put("fam_a", ada.clone(), Role::User);
-        cache.put("fam_b", ada.clone(), Role::User);
-        cache.put("fam_c", UserId::from_ulid(Ulid(2)), Role::Admin);
-        assert_eq!(cache.get("fam_a"), Some((ada.clone(), Role::User)));
+        let books = AccountId::from_ulid(Ulid(3));
+        cache.put("fam_a", ada.clone(), books.clone(), Role::User);
+        cache.put("fam_b", ada.clone(), books.clone(), Role::User);
+        cache.put(
+            "fam_c",
+            UserId::from_ulid(Ulid(2)),
+            books.clone(),
+            Role::Admin,
+        );
+        assert_eq!(
+            cache.get("fam_a"),
+            Some((ada.clone(), books.clone(), Role::User))
+        );
         cache.forget("fam_a");
         assert_eq!(cache.get("fam_a"), None);
         cache.forget_user(&ada);
         assert_eq!(cache.get("fam_b"), None);
         assert!(cache.get("fam_c").is_some());
         let off = SessionCache::new(Duration::ZERO);
-        off.put("fam_a", ada, Role::User);
+        off.put("fam_a", ada, books, Role::User);
         assert_eq!(off.get("fam_a"), None, "a zero ttl asks every time");
     }
 }

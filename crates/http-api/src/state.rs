@@ -35,8 +35,10 @@ pub struct ApiState {
     pub readiness: Arc<dyn Readiness>,
     /// Rate limits and failed sign-ins.
     pub limits: crate::limits::Limits,
-    /// Sign-ins recently found live.
+    /// Sign-ins (and external identities) recently found live.
     pub session_cache: crate::session_cache::SessionCache,
+    /// External identity providers whose tokens are accepted (Clerk, Supabase).
+    pub identities: crate::identity::ExternalIdentities,
     /// The bounded pool that hashes and verifies passwords.
     pub hashing: crate::hashing::Hashing,
     /// The OpenAPI document served at `/openapi.json` (see [`crate::openapi::document`]).

@@ -180,7 +180,10 @@ pub async fn confirm_reset(
 
 /// Sends an email-verification token to the caller's address.
 #[utoipa::path(post, path = "/v1/auth/email-verification", tag = "auth", security(("bearer" = [])),
-    responses((status = 202, description = "A token is on its way (nothing is sent if already verified)")))]
+    responses(
+        (status = 202, description = "A token is on its way (nothing is sent if already verified)"),
+        (status = 409, description = "The user has no address to verify (an external identity whose token carried none)", body = Problem),
+    ))]
 pub async fn request_verification(
     state: web::Data<ApiState>,
     caller: Caller,
@@ -192,6 +195,14 @@ pub async fn request_verification(
         .user(user)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
+    if !billing_core::usecases::has_mailbox(&user) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_email_address",
+            "No email address",
+            "this user has no email address to verify; set one with PATCH /v1/me",
+        ));
+    }
     if !user.email_verified {
         let intro = "Use this code within a day to confirm your email address:";
         mail_code(

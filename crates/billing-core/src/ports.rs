@@ -206,6 +206,56 @@ pub trait RetentionStore: Send + Sync {
     async fn prune_idempotency(&self, before: OffsetDateTime) -> Result<Pruned, StoreError>;
 }
 
+/// One run of a scheduled job, as recorded by the instance that ran it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRun {
+    /// The job (`expire_holds`, `renew_allowances`…).
+    pub job: String,
+    /// When the period it ran for began.
+    pub period: OffsetDateTime,
+    /// The instance that ran it.
+    pub instance: String,
+    /// When it started.
+    pub started_at: OffsetDateTime,
+}
+
+/// How much work waits in one of the background queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueStat {
+    /// `tasks` (queued tasks), `task_webhooks` (deliveries not yet made) or
+    /// `payment_events` (stored provider events not yet applied, or failed and due again).
+    pub queue: String,
+    /// Items waiting.
+    pub depth: u64,
+    /// When the oldest waiting item arrived; `None` when none waits.
+    pub oldest: Option<OffsetDateTime>,
+}
+
+/// Scheduled jobs shared by several instances on one database.
+///
+/// Contract: of every `claim_run` for the same job and period, across every instance, exactly
+/// one returns `true`; the winner's run is recorded. `prune_runs` removes records of periods
+/// that began before `before`.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Claims `job`'s run for the period beginning at `period` for `instance`.
+    async fn claim_run(
+        &self,
+        job: &str,
+        period: OffsetDateTime,
+        instance: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// The most recent runs, newest period first; of one job if `job` is given.
+    async fn recent_runs(&self, job: Option<String>, limit: u32)
+    -> Result<Vec<JobRun>, StoreError>;
+    /// Forgets runs of periods that began before `before`; how many.
+    async fn prune_runs(&self, before: OffsetDateTime) -> Result<usize, StoreError>;
+    /// The depth and oldest item of each background queue.
+    async fn queues(&self) -> Result<Vec<QueueStat>, StoreError>;
+}
+
 /// Accounts and their users.
 ///
 /// Contract: emails are stored lowercased and unique (a duplicate is

@@ -121,6 +121,19 @@ impl Backend {
 }
 
 /// A pool of connections to one backend.
+/// The database pool's connections at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// The most it opens.
+    pub max: usize,
+    /// Open now.
+    pub open: usize,
+    /// Open and not in use.
+    pub idle: usize,
+    /// Callers waiting for one.
+    pub waiting: usize,
+}
+
 #[derive(Clone)]
 pub(crate) enum Pool {
     Pg(DeadPool<AsyncPgConnection>),
@@ -339,6 +352,20 @@ impl Pool {
         };
         pool.ping().await?;
         Ok(pool)
+    }
+
+    /// How many connections are open, idle and at most allowed, and how many callers wait.
+    pub(crate) fn status(&self) -> PoolStatus {
+        let status = match self {
+            Self::Pg(pool) => pool.status(),
+            Self::Sqlite { pool, .. } => pool.status(),
+        };
+        PoolStatus {
+            max: status.max_size,
+            open: status.size,
+            idle: status.available,
+            waiting: status.waiting,
+        }
     }
 
     pub(crate) fn backend(&self) -> Backend {

@@ -11,6 +11,7 @@ mod audit_writer;
 mod background;
 mod db;
 mod group_commit;
+mod jobs;
 mod ledger;
 mod ledger_exec;
 pub mod migrate;
@@ -26,5 +27,5 @@ mod tasks;
 mod usage;
 mod userdata;
 
-pub use db::{Backend, DatabaseConfig, redact_url};
+pub use db::{Backend, DatabaseConfig, PoolStatus, redact_url};
 pub use store::DieselStore;

@@ -355,3 +355,12 @@ diesel::table! {
         created_at -> BigInt,
     }
 }
+
+diesel::table! {
+    job_runs (job, period) {
+        job -> Text,
+        period -> BigInt,
+        instance -> Text,
+        started_at -> BigInt,
+    }
+}

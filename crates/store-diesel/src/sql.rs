@@ -72,6 +72,7 @@ pub(crate) mod pg {
     crate::payments::payment_queries!();
     crate::usage::usage_queries!();
     crate::quotas::quota_queries!();
+    crate::jobs::job_queries!();
     /// The oldest queued tasks of the kinds, locked for this transaction; rows another
     /// claimer holds are skipped rather than waited for.
     pub(crate) async fn claim_candidates(
@@ -169,6 +170,7 @@ pub(crate) mod sqlite {
     crate::payments::payment_queries!();
     crate::usage::usage_queries!();
     crate::quotas::quota_queries!();
+    crate::jobs::job_queries!();
     /// `BEGIN IMMEDIATE` holds the write lock: no other claimer runs meanwhile.
     pub(crate) async fn claim_candidates(
         c: &mut Conn,

@@ -1507,7 +1507,67 @@ async fn concurrent_charge_observations_all_count(db: &TestDb) {
     assert_eq!(stored.refunded_minor, 160);
 }
 
+async fn each_job_period_is_claimed_once(db: &TestDb) {
+    use billing_core::ports::JobStore;
+    let period = T0;
+    let next = T0 + Duration::seconds(30);
+    let claim = |job: &'static str, at, instance: &'static str| {
+        let store = db.store.clone();
+        async move { store.claim_run(job, at, instance, at).await.unwrap() }
+    };
+    // Sixteen instances race for one period: one wins.
+    let racers: Vec<_> = (0..16)
+        .map(|n| {
+            let store = db.store.clone();
+            tokio::spawn(async move {
+                store
+                    .claim_run("sweep", period, &format!("i{n}"), period)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for racer in racers {
+        won += usize::from(racer.await.unwrap());
+    }
+    assert_eq!(won, 1);
+    assert!(claim("sweep", next, "i1").await, "the next period is free");
+    assert!(
+        claim("other", period, "i1").await,
+        "another job's period is its own"
+    );
+    assert!(!claim("other", period, "i2").await);
+    let runs = db
+        .store
+        .recent_runs(Some("sweep".into()), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        runs.iter().map(|r| r.period).collect::<Vec<_>>(),
+        [next, period],
+        "newest first"
+    );
+    assert_eq!(runs[0].instance, "i1");
+    assert_eq!(db.store.recent_runs(None, 10).await.unwrap().len(), 3);
+    assert_eq!(db.store.prune_runs(next).await.unwrap(), 2);
+    assert_eq!(db.store.recent_runs(None, 10).await.unwrap().len(), 1);
+    let queues = db.store.queues().await.unwrap();
+    assert_eq!(
+        queues
+            .iter()
+            .map(|q| (q.queue.as_str(), q.depth, q.oldest))
+            .collect::<Vec<_>>(),
+        [
+            ("tasks", 0, None),
+            ("task_webhooks", 0, None),
+            ("payment_events", 0, None)
+        ]
+    );
+}
+
 on_both_backends!(
+    each_job_period_is_claimed_once,
     user_data_belongs_to_its_owner,
     refresh_tokens_rotate_once_and_reuse_revokes_the_family,
     concurrent_rotations_of_one_token_let_exactly_one_through,

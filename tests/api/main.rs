@@ -11,6 +11,7 @@ mod identity;
 mod limits;
 mod me;
 mod openapi;
+mod operations;
 mod password;
 mod payment_scenarios;
 mod payments;

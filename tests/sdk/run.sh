@@ -4,8 +4,9 @@
 #
 #   tests/sdk/run.sh [DATABASE_URL]     # default: a fresh SQLite file
 #
-# Needs `pip install openai anthropic` (CI pins the versions). TOLLGATE_BIN overrides the
-# binary (default target/debug/tollgate).
+# Then reads /metrics with the Prometheus client's OpenMetrics parser (tests/sdk/metrics.py).
+# Needs `pip install openai anthropic prometheus-client` (CI pins the versions).
+# TOLLGATE_BIN overrides the binary (default target/debug/tollgate).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
@@ -42,6 +43,7 @@ api_key=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key"])' "$
 status=0
 BASE="$base" API_KEY="$api_key" ADMIN_KEY="$TOLLGATE__AUTH__ADMIN_API_KEY" ACCOUNT="$account" \
     python3 tests/sdk/gateway.py || status=1
+BASE="$base" ADMIN_KEY="$TOLLGATE__AUTH__ADMIN_API_KEY" python3 tests/sdk/metrics.py || status=1
 
 kill "$server"; wait "$server" 2>/dev/null || true
 "$bin" ledger verify || status=1

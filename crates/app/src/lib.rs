@@ -4,6 +4,8 @@
 pub mod identity;
 pub mod mail;
 pub mod mock_llm;
+pub mod observe;
+pub mod schedule;
 pub mod server;
 pub mod settings;
 pub mod system;

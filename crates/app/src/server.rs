@@ -17,6 +17,7 @@ use store_diesel::{Backend, DieselStore, migrate};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::schedule::Scheduler;
 use crate::settings::{Settings, redact_url};
 use crate::system::{SystemClock, UlidGenerator};
 use crate::workers;
@@ -150,18 +151,26 @@ impl Application {
         )?);
         let billing = state.billing.clone();
         let mailer = state.mailer.clone();
+        let scheduler = scheduler(&store, &state);
+        state
+            .metrics
+            .on_scrape(Arc::new(crate::observe::StoreScrape {
+                store: store.clone(),
+                clock: clock.clone(),
+            }));
         let (tasks, llm, usage) = (state.tasks.clone(), state.llm.clone(), state.usage.clone());
         let body_limit = settings.http.body_limit_bytes;
         let origins = settings.http.cors_allowed_origins.clone();
         let mut server = HttpServer::new(move || {
-            // Outermost last: CORS, then the request id, the rate limit, the audit record,
-            // the refusal of NUL characters in the URI.
+            // Outermost last: CORS, then the metrics, the request id, the rate limit, the
+            // audit record, the refusal of NUL characters in the URI.
             App::new()
                 .app_data(state.clone())
                 .wrap(actix_web::middleware::from_fn(http_api::reject_nul))
                 .wrap(actix_web::middleware::from_fn(http_api::audit))
                 .wrap(actix_web::middleware::from_fn(http_api::rate_limit))
                 .wrap(actix_web::middleware::from_fn(http_api::request_id))
+                .wrap(actix_web::middleware::from_fn(http_api::metrics::track))
                 .wrap(actix_web::middleware::Condition::new(
                     !origins.is_empty(),
                     cors(&origins),
@@ -182,20 +191,24 @@ impl Application {
             usage,
             settings.tasks.workers,
             &stopped,
+            &scheduler,
         );
         workers.extend([
             tokio::spawn(workers::expire_holds(
+                scheduler.clone(),
                 store.clone(),
                 clock.clone(),
                 Duration::from_secs(settings.ledger.hold_sweep_seconds),
                 stopped.clone(),
             )),
             tokio::spawn(workers::renew_allowances(
+                scheduler.clone(),
                 billing.clone(),
                 Duration::from_secs(settings.ledger.allowance_sweep_seconds),
                 stopped.clone(),
             )),
             tokio::spawn(workers::apply_webhooks(
+                scheduler.clone(),
                 billing,
                 Arc::new(store.clone()),
                 mailer,
@@ -204,6 +217,7 @@ impl Application {
                 stopped.clone(),
             )),
             tokio::spawn(workers::prune_idempotency(
+                scheduler,
                 store.clone(),
                 clock,
                 time::Duration::days(i64::from(settings.retention.idempotency_days)),
@@ -320,11 +334,13 @@ pub fn task_background(
     usage: Arc<dyn billing_core::ports::UsageStore>,
     llm_workers: u32,
     stop: &watch::Receiver<bool>,
+    scheduler: &Scheduler,
 ) -> Vec<JoinHandle<()>> {
     use crate::task_workers;
     let poll = Duration::from_millis(settings.tasks.poll_ms.max(1));
     let mut handles = task_workers::run_llm_workers(tasks, llm, usage, llm_workers, poll, stop);
     handles.push(tokio::spawn(task_workers::sweep_tasks(
+        scheduler.clone(),
         tasks.clone(),
         Duration::from_secs(settings.tasks.sweep_seconds.max(1)),
         stop.clone(),
@@ -344,6 +360,16 @@ pub fn task_background(
         )));
     }
     handles
+}
+
+/// This process's scheduler: its instance name is the host's name (`HOSTNAME`, when set)
+/// and a random suffix, so that two processes on one host are told apart.
+pub fn scheduler(store: &DieselStore, state: &ApiState) -> Scheduler {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "tollgate".to_owned());
+    let suffix: u32 = rand::random();
+    let instance = format!("{host}-{}-{suffix:08x}", std::process::id());
+    tracing::info!(instance = %instance, "scheduled jobs run as this instance");
+    Scheduler::new(Arc::new(store.clone()), instance, state.metrics.clone())
 }
 
 /// The use cases over the store.
@@ -378,7 +404,12 @@ pub fn api_state(
 ) -> Result<ApiState, StartupError> {
     use secrecy::ExposeSecret;
     let store = Arc::new(store);
-    let billing = billing(settings, catalog, store.clone(), clock.clone());
+    let metrics = Arc::new(http_api::metrics::Metrics::new());
+    let mut billing = billing(settings, catalog, store.clone(), clock.clone());
+    billing.ledger = Arc::new(crate::observe::MeteredLedger {
+        inner: billing.ledger.clone(),
+        metrics: metrics.clone(),
+    });
     llm_providers::warm_tokenizers(
         billing
             .catalog
@@ -413,7 +444,8 @@ pub fn api_state(
             .worker_key
             .as_ref()
             .map(|k| k.expose_secret()),
-    );
+    )
+    .with_metrics_key(auth.metrics_token.as_ref().map(|k| k.expose_secret()));
     let tasks = billing_core::usecases::Tasks {
         billing: billing.clone(),
         store: store.clone(),
@@ -446,6 +478,7 @@ pub fn api_state(
             auth.session_check_seconds,
         )),
         identities: crate::identity::providers(&auth.identity)?,
+        metrics,
         openapi,
         webhook_intake: webhook_intake(settings),
         webhooks: store.clone(),

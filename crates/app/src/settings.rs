@@ -161,6 +161,10 @@ pub struct AuthSettings {
     /// A key that authenticates as an admin (`TOLLGATE__AUTH__ADMIN_API_KEY`).
     #[serde(default)]
     pub admin_api_key: Option<secrecy::SecretString>,
+    /// A bearer token that may read `GET /metrics` (`TOLLGATE__AUTH__METRICS_TOKEN`); the
+    /// admin API key may too.
+    #[serde(default)]
+    pub metrics_token: Option<secrecy::SecretString>,
     /// External identity providers whose tokens are accepted, by name
     /// (`[auth.identity.clerk]`); none by default.
     #[serde(default)]

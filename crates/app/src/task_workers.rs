@@ -94,23 +94,28 @@ pub fn run_llm_workers(
         .collect()
 }
 
-/// Sweeps leases and deadlines every `every` until `stop` turns true.
-pub async fn sweep_tasks(tasks: Tasks, every: Duration, mut stop: watch::Receiver<bool>) {
-    loop {
-        match tasks.sweep().await {
-            Ok(report) if report.requeued + report.failed > 0 => tracing::info!(
-                requeued = report.requeued,
-                failed = report.failed,
-                "task sweep"
-            ),
-            Ok(_) => {}
-            Err(err) => tracing::warn!(error = %err, "task sweep failed; will retry"),
-        }
-        tokio::select! {
-            _ = stop.changed() => return,
-            () = tokio::time::sleep(every) => {}
-        }
-    }
+/// Sweeps leases and deadlines, once per `every` across the instances, until `stop` turns
+/// true.
+pub async fn sweep_tasks(
+    scheduler: crate::schedule::Scheduler,
+    tasks: Tasks,
+    every: Duration,
+    stop: watch::Receiver<bool>,
+) {
+    let tasks = &tasks;
+    scheduler
+        .every("sweep_tasks", every, stop, move || async move {
+            let report = tasks.sweep().await.map_err(|e| e.to_string())?;
+            if report.requeued + report.failed > 0 {
+                tracing::info!(
+                    requeued = report.requeued,
+                    failed = report.failed,
+                    "task sweep"
+                );
+            }
+            Ok(())
+        })
+        .await;
 }
 
 /// Where and how finished tasks are announced.

@@ -7,60 +7,69 @@ use billing_core::ledger::{
     IdempotencyKey, LedgerCommand, LedgerError, LedgerPolicy, LedgerRequest,
 };
 use billing_core::ports::{
-    Clock, LedgerOutcome, LedgerStore, Mail, Mailer, Pruned, RetentionStore, WebhookEventStore,
+    Clock, JobStore, LedgerOutcome, LedgerStore, Mail, Mailer, Pruned, RetentionStore,
+    WebhookEventStore,
 };
 use billing_core::usecases::{Applied, Billing, Notice};
 use tokio::sync::watch;
 
-/// Releases holds whose time is up, every `every`, until `stop` turns true.
+use crate::schedule::Scheduler;
+
+/// Releases holds whose time is up, once per `every` across the instances, until `stop`
+/// turns true.
 pub async fn expire_holds(
+    scheduler: Scheduler,
     store: impl LedgerStore,
     clock: Arc<dyn Clock>,
     every: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            () = tokio::time::sleep(every) => {}
-        }
-        match sweep_once(&store, clock.as_ref()).await {
-            Ok(SweepReport {
-                released: 0,
-                failed: 0,
-            }) => {}
-            Ok(SweepReport { released, failed }) => {
+    let (store, clock) = (&store, clock.as_ref());
+    scheduler
+        .every("expire_holds", every, stop, move || async move {
+            let SweepReport { released, failed } =
+                sweep_once(store, clock).await.map_err(|e| e.to_string())?;
+            if released + failed > 0 {
                 tracing::info!(released, failed, "released expired holds");
             }
-            Err(err) => tracing::warn!(error = %err, "hold sweep failed; will retry"),
-        }
-    }
+            Ok(())
+        })
+        .await;
 }
 
-/// Forgets idempotency records older than `keep`, every `every`, until `stop` turns true.
+/// Forgets idempotency records older than `keep` (and job records older than a day), once
+/// per `every` across the instances, until `stop` turns true.
 pub async fn prune_idempotency(
-    store: impl RetentionStore,
+    scheduler: Scheduler,
+    store: impl RetentionStore + JobStore,
     clock: Arc<dyn Clock>,
     keep: time::Duration,
     every: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    loop {
-        match store.prune_idempotency(clock.now() - keep).await {
-            Ok(pruned) if pruned == Pruned::default() => {}
-            Ok(pruned) => tracing::info!(
-                ledger_keys = pruned.ledger_keys,
-                api_keys = pruned.api_keys,
-                quota_events = pruned.quota_events,
-                "pruned old idempotency records"
-            ),
-            Err(err) => tracing::warn!(error = %err, "pruning failed; will retry"),
-        }
-        tokio::select! {
-            _ = stop.changed() => return,
-            () = tokio::time::sleep(every) => {}
-        }
-    }
+    let (store, clock) = (&store, clock.as_ref());
+    scheduler
+        .every("prune_idempotency", every, stop, move || async move {
+            let now = clock.now();
+            let pruned = store
+                .prune_idempotency(now - keep)
+                .await
+                .map_err(|e| e.to_string())?;
+            if pruned != Pruned::default() {
+                tracing::info!(
+                    ledger_keys = pruned.ledger_keys,
+                    api_keys = pruned.api_keys,
+                    quota_events = pruned.quota_events,
+                    "pruned old idempotency records"
+                );
+            }
+            store
+                .prune_runs(now - time::Duration::days(1))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        })
+        .await;
 }
 
 /// What one sweep did.
@@ -126,26 +135,30 @@ pub async fn sweep_once(
 }
 
 /// Grants each account on a plan with a daily or monthly allowance its current period's
-/// credits, and applies the dunning policy ([`dunning_once`]), every `every`, until `stop`
-/// turns true. Safe to run any number of times (and in several processes): each period's
-/// grant is keyed by account and period start, and a plan is set only where it differs.
-pub async fn renew_allowances(billing: Billing, every: Duration, mut stop: watch::Receiver<bool>) {
-    loop {
-        match renew_once(&billing).await {
-            Ok(0) => {}
-            Ok(granted) => tracing::info!(granted, "granted period allowances"),
-            Err(err) => tracing::warn!(error = %err, "allowance renewal failed; will retry"),
-        }
-        match dunning_once(&billing).await {
-            Ok(0) => {}
-            Ok(demoted) => tracing::info!(demoted, "unpaid past the dunning grace: default plan"),
-            Err(err) => tracing::warn!(error = %err, "dunning pass failed; will retry"),
-        }
-        tokio::select! {
-            _ = stop.changed() => return,
-            () = tokio::time::sleep(every) => {}
-        }
-    }
+/// credits, and applies the dunning policy ([`dunning_once`]), once per `every` across the
+/// instances, until `stop` turns true. Safe to run any number of times all the same: each
+/// period's grant is keyed by account and period start, and a plan is set only where it
+/// differs.
+pub async fn renew_allowances(
+    scheduler: Scheduler,
+    billing: Billing,
+    every: Duration,
+    stop: watch::Receiver<bool>,
+) {
+    let billing = &billing;
+    scheduler
+        .every("renew_allowances", every, stop, move || async move {
+            let granted = renew_once(billing).await.map_err(|e| e.to_string())?;
+            if granted > 0 {
+                tracing::info!(granted, "granted period allowances");
+            }
+            let demoted = dunning_once(billing).await.map_err(|e| e.to_string())?;
+            if demoted > 0 {
+                tracing::info!(demoted, "unpaid past the dunning grace: default plan");
+            }
+            Ok(())
+        })
+        .await;
 }
 
 /// One pass over the accounts whose plan has a daily or monthly allowance that they have
@@ -193,31 +206,34 @@ pub struct WebhookReport {
     pub failed: usize,
 }
 
-/// Applies stored payment events every `every`, until `stop` turns true.
+/// Applies stored payment events, once per `every` across the instances (so a notice is
+/// mailed by one of them), until `stop` turns true.
 pub async fn apply_webhooks(
+    scheduler: Scheduler,
     billing: Billing,
     events: Arc<dyn WebhookEventStore>,
     mailer: Arc<dyn Mailer>,
     max_attempts: u32,
     every: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    loop {
-        match apply_webhooks_once(&billing, events.as_ref(), mailer.as_ref(), max_attempts).await {
-            Ok(report) if report == WebhookReport::default() => {}
-            Ok(report) => tracing::info!(
-                applied = report.applied,
-                ignored = report.ignored,
-                failed = report.failed,
-                "applied payment events"
-            ),
-            Err(err) => tracing::warn!(error = %err, "payment events not applied; will retry"),
-        }
-        tokio::select! {
-            _ = stop.changed() => return,
-            () = tokio::time::sleep(every) => {}
-        }
-    }
+    let (billing, events, mailer) = (&billing, events.as_ref(), mailer.as_ref());
+    scheduler
+        .every("apply_payment_events", every, stop, move || async move {
+            let report = apply_webhooks_once(billing, events, mailer, max_attempts)
+                .await
+                .map_err(|e| e.to_string())?;
+            if report != WebhookReport::default() {
+                tracing::info!(
+                    applied = report.applied,
+                    ignored = report.ignored,
+                    failed = report.failed,
+                    "applied payment events"
+                );
+            }
+            Ok(())
+        })
+        .await;
 }
 
 /// After the `attempts`-th failure, wait 5 s × 2^(attempts-1), at most an hour.

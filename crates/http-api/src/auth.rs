@@ -30,6 +30,7 @@ pub struct AuthKeys {
     pub refresh_ttl: Duration,
     admin_key_hash: Option<[u8; 32]>,
     worker_key_hash: Option<[u8; 32]>,
+    metrics_key_hash: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for AuthKeys {
@@ -60,6 +61,7 @@ impl AuthKeys {
             refresh_ttl,
             admin_key_hash: admin_api_key.map(|key| Sha256::digest(key.as_bytes()).into()),
             worker_key_hash: None,
+            metrics_key_hash: None,
         }
     }
 
@@ -67,6 +69,17 @@ impl AuthKeys {
     pub fn with_worker_key(mut self, worker_key: Option<&str>) -> Self {
         self.worker_key_hash = worker_key.map(|key| Sha256::digest(key.as_bytes()).into());
         self
+    }
+
+    /// The same, accepting `metrics_key` on `GET /metrics`.
+    pub fn with_metrics_key(mut self, metrics_key: Option<&str>) -> Self {
+        self.metrics_key_hash = metrics_key.map(|key| Sha256::digest(key.as_bytes()).into());
+        self
+    }
+
+    /// Whether `presented` may read `/metrics`: the metrics token or the admin key.
+    pub fn may_scrape(&self, presented: &str) -> bool {
+        same_key(self.metrics_key_hash.as_ref(), presented) || self.is_admin_key(presented)
     }
 
     /// A signed access token for a user's sign-in (`session`: its refresh-token family,

@@ -12,6 +12,7 @@ pub mod extract;
 pub mod hashing;
 pub mod identity;
 pub mod limits;
+pub mod metrics;
 mod middleware;
 pub mod openapi;
 mod routes;
@@ -43,6 +44,7 @@ macro_rules! routes {
 routes! {
     get "/health" => routes::system::health,
     get "/ready" => routes::system::ready,
+    get "/metrics" => metrics::scrape,
     get "/openapi.json" => routes::system::openapi,
     post "/v1/auth/signup" => routes::auth::signup,
     post "/v1/auth/login" => routes::auth::login,

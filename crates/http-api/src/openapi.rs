@@ -14,7 +14,7 @@ use crate::routes::{
 #[openapi(
     info(title = "Tollgate API", version = "1", description = "Accounts, plans, credits and quotas for AI apps. Errors are application/problem+json with a stable `code`."),
     paths(
-        system::health, system::ready, system::openapi,
+        system::health, system::ready, system::openapi, crate::metrics::scrape,
         auth::signup, auth::login, auth::refresh, auth::logout, auth::me,
         password::change, password::request_reset, password::confirm_reset,
         password::request_verification, password::confirm_verification,

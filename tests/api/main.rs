@@ -3,6 +3,7 @@
 mod admin;
 mod auth;
 mod bad_input;
+mod catalog;
 mod credits;
 mod errors;
 mod gateway;

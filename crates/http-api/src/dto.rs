@@ -241,6 +241,8 @@ pub struct PlanView {
     pub features: Vec<String>,
     /// Whether this is the plan of accounts without a subscription.
     pub default: bool,
+    /// Its place in the upgrade order (higher is an upgrade).
+    pub tier: u32,
 }
 
 fn snake<T: Serialize>(value: T) -> String {
@@ -287,6 +289,7 @@ impl PlanView {
             models: plan.models.clone(),
             features: plan.features.iter().cloned().collect(),
             default: catalog.default_plan == id,
+            tier: plan.tier,
         }
     }
 }

@@ -66,6 +66,7 @@ routes! {
     post "/v1/api-keys" => routes::me::create_api_key,
     get "/v1/api-keys" => routes::me::api_keys,
     delete "/v1/api-keys/{key_id}" => routes::me::revoke_api_key,
+    get "/v1/catalog" => routes::catalog::catalog,
     get "/v1/plans" => routes::catalog::plans,
     get "/v1/packs" => routes::catalog::packs,
     get "/v1/credits" => routes::credits::balance,

@@ -21,7 +21,7 @@ use crate::routes::{
         me::update_profile, me::preferences, me::set_preferences,
         me::save_item, me::items, me::item, me::delete_item,
         me::create_api_key, me::api_keys, me::revoke_api_key,
-        catalog::plans, catalog::packs,
+        catalog::catalog, catalog::plans, catalog::packs,
         credits::balance, credits::journal, credits::spend, credits::subscription,
         billing::cancel_subscription, billing::resume_subscription, billing::change_plan,
         billing::checkout_pack, billing::checkout_subscription, billing::quick_buy,

@@ -1,6 +1,7 @@
 //! Black-box tests of the composed server over HTTP.
 
 mod admin;
+mod analytics;
 mod auth;
 mod bad_input;
 mod catalog;

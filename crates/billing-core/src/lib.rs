@@ -9,6 +9,7 @@
 //! [`payments::credits_withheld`] and [`entitlements::decide`] take the state they need and
 //! return a decision; stores apply decisions atomically.
 
+pub mod analytics;
 pub mod catalog;
 pub mod entitlements;
 pub mod gateway;

@@ -1123,6 +1123,14 @@ pub trait UsageStore: Send + Sync {
         from: OffsetDateTime,
         to: OffsetDateTime,
     ) -> Result<Vec<crate::gateway::LlmCall>, StoreError>;
+    /// An account's debits and captures made in `[from, to)`, each less what was refunded
+    /// for it, oldest first.
+    async fn spent_between(
+        &self,
+        account: &AccountId,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<crate::analytics::Spent>, StoreError>;
 }
 
 /// An email to send.

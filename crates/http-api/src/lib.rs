@@ -70,6 +70,7 @@ routes! {
     get "/v1/plans" => routes::catalog::plans,
     get "/v1/packs" => routes::catalog::packs,
     get "/v1/credits" => routes::credits::balance,
+    get "/v1/credits/analytics" => routes::credits::analytics,
     get "/v1/credits/journal" => routes::credits::journal,
     post "/v1/credits/spend" => routes::credits::spend,
     get "/v1/subscription" => routes::credits::subscription,

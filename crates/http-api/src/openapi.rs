@@ -22,7 +22,7 @@ use crate::routes::{
         me::save_item, me::items, me::item, me::delete_item,
         me::create_api_key, me::api_keys, me::revoke_api_key,
         catalog::catalog, catalog::plans, catalog::packs,
-        credits::balance, credits::journal, credits::spend, credits::subscription,
+        credits::balance, credits::journal, credits::spend, credits::subscription, credits::analytics,
         billing::cancel_subscription, billing::resume_subscription, billing::change_plan,
         billing::checkout_pack, billing::checkout_subscription, billing::quick_buy,
         billing::portal, billing::history, billing::comp,

@@ -71,6 +71,7 @@ pub(crate) mod pg {
     crate::userdata::userdata_queries!();
     crate::payments::payment_queries!();
     crate::usage::usage_queries!();
+    crate::usage::spent_queries!();
     crate::quotas::quota_queries!();
     crate::jobs::job_queries!();
     /// The oldest queued tasks of the kinds, locked for this transaction; rows another
@@ -169,6 +170,7 @@ pub(crate) mod sqlite {
     crate::userdata::userdata_queries!();
     crate::payments::payment_queries!();
     crate::usage::usage_queries!();
+    crate::usage::spent_queries!();
     crate::quotas::quota_queries!();
     crate::jobs::job_queries!();
     /// `BEGIN IMMEDIATE` holds the write lock: no other claimer runs meanwhile.

@@ -1,6 +1,7 @@
 //! Metered LLM calls: the [`UsageStore`] port.
 
 use async_trait::async_trait;
+use billing_core::analytics::Spent;
 use billing_core::catalog::TokenUsage;
 use billing_core::gateway::LlmCall;
 use billing_core::ids::AccountId;
@@ -114,6 +115,31 @@ macro_rules! usage_queries {
 }
 pub(crate) use usage_queries;
 
+/// Queries for consumption analytics; stamped into `sql::pg` and `sql::sqlite`.
+macro_rules! spent_queries {
+    () => {
+        /// (kind, reference, amount, refunded, created_at) of the debits and captures.
+        pub(crate) async fn spent_between(
+            c: &mut Conn,
+            account: String,
+            from: i64,
+            to: i64,
+        ) -> Result<Vec<(String, Option<String>, i64, i64, i64)>, TxError> {
+            use crate::schema::ledger_transactions as t;
+            Ok(t::table
+                .filter(t::account_id.eq(account))
+                .filter(t::kind.eq_any(["debit", "capture"]))
+                .filter(t::created_at.ge(from))
+                .filter(t::created_at.lt(to))
+                .select((t::kind, t::reference, t::amount, t::refunded, t::created_at))
+                .order((t::created_at.asc(), t::id.asc()))
+                .load(c)
+                .await?)
+        }
+    };
+}
+pub(crate) use spent_queries;
+
 #[async_trait]
 impl UsageStore for DieselStore {
     async fn record_call(&self, call: &LlmCall) -> Result<(), StoreError> {
@@ -134,5 +160,26 @@ impl UsageStore for DieselStore {
         )
         .map_err(tx_error)?;
         rows.into_iter().map(LlmCallRow::into_domain).collect()
+    }
+
+    async fn spent_between(
+        &self,
+        account: &AccountId,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<Spent>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let rows =
+            call!(conn, spent_between(account.to_string(), ts(from), ts(to))).map_err(tx_error)?;
+        rows.into_iter()
+            .map(|(kind, reference, amount, refunded, at)| {
+                Ok(Spent {
+                    kind: parse_enum(&kind)?,
+                    reference,
+                    credits: credits(amount.saturating_sub(refunded)),
+                    at: from_ts(at),
+                })
+            })
+            .collect()
     }
 }

@@ -231,4 +231,22 @@ impl Billing {
         let calls = usage_store.calls_between(account, from, to).await?;
         Ok(gateway::usage_by_day(&calls))
     }
+
+    /// What the account's credits went on over `[from, to)`, by day (UTC), action and model
+    /// (see [`crate::analytics`]).
+    pub async fn consumption(
+        &self,
+        usage_store: &dyn UsageStore,
+        account: &AccountId,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<crate::analytics::ConsumptionDay>, BillingError> {
+        let spent = usage_store.spent_between(account, from, to).await?;
+        let calls = usage_store.calls_between(account, from, to).await?;
+        Ok(crate::analytics::consumption_by_day(
+            &spent,
+            &calls,
+            &self.catalog.actions,
+        ))
+    }
 }

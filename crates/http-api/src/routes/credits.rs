@@ -1,6 +1,10 @@
-//! The caller's credits: balance, journal, and spending an action.
+//! The caller's credits: balance, journal, spending an action, and what they went on.
+
+use std::collections::BTreeMap;
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::dto::{
@@ -9,6 +13,7 @@ use crate::dto::{
 };
 use crate::error::{ApiError, Problem};
 use crate::extract::Json;
+use crate::routes::gateway::usage::{UsageQuery, day_range};
 use crate::routes::idempotency_key;
 use crate::state::ApiState;
 
@@ -105,5 +110,89 @@ pub async fn subscription(
     Ok(HttpResponse::Ok().json(SubscriptionStateView {
         plan: record.plan,
         subscription: subscription.as_ref().map(SubscriptionView::from),
+    }))
+}
+
+/// Credits and how many debits (for an action) or calls (for a model) made them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TallyView {
+    /// Credits consumed.
+    pub credits: u64,
+    /// Debits or calls.
+    pub count: u64,
+}
+
+/// One day's consumption.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConsumptionDayView {
+    /// `YYYY-MM-DD` (UTC).
+    pub day: String,
+    /// Every credit consumed that day: debits and captures, less what was refunded.
+    pub credits: u64,
+    /// By catalog action (spends).
+    pub by_action: BTreeMap<String, TallyView>,
+    /// By model (gateway calls).
+    pub by_model: BTreeMap<String, TallyView>,
+}
+
+/// What the caller's credits went on.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AnalyticsView {
+    /// First day.
+    pub from: String,
+    /// Last day (included).
+    pub to: String,
+    /// Credits consumed over the whole range.
+    pub total: u64,
+    /// The days with any consumption, oldest first.
+    pub days: Vec<ConsumptionDayView>,
+}
+
+fn tallies(map: BTreeMap<String, billing_core::analytics::Tally>) -> BTreeMap<String, TallyView> {
+    map.into_iter()
+        .map(|(key, t)| {
+            (
+                key,
+                TallyView {
+                    credits: t.credits,
+                    count: t.count,
+                },
+            )
+        })
+        .collect()
+}
+
+/// The caller's consumption by day (UTC), action and model (`from` after `to` is an empty
+/// range).
+#[utoipa::path(get, path = "/v1/credits/analytics", tag = "credits", security(("bearer" = [])),
+    params(UsageQuery),
+    responses(
+        (status = 200, description = "Consumption by day, action and model", body = AnalyticsView),
+        (status = 422, description = "A malformed date", body = Problem),
+    ))]
+pub async fn analytics(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    query: web::Query<UsageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, account) = caller.user()?;
+    let (from, to, start, end) = day_range(&state, &query)?;
+    let days = state
+        .billing
+        .consumption(state.usage.as_ref(), account, start, end)
+        .await?;
+    Ok(HttpResponse::Ok().json(AnalyticsView {
+        from: from.to_string(),
+        to: to.to_string(),
+        total: days.iter().map(|d| d.credits).sum(),
+        days: days
+            .into_iter()
+            .map(|d| ConsumptionDayView {
+                day: d.day.to_string(),
+                credits: d.credits,
+                by_action: tallies(d.by_action),
+                by_model: tallies(d.by_model),
+            })
+            .collect(),
     }))
 }

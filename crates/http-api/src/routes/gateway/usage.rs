@@ -318,6 +318,28 @@ pub struct UsageView {
     pub days: Vec<UsageDayView>,
 }
 
+/// The days a query asks for (`to` defaults to today, `from` to 29 days before it) and the
+/// instants `[start, end)` they span, in UTC.
+pub(crate) fn day_range(
+    state: &ApiState,
+    query: &UsageQuery,
+) -> Result<(Date, Date, OffsetDateTime, OffsetDateTime), ApiError> {
+    let today = state.billing.clock.now().date();
+    let to = match &query.to {
+        Some(text) => day("to", text)?,
+        None => today,
+    };
+    let from = match &query.from {
+        Some(text) => day("from", text)?,
+        None => to.checked_sub(Duration::days(29)).unwrap_or(Date::MIN),
+    };
+    let start = OffsetDateTime::new_utc(from, Time::MIDNIGHT);
+    let end = OffsetDateTime::new_utc(to, Time::MIDNIGHT)
+        .checked_add(Duration::days(1))
+        .unwrap_or(OffsetDateTime::new_utc(Date::MAX, Time::MAX));
+    Ok((from, to, start, end))
+}
+
 fn day(field: &str, text: &str) -> Result<Date, ApiError> {
     Date::parse(text, format_description!("[year]-[month]-[day]"))
         .map_err(|_| ApiError::invalid_field(field, "must be a date, YYYY-MM-DD"))
@@ -337,19 +359,7 @@ pub async fn usage(
     query: web::Query<UsageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, account) = caller.user()?;
-    let today = state.billing.clock.now().date();
-    let to = match &query.to {
-        Some(text) => day("to", text)?,
-        None => today,
-    };
-    let from = match &query.from {
-        Some(text) => day("from", text)?,
-        None => to.checked_sub(Duration::days(29)).unwrap_or(Date::MIN),
-    };
-    let start = OffsetDateTime::new_utc(from, Time::MIDNIGHT);
-    let end = OffsetDateTime::new_utc(to, Time::MIDNIGHT)
-        .checked_add(Duration::days(1))
-        .unwrap_or(OffsetDateTime::new_utc(Date::MAX, Time::MAX));
+    let (from, to, start, end) = day_range(&state, &query)?;
     let days = state
         .billing
         .llm_usage(state.usage.as_ref(), account, start, end)

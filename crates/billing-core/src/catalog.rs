@@ -559,6 +559,13 @@ pub struct Reward {
     /// How many times one account may earn it; omitted means once.
     #[serde(default = "once")]
     pub max_per_account: u32,
+    /// Hours an account waits after one claim before the next (with `max_per_account` above
+    /// one); omitted: no wait.
+    #[serde(default)]
+    pub cooldown_hours: u32,
+    /// Whether an admin approves each claim before its credits are granted.
+    #[serde(default)]
+    pub approval: bool,
 }
 
 fn once() -> u32 {

@@ -203,6 +203,9 @@ prefixed_id!(
 prefixed_id!(
     /// A payment received (a pack or a subscription invoice).
     PaymentId, "pay");
+prefixed_id!(
+    /// A claim of a catalog reward by an account.
+    ClaimId, "rwc");
 
 #[cfg(test)]
 mod tests {

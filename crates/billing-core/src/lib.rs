@@ -20,6 +20,7 @@ pub mod payments;
 pub mod ports;
 pub mod quota;
 pub mod records;
+pub mod rewards;
 pub mod subscription;
 pub mod tasks;
 pub mod testing;

@@ -1110,6 +1110,44 @@ pub trait LlmRouter: TokenCounter + Send + Sync {
     fn route(&self, provider: crate::catalog::Provider) -> std::sync::Arc<dyn LlmProvider>;
 }
 
+/// Claims of catalog rewards.
+///
+/// Contract: a claim whose (account, reward, seq) is already taken is refused with
+/// `StoreError::Conflict`; `move_claim` changes a claim's status only from `from`, and says
+/// whether it did.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait RewardStore: Send + Sync {
+    /// Records a new claim.
+    async fn insert_claim(&self, claim: &crate::rewards::RewardClaim) -> Result<(), StoreError>;
+    /// The account's claims, of one reward if given, oldest first.
+    async fn claims_of(
+        &self,
+        account: &AccountId,
+        reward: Option<String>,
+    ) -> Result<Vec<crate::rewards::RewardClaim>, StoreError>;
+    /// One claim.
+    async fn claim(
+        &self,
+        id: &crate::ids::ClaimId,
+    ) -> Result<Option<crate::rewards::RewardClaim>, StoreError>;
+    /// Moves a claim from `from` to `to`, noting when and by whom.
+    async fn move_claim(
+        &self,
+        id: &crate::ids::ClaimId,
+        from: crate::rewards::ClaimStatus,
+        to: crate::rewards::ClaimStatus,
+        at: OffsetDateTime,
+        by: Option<String>,
+    ) -> Result<bool, StoreError>;
+    /// Claims with `status` (any if `None`), oldest first, at most `limit`.
+    async fn claims_with(
+        &self,
+        status: Option<crate::rewards::ClaimStatus>,
+        limit: u32,
+    ) -> Result<Vec<crate::rewards::RewardClaim>, StoreError>;
+}
+
 /// The record of metered LLM calls.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]

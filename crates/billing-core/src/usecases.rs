@@ -27,6 +27,7 @@ mod gateway;
 mod identity;
 mod payments;
 mod reconcile;
+mod rewards;
 mod tasks;
 
 pub use checkout::ReturnUrls;
@@ -83,6 +84,18 @@ pub enum BillingError {
     /// The email address is already registered.
     #[error("email already registered")]
     EmailTaken,
+    /// The catalog has no such reward.
+    #[error("unknown reward `{0}`")]
+    UnknownReward(String),
+    /// The account may not claim the reward now.
+    #[error("the reward cannot be claimed now: {0:?}")]
+    RewardIneligible(crate::rewards::Ineligible),
+    /// No such reward claim.
+    #[error("reward claim not found")]
+    ClaimNotFound,
+    /// The claim was already decided.
+    #[error("the claim is already {}", .0.as_str())]
+    ClaimDecided(crate::rewards::ClaimStatus),
     /// The plan in force does not include it (the same denial the entitlement check gives).
     #[error("not included in the plan")]
     NotEntitled(Denial),

@@ -364,3 +364,19 @@ diesel::table! {
         started_at -> BigInt,
     }
 }
+
+diesel::table! {
+    reward_claims (id) {
+        id -> Text,
+        account_id -> Text,
+        user_id -> Text,
+        reward -> Text,
+        seq -> Integer,
+        status -> Text,
+        credits -> BigInt,
+        evidence -> Text,
+        created_at -> BigInt,
+        decided_at -> Nullable<BigInt>,
+        decided_by -> Nullable<Text>,
+    }
+}

@@ -74,6 +74,7 @@ pub(crate) mod pg {
     crate::usage::spent_queries!();
     crate::quotas::quota_queries!();
     crate::jobs::job_queries!();
+    crate::rewards::reward_queries!();
     /// The oldest queued tasks of the kinds, locked for this transaction; rows another
     /// claimer holds are skipped rather than waited for.
     pub(crate) async fn claim_candidates(
@@ -173,6 +174,7 @@ pub(crate) mod sqlite {
     crate::usage::spent_queries!();
     crate::quotas::quota_queries!();
     crate::jobs::job_queries!();
+    crate::rewards::reward_queries!();
     /// `BEGIN IMMEDIATE` holds the write lock: no other claimer runs meanwhile.
     pub(crate) async fn claim_candidates(
         c: &mut Conn,

@@ -18,6 +18,7 @@ mod password;
 mod payment_scenarios;
 mod payments;
 mod quotas;
+mod rewards;
 mod sessions;
 mod stripe_api;
 mod task_scenarios;

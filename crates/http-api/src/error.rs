@@ -283,6 +283,53 @@ impl From<BillingError> for ApiError {
             BillingError::UnpricedModel(model) => Self::internal(format!(
                 "model `{model}` cannot be priced: the catalog has no credit value"
             )),
+            BillingError::UnknownReward(reward) => Self::new(
+                StatusCode::NOT_FOUND,
+                "reward_not_found",
+                "Unknown reward",
+                format!("the catalog has no reward `{reward}`"),
+            ),
+            BillingError::RewardIneligible(why) => match why {
+                billing_core::rewards::Ineligible::Exhausted { max } => Self::new(
+                    StatusCode::CONFLICT,
+                    "reward_claimed",
+                    "Reward already claimed",
+                    format!("this account has claimed this reward as often as it may ({max})"),
+                )
+                .with("max_per_account", max),
+                billing_core::rewards::Ineligible::Pending => Self::new(
+                    StatusCode::CONFLICT,
+                    "reward_pending",
+                    "Claim pending",
+                    "a claim of this reward is waiting for an admin's decision",
+                ),
+                billing_core::rewards::Ineligible::Cooldown { until } => {
+                    let wait = (until - time::OffsetDateTime::now_utc())
+                        .whole_seconds()
+                        .max(1);
+                    Self::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "reward_cooldown",
+                        "Too soon",
+                        "this reward may be claimed again after its cooldown",
+                    )
+                    .with("retry_after", wait)
+                    .with(
+                        "next_claim_at",
+                        until
+                            .format(&time::format_description::well_known::Rfc3339)
+                            .unwrap_or_default(),
+                    )
+                }
+            },
+            BillingError::ClaimNotFound => Self::not_found("reward claim"),
+            BillingError::ClaimDecided(status) => Self::new(
+                StatusCode::CONFLICT,
+                "claim_decided",
+                "Already decided",
+                format!("the claim is already {}", status.as_str()),
+            )
+            .with("claim_status", status.as_str()),
             BillingError::EmailTaken => Self::new(
                 StatusCode::CONFLICT,
                 "email_taken",

@@ -5,8 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    admin, auth, billing, catalog, credits, gateway, local_pay, me, password, quotas, system,
-    tasks, track_batch, webhooks,
+    admin, auth, billing, catalog, credits, gateway, local_pay, me, password, quotas, rewards,
+    system, tasks, track_batch, webhooks,
 };
 
 /// Tollgate's API description, served at `/openapi.json`.
@@ -22,6 +22,7 @@ use crate::routes::{
         me::save_item, me::items, me::item, me::delete_item,
         me::create_api_key, me::api_keys, me::revoke_api_key,
         catalog::catalog, catalog::plans, catalog::packs,
+        rewards::list, rewards::claim, rewards::admin_list, rewards::approve, rewards::reject,
         credits::balance, credits::journal, credits::spend, credits::subscription, credits::analytics,
         billing::cancel_subscription, billing::resume_subscription, billing::change_plan,
         billing::checkout_pack, billing::checkout_subscription, billing::quick_buy,

@@ -10,6 +10,7 @@ pub mod local_pay;
 pub mod me;
 pub mod password;
 pub mod quotas;
+pub mod rewards;
 pub mod system;
 pub mod tasks;
 pub mod track_batch;

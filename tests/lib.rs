@@ -323,6 +323,33 @@ impl TestApp {
         panic!("webhook events were not applied in time");
     }
 
+    /// `POST /v1/credits/spend` of `action`, with `key` as its `Idempotency-Key` if given.
+    pub async fn spend(&self, token: &str, action: &str, key: Option<&str>) -> Response {
+        let headers: Vec<(&str, &str)> = key
+            .map(|k| vec![("Idempotency-Key", k)])
+            .unwrap_or_default();
+        self.send(
+            Method::POST,
+            "/v1/credits/spend",
+            Some(token),
+            Some(serde_json::json!({"action": action})),
+            &headers,
+        )
+        .await
+    }
+
+    /// Puts the account on `plan` (with the admin key).
+    pub async fn set_plan(&self, account: &str, plan: &str) {
+        let (status, body) = self
+            .post(
+                &format!("/v1/admin/accounts/{account}/plan"),
+                Some(ADMIN_KEY),
+                serde_json::json!({"plan": plan}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
     /// Signs a new user up; returns (access token, refresh token, account id).
     pub async fn sign_up(&self, email: &str) -> (String, String, String) {
         let (status, body) = self

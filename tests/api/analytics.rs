@@ -1,21 +1,11 @@
 //! A user's consumption analytics (Audio Studio's `/api/tokens/analytics`): by day, action
 //! and model, agreeing with the journal and the gateway's usage.
 
-use api_tests::{ADMIN_KEY, Db, TestApp};
-use reqwest::Method;
+use api_tests::{Db, TestApp};
 use serde_json::{Value, json};
 
 async fn spend(app: &TestApp, token: &str, action: &str, key: &str) {
-    let response = app
-        .send(
-            Method::POST,
-            "/v1/credits/spend",
-            Some(token),
-            Some(json!({"action": action})),
-            &[("Idempotency-Key", key)],
-        )
-        .await;
-    assert_eq!(response.status(), 200);
+    assert_eq!(app.spend(token, action, Some(key)).await.status(), 200);
 }
 
 #[tokio::test]
@@ -25,14 +15,7 @@ async fn consumption_is_broken_down_by_action_and_model_on_both_databases() {
             continue;
         };
         let (token, _, account) = app.sign_up(&format!("analytics-{db:?}@example.com")).await;
-        let (status, _) = app
-            .post(
-                &format!("/v1/admin/accounts/{account}/plan"),
-                Some(ADMIN_KEY),
-                json!({"plan": "pro"}),
-            )
-            .await;
-        assert_eq!(status, 200);
+        app.set_plan(&account, "pro").await;
         spend(&app, &token, "short_chat", "a1").await;
         spend(&app, &token, "short_chat", "a2").await;
         spend(&app, &token, "short_chat", "a2").await; // a replay: charged once

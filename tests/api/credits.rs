@@ -3,22 +3,10 @@ use billing_core::ids::AccountId;
 use billing_core::ledger::verify;
 use billing_core::ports::{AuditStore, LedgerStore};
 use billing_core::records::PageRequest;
-use reqwest::Method;
 use serde_json::{Value, json};
 
 async fn spend(app: &TestApp, token: &str, action: &str, key: Option<&str>) -> (u16, Value, bool) {
-    let headers: Vec<(&str, &str)> = key
-        .map(|k| vec![("Idempotency-Key", k)])
-        .unwrap_or_default();
-    let response = app
-        .send(
-            Method::POST,
-            "/v1/credits/spend",
-            Some(token),
-            Some(json!({"action": action})),
-            &headers,
-        )
-        .await;
+    let response = app.spend(token, action, key).await;
     let status = response.status().as_u16();
     let replayed = response.headers().contains_key("idempotent-replayed");
     (status, response.json().await.unwrap(), replayed)

@@ -34,14 +34,7 @@ async fn available(app: &TestApp, token: &str) -> (i64, i64) {
 
 /// Puts the account on `pro` (every model) with exactly `credits` available.
 async fn fund(app: &TestApp, token: &str, account: &str, credits: i64) {
-    let (status, _) = app
-        .post(
-            &format!("/v1/admin/accounts/{account}/plan"),
-            Some(ADMIN_KEY),
-            json!({"plan": "pro"}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    app.set_plan(account, "pro").await;
     let (now, _) = available(app, token).await;
     let delta = credits - now;
     if delta != 0 {

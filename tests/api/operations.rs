@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use api_tests::{ADMIN_KEY, Db, TestApp};
 use billing_core::ports::JobStore;
-use serde_json::json;
 
 const JOBS: [&str; 5] = [
     "expire_holds",
@@ -120,26 +119,11 @@ async fn metrics_count_requests_by_route_and_ledger_operations_by_outcome() {
         .iter()
         .enumerate()
     {
-        let response = app
-            .send(
-                reqwest::Method::POST,
-                "/v1/credits/spend",
-                Some(&token),
-                Some(json!({"action": action})),
-                &[("Idempotency-Key", &format!("m-{n}"))],
-            )
-            .await;
-        assert_eq!(response.status(), 200);
+        let key = format!("m-{n}");
+        assert_eq!(app.spend(&token, action, Some(&key)).await.status(), 200);
     }
     // The same key again: a replay.
-    app.send(
-        reqwest::Method::POST,
-        "/v1/credits/spend",
-        Some(&token),
-        Some(json!({"action": "short_chat"})),
-        &[("Idempotency-Key", "m-0")],
-    )
-    .await;
+    app.spend(&token, "short_chat", Some("m-0")).await;
     for id in ["tsk_a", "tsk_b"] {
         app.get_as(&format!("/v1/tasks/{id}"), &token).await;
     }

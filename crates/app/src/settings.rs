@@ -923,6 +923,13 @@ fn validate_settings(
             });
         }
     }
+    if settings.payments.webhook_sweep_ms < 50 {
+        problems.push(ConfigProblem {
+            origin: origin_of("payments.webhook_sweep_ms", layers),
+            key: Some("payments.webhook_sweep_ms".into()),
+            message: "must be at least 50: each period of a scheduled job is a row".into(),
+        });
+    }
     for (name, provider) in &settings.auth.identity {
         let key = format!("auth.identity.{name}");
         if provider.issuer.trim().is_empty() {

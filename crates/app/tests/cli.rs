@@ -161,6 +161,20 @@ fn a_misspelt_setting_is_named_with_its_file() {
 }
 
 #[test]
+fn payment_events_cannot_be_swept_every_few_milliseconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sweep.toml");
+    std::fs::write(&file, "[payments]\nwebhook_sweep_ms = 10\n").unwrap();
+    let out = check(&[&file]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("payments.webhook_sweep_ms"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn an_identity_provider_needs_an_issuer_and_keys_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("identity.toml");

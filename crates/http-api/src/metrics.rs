@@ -225,6 +225,22 @@ impl Metrics {
     }
 }
 
+/// The method as a label: the standard ones by name, any other token as `OTHER`, so that
+/// invented methods cannot create series without end.
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
 /// Counts and times every request (outermost but for CORS, so refusals by the rate limit
 /// and the audit layer are counted too).
 pub async fn track(
@@ -235,7 +251,7 @@ pub async fn track(
     let metrics = req
         .app_data::<web::Data<ApiState>>()
         .map(|state| state.metrics.clone());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method()).to_owned();
     let response = next.call(req).await;
     if let Some(metrics) = metrics {
         let (route, status) = match &response {
@@ -323,5 +339,12 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        let invented = actix_web::http::Method::from_bytes(b"BREW").unwrap();
+        assert_eq!(method_label(&invented), "OTHER");
+        assert_eq!(method_label(&actix_web::http::Method::PATCH), "PATCH");
     }
 }

@@ -115,6 +115,7 @@ impl Provider {
             leeway_seconds: 0,
             cache_seconds: 3600,
             refresh_cooldown_seconds: 0,
+            trust_email: false,
         }
     }
 

@@ -225,10 +225,19 @@ async fn audiences_and_parties_are_checked_and_addresses_never_merged() {
     })
     .await
     .unwrap();
-    // Supabase-shaped: `aud: authenticated`, with an email.
+    // Supabase-shaped: `aud: authenticated`, with an address it has not verified, which is
+    // not taken (anyone may type any address into a sign-up form).
     let supabase = json!({"aud": "authenticated", "email": "grace@example.com"});
     let ok = provider.token(Key::RsaA, "k1", "0b7a3c1e-uuid", supabase.clone());
-    assert_eq!(me(&app, &ok).await.0, 200);
+    let (status, grace) = me(&app, &ok).await;
+    assert_eq!(status, 200);
+    assert!(
+        grace["user"]["email"]
+            .as_str()
+            .unwrap()
+            .ends_with("@identity.invalid"),
+        "{grace}"
+    );
     let no_aud = provider.token(Key::RsaA, "k1", "0b7a3c1e-uuid", json!({}));
     assert_eq!(me(&app, &no_aud).await.0, 401);
     let other_party = provider.token(
@@ -245,13 +254,34 @@ async fn audiences_and_parties_are_checked_and_addresses_never_merged() {
         Key::RsaA,
         "k1",
         "user_claimant",
-        json!({"aud": "authenticated", "email": "linus@example.com"}),
+        json!({"aud": "authenticated", "email": "linus@example.com", "email_verified": true}),
     );
     let (status, body) = me(&app, &claimant).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (409, Some("email_taken")),
         "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_provider_trusted_with_addresses_needs_no_email_verified_claim() {
+    let provider = Provider::start(&[(Key::RsaA, "k1")]).await;
+    let app = server(Db::Sqlite, &provider, |p| p.trust_email = true)
+        .await
+        .unwrap();
+    // Clerk's session-token template adds `email` (a primary address, always verified).
+    let token = provider.token(
+        Key::RsaA,
+        "k1",
+        "user_trusted",
+        json!({"email": "ada@example.com"}),
+    );
+    let (status, body) = me(&app, &token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["user"]["email"], &body["user"]["email_verified"]),
+        (&json!("ada@example.com"), &json!(true))
     );
 }
 

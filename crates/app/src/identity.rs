@@ -66,6 +66,7 @@ pub fn providers(
             leeway: Duration::from_secs(p.leeway_seconds),
             cache_for: Duration::from_secs(p.cache_seconds),
             refresh_cooldown: Duration::from_secs(p.refresh_cooldown_seconds),
+            trust_email: p.trust_email,
         })
         .collect();
     Ok(ExternalIdentities::new(configs, Arc::new(HttpJwks(client))))

@@ -195,6 +195,10 @@ pub struct IdentityProviderSettings {
     /// The least seconds between two fetches (a token with an unknown `kid` asks for one).
     #[serde(default = "default_identity_refresh_cooldown_seconds")]
     pub refresh_cooldown_seconds: u64,
+    /// Whether the provider verifies every address it puts in a token's `email` (Clerk's
+    /// primary addresses); otherwise only an address with `email_verified: true` is used.
+    #[serde(default)]
+    pub trust_email: bool,
 }
 
 fn default_identity_leeway_seconds() -> u64 {

@@ -51,6 +51,9 @@ pub struct ProviderConfig {
     pub cache_for: Duration,
     /// The least time between two fetches of its JWKS.
     pub refresh_cooldown: Duration,
+    /// Whether every `email` its tokens carry is verified, `email_verified` or not (Clerk's
+    /// primary addresses are); otherwise only one marked `email_verified: true` is used.
+    pub trust_email: bool,
 }
 
 /// The configured providers and their cached keys.
@@ -189,11 +192,14 @@ impl ExternalIdentities {
         if claims.sub.trim().is_empty() || claims.sub.len() > 255 {
             return Err(invalid());
         }
+        // An address the provider has not verified could be anyone's: it is not taken, unless
+        // the provider verifies every address it puts in a token.
+        let verified = claims.email_verified.unwrap_or(false) || provider.config.trust_email;
         Ok(Some(ExternalIdentity {
             issuer: claims.iss,
             subject: claims.sub,
-            email: claims.email,
-            email_verified: claims.email_verified.unwrap_or(false),
+            email: claims.email.filter(|_| verified),
+            email_verified: verified,
             name: claims.name,
         }))
     }
@@ -351,6 +357,7 @@ mod tests {
                 leeway: Duration::ZERO,
                 cache_for: Duration::from_secs(600),
                 refresh_cooldown: Duration::from_secs(600),
+                trust_email: false,
             },
             keys: RwLock::default(),
             fetching: tokio::sync::Mutex::new(()),

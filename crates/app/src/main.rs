@@ -199,12 +199,6 @@ fn block_on(future: impl Future<Output = ExitCode>) -> ExitCode {
     }
 }
 
-/// The name a `tollgate worker` process claims scheduled periods under.
-fn worker_instance() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "tollgate".to_owned());
-    format!("{host}-worker-{}", std::process::id())
-}
-
 async fn worker(loaded: Loaded, count: Option<u32>) -> ExitCode {
     telemetry::init(&loaded.settings.log);
     let store = match open_store(&loaded).await {
@@ -230,7 +224,7 @@ async fn worker(loaded: Loaded, count: Option<u32>) -> ExitCode {
     let count = count.unwrap_or(settings.tasks.workers).max(1);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let metrics = std::sync::Arc::new(http_api::metrics::Metrics::new());
-    let scheduler = app::schedule::Scheduler::new(store.clone(), worker_instance(), metrics);
+    let scheduler = app::schedule::Scheduler::for_this_process(store.clone(), metrics);
     let handles =
         app::server::task_background(settings, &tasks, llm, store, count, &stopped, &scheduler);
     tracing::info!(workers = count, "task workers started");

@@ -9,7 +9,6 @@ use billing_core::ledger::{AccountSnapshot, LedgerCommand, LedgerRequest, Transa
 use billing_core::ports::{Clock, JobStore, LedgerOutcome, LedgerStore, StoreError};
 use billing_core::records::{Balance, Page, PageRequest};
 use http_api::metrics::{LedgerLabels, Metrics, PoolLabels, QueueLabels, Scrape};
-use prometheus_client::metrics::gauge::Gauge;
 use store_diesel::DieselStore;
 use time::OffsetDateTime;
 
@@ -115,10 +114,6 @@ fn gauge_value(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn set(gauge: &Gauge, value: i64) {
-    gauge.set(value);
-}
-
 #[async_trait]
 impl Scrape for StoreScrape {
     async fn refresh(&self, metrics: &Metrics) {
@@ -129,12 +124,12 @@ impl Scrape for StoreScrape {
             ("max", pool.max),
             ("waiting", pool.waiting),
         ] {
-            set(
-                &metrics.db_pool.get_or_create(&PoolLabels {
+            metrics
+                .db_pool
+                .get_or_create(&PoolLabels {
                     state: state.into(),
-                }),
-                gauge_value(value),
-            );
+                })
+                .set(gauge_value(value));
         }
         match self.store.queues().await {
             Ok(queues) => {
@@ -143,14 +138,14 @@ impl Scrape for StoreScrape {
                     let labels = QueueLabels {
                         queue: queue.queue.clone(),
                     };
-                    set(
-                        &metrics.queue_depth.get_or_create(&labels),
-                        i64::try_from(queue.depth).unwrap_or(i64::MAX),
-                    );
+                    metrics
+                        .queue_depth
+                        .get_or_create(&labels)
+                        .set(i64::try_from(queue.depth).unwrap_or(i64::MAX));
                     let age = queue
                         .oldest
                         .map_or(0, |oldest| (now - oldest).whole_seconds().max(0));
-                    set(&metrics.queue_oldest_age.get_or_create(&labels), age);
+                    metrics.queue_oldest_age.get_or_create(&labels).set(age);
                 }
             }
             Err(err) => tracing::warn!(error = %err, "queue depths not read for the metrics"),

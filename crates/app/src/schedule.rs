@@ -62,6 +62,16 @@ impl Scheduler {
         }
     }
 
+    /// A scheduler for this process: its instance name is the host's (`HOSTNAME`, when
+    /// set), the process id and a random suffix, so that two processes on one host, or a
+    /// restarted one, are told apart.
+    pub fn for_this_process(jobs: Arc<dyn JobStore>, metrics: Arc<Metrics>) -> Self {
+        let suffix: u32 = rand::random();
+        let instance = format!("{}-{suffix:08x}", crate::task_workers::worker_name(0));
+        tracing::info!(instance = %instance, "scheduled jobs run as this instance");
+        Self::new(jobs, instance, metrics)
+    }
+
     /// This instance's name in the job records.
     pub fn instance(&self) -> &str {
         &self.instance

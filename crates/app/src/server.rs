@@ -151,7 +151,7 @@ impl Application {
         )?);
         let billing = state.billing.clone();
         let mailer = state.mailer.clone();
-        let scheduler = scheduler(&store, &state);
+        let scheduler = Scheduler::for_this_process(Arc::new(store.clone()), state.metrics.clone());
         state
             .metrics
             .on_scrape(Arc::new(crate::observe::StoreScrape {
@@ -360,16 +360,6 @@ pub fn task_background(
         )));
     }
     handles
-}
-
-/// This process's scheduler: its instance name is the host's name (`HOSTNAME`, when set)
-/// and a random suffix, so that two processes on one host are told apart.
-pub fn scheduler(store: &DieselStore, state: &ApiState) -> Scheduler {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "tollgate".to_owned());
-    let suffix: u32 = rand::random();
-    let instance = format!("{host}-{}-{suffix:08x}", std::process::id());
-    tracing::info!(instance = %instance, "scheduled jobs run as this instance");
-    Scheduler::new(Arc::new(store.clone()), instance, state.metrics.clone())
 }
 
 /// The use cases over the store.

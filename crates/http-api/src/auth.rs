@@ -260,14 +260,27 @@ pub const API_KEY_PREFIX: &str = "tgk_";
 
 /// Who is calling, from the request's headers: the admin key, an API key, or a JWT.
 /// Resolved once per request (the rate limiter, the handler and the audit record share it).
+/// A refusal of the credentials is kept too, so that the layers after the first do not check
+/// them again (an external token's signature, an API key's lookup); a failure to reach the
+/// store is not, and the next layer tries again.
 pub async fn caller(req: &HttpRequest) -> Result<Caller, ApiError> {
-    if let Some(known) = req.extensions().get::<Caller>() {
-        return Ok(known.clone());
+    if let Some(Resolved(known)) = req.extensions().get::<Resolved>() {
+        return known.clone();
     }
-    let caller = resolve(req).await?;
-    req.extensions_mut().insert(caller.clone());
-    Ok(caller)
+    let resolved = resolve(req).await;
+    let settled = resolved
+        .as_ref()
+        .err()
+        .is_none_or(|err| err.status() == actix_web::http::StatusCode::UNAUTHORIZED);
+    if settled {
+        req.extensions_mut().insert(Resolved(resolved.clone()));
+    }
+    resolved
 }
+
+/// The caller as resolved for this request.
+#[derive(Debug, Clone)]
+struct Resolved(Result<Caller, ApiError>);
 
 async fn resolve(req: &HttpRequest) -> Result<Caller, ApiError> {
     let token = bearer(req)?;

@@ -314,12 +314,7 @@ impl From<BillingError> for ApiError {
                         "this reward may be claimed again after its cooldown",
                     )
                     .with("retry_after", wait)
-                    .with(
-                        "next_claim_at",
-                        until
-                            .format(&time::format_description::well_known::Rfc3339)
-                            .unwrap_or_default(),
-                    )
+                    .with("next_claim_at", crate::dto::rfc3339(until))
                 }
             },
             BillingError::ClaimNotFound => Self::not_found("reward claim"),

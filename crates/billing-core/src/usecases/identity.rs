@@ -48,9 +48,9 @@ pub fn placeholder_email(qualified_subject: &str) -> String {
 
 /// Whether mail can be sent to the user's address (it is not a placeholder).
 pub fn has_mailbox(user: &User) -> bool {
-    !user
-        .email
-        .ends_with(&format!("@{PLACEHOLDER_EMAIL_DOMAIN}"))
+    user.email
+        .rsplit_once('@')
+        .is_none_or(|(_, domain)| domain != PLACEHOLDER_EMAIL_DOMAIN)
 }
 
 impl Billing {

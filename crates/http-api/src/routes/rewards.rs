@@ -9,6 +9,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::auth::Caller;
+use crate::dto::rfc3339;
 use crate::error::{ApiError, Problem};
 use crate::extract::Json;
 use crate::middleware::AuditNote;
@@ -38,11 +39,6 @@ pub struct ClaimView {
     pub account_id: String,
     /// The user who claimed (`usr_…`).
     pub user_id: String,
-}
-
-fn rfc3339(at: time::OffsetDateTime) -> String {
-    at.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 impl From<&RewardClaim> for ClaimView {

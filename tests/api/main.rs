@@ -4,6 +4,7 @@ mod admin;
 mod analytics;
 mod auth;
 mod bad_input;
+mod business;
 mod catalog;
 mod credits;
 mod errors;

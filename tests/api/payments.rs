@@ -257,7 +257,7 @@ pub(crate) fn pack_checkout(tag: &str, account: &str, created: i64) -> String {
     )
 }
 
-fn refunded(tag: &str, n: u32, refunded: i64, created: i64) -> String {
+pub(crate) fn refunded(tag: &str, n: u32, refunded: i64, created: i64) -> String {
     event(
         &format!("evt_{tag}_re{n}"),
         "charge.refunded",

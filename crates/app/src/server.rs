@@ -470,6 +470,7 @@ pub fn api_state(
         identities: crate::identity::providers(&auth.identity)?,
         metrics,
         rewards: store.clone(),
+        reports: store.clone(),
         openapi,
         webhook_intake: webhook_intake(settings),
         webhooks: store.clone(),

@@ -10,6 +10,7 @@
 //! return a decision; stores apply decisions atomically.
 
 pub mod analytics;
+pub mod business;
 pub mod catalog;
 pub mod entitlements;
 pub mod gateway;

@@ -1171,6 +1171,20 @@ pub trait UsageStore: Send + Sync {
     ) -> Result<Vec<crate::analytics::Spent>, StoreError>;
 }
 
+/// Aggregates for the operator's business view.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait ReportStore: Send + Sync {
+    /// The facts behind [`crate::business::business_metrics`] for `[from, to)`, with grants
+    /// outstanding as of `now`. Days are UTC.
+    async fn business_facts(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<crate::business::BusinessFacts, StoreError>;
+}
+
 /// An email to send.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mail {

@@ -27,6 +27,7 @@ mod gateway;
 mod identity;
 mod payments;
 mod reconcile;
+mod reports;
 mod rewards;
 mod tasks;
 

@@ -37,6 +37,8 @@ pub struct ApiState {
     pub limits: crate::limits::Limits,
     /// Sign-ins (and external identities) recently found live.
     pub session_cache: crate::session_cache::SessionCache,
+    /// The business view's aggregates.
+    pub reports: Arc<dyn billing_core::ports::ReportStore>,
     /// Reward claims.
     pub rewards: Arc<dyn billing_core::ports::RewardStore>,
     /// What `/metrics` exports.

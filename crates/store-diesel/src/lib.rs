@@ -19,6 +19,7 @@ mod payments;
 mod quotas;
 mod read_cache;
 mod records;
+mod reports;
 mod rewards;
 mod schema;
 mod sessions;

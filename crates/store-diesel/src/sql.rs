@@ -75,6 +75,7 @@ pub(crate) mod pg {
     crate::quotas::quota_queries!();
     crate::jobs::job_queries!();
     crate::rewards::reward_queries!();
+    crate::reports::report_queries!();
     /// The oldest queued tasks of the kinds, locked for this transaction; rows another
     /// claimer holds are skipped rather than waited for.
     pub(crate) async fn claim_candidates(
@@ -175,6 +176,7 @@ pub(crate) mod sqlite {
     crate::quotas::quota_queries!();
     crate::jobs::job_queries!();
     crate::rewards::reward_queries!();
+    crate::reports::report_queries!();
     /// `BEGIN IMMEDIATE` holds the write lock: no other claimer runs meanwhile.
     pub(crate) async fn claim_candidates(
         c: &mut Conn,

@@ -148,7 +148,9 @@ pub struct AnalyticsView {
     pub days: Vec<ConsumptionDayView>,
 }
 
-fn tallies(map: BTreeMap<String, billing_core::analytics::Tally>) -> BTreeMap<String, TallyView> {
+pub(crate) fn tallies(
+    map: BTreeMap<String, billing_core::analytics::Tally>,
+) -> BTreeMap<String, TallyView> {
     map.into_iter()
         .map(|(key, t)| {
             (

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod auth;
 pub mod billing;
+pub mod business;
 pub mod catalog;
 pub mod credits;
 pub mod gateway;

@@ -6,7 +6,7 @@ async fn track(
     app: &TestApp,
     token: &str,
     meter: &str,
-    amount: u64,
+    amount: i64,
     key: &str,
 ) -> (u16, Value, Option<String>, bool) {
     let response = app
@@ -331,4 +331,124 @@ async fn entitlements_answer_with_the_reason_and_what_remains() {
         .post("/v1/entitlements/check", Some(&token), ask("wish", "pony"))
         .await;
     assert_eq!((status, problem["field"].as_str()), (422, Some("kind")));
+}
+
+/// Seats, a gauge: taken and released, capped by the plan at any one time, never below
+/// zero, never reset — a plan change keeps the level and only moves the cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gauge_goes_up_and_down_within_the_plans_cap_and_never_resets() {
+    for db in [Db::Sqlite, Db::Postgres] {
+        let Some(app) = TestApp::spawn_on(db, &[]).await else {
+            continue;
+        };
+        let (token, _, account) = app.sign_up(&format!("seats-{db:?}@example.com")).await;
+        let seats = |quotas: &Value| {
+            quotas
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|q| q["meter"] == "seats")
+                .cloned()
+                .unwrap()
+        };
+        let (_, quotas) = app.get_as("/v1/quotas", &token).await;
+        assert_eq!(
+            seats(&quotas),
+            json!({"meter": "seats", "kind": "gauge", "limit": 1, "used": 0, "remaining": 1,
+                   "period_start": null, "resets_at": null})
+        );
+
+        let (status, body, _, _) = track(&app, &token, "seats", 1, "invite-ann").await;
+        assert_eq!((status, &body["used"]), (200, &json!(1)), "{body}");
+        // Full: refused, and with no Retry-After, since waiting frees nothing.
+        let (status, body, retry_after, _) = track(&app, &token, "seats", 1, "invite-bob").await;
+        assert_eq!(
+            (status, &body["code"]),
+            (429, &json!("quota_exceeded")),
+            "{body}"
+        );
+        assert_eq!(retry_after, None);
+        assert_eq!(body["resets_at"], Value::Null);
+
+        let (status, body, _, _) = track(&app, &token, "seats", -1, "remove-ann").await;
+        assert_eq!((status, &body["used"]), (200, &json!(0)), "{body}");
+        let (status, body, _, replayed) = track(&app, &token, "seats", -1, "remove-ann").await;
+        assert_eq!((status, &body["used"], replayed), (200, &json!(0), true));
+        // Releasing what is not held changes nothing.
+        let (status, body, _, _) = track(&app, &token, "seats", -1, "remove-ghost").await;
+        assert_eq!(
+            (status, &body["code"]),
+            (409, &json!("gauge_below_zero")),
+            "{body}"
+        );
+        // A counter takes no release.
+        let (status, body, _, _) = track(&app, &token, "exports", -1, "unexport").await;
+        assert_eq!(
+            (status, &body["code"], &body["field"]),
+            (422, &json!("invalid_field"), &json!("amount")),
+            "{body}"
+        );
+
+        // In a batch: each decided in order against the running level.
+        let (status, batch) = track_batch(
+            &app,
+            &token,
+            json!([{"meter": "seats", "amount": 1, "key": "b-take"},
+                   {"meter": "seats", "amount": -1, "key": "b-give"},
+                   {"meter": "seats", "amount": -1, "key": "b-give-again"}]),
+        )
+        .await;
+        assert_eq!(status, 200, "{batch}");
+        let outcome: Vec<(&Value, &Value)> = batch["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (&r["status"], &r["code"]))
+            .collect();
+        assert_eq!(
+            outcome,
+            [
+                (&json!("recorded"), &Value::Null),
+                (&json!("recorded"), &Value::Null),
+                (&json!("rejected"), &json!("gauge_below_zero")),
+            ]
+        );
+        assert_eq!(batch["results"][0]["resets_at"], Value::Null);
+        // A release of a counter in a batch refuses the whole batch.
+        let (status, body) = track_batch(
+            &app,
+            &token,
+            json!([{"meter": "seats", "amount": 1, "key": "c-take"},
+                   {"meter": "exports", "amount": -2, "key": "c-unexport"}]),
+        )
+        .await;
+        assert_eq!((status, &body["field"]), (422, &json!("events[1].amount")));
+
+        // Two seats on team (cap 25); back on free, the level stays and blocks more.
+        app.set_plan(&account, "team").await;
+        for key in ["t1", "t2"] {
+            let (status, body, _, _) = track(&app, &token, "seats", 1, key).await;
+            assert_eq!(status, 200, "{body}");
+        }
+        app.set_plan(&account, "free").await;
+        let (_, quotas) = app.get_as("/v1/quotas", &token).await;
+        assert_eq!(seats(&quotas)["used"], 2, "{quotas}");
+        assert_eq!(seats(&quotas)["remaining"], 0);
+        let (_, check) = app
+            .post(
+                "/v1/entitlements/check",
+                Some(&token),
+                json!({"kind": "meter", "name": "seats", "amount": 1}),
+            )
+            .await;
+        assert_eq!(check["allowed"], false, "{check}");
+        let catalog: Value = app.get("/v1/catalog").await.json().await.unwrap();
+        let meters = catalog["meters"].as_array().unwrap();
+        assert!(
+            meters
+                .iter()
+                .any(|m| m["id"] == "seats" && m["kind"] == "gauge"),
+            "{catalog}"
+        );
+    }
 }

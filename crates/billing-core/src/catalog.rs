@@ -333,8 +333,10 @@ pub struct QuotaRule {
     /// Units per period; omitted means unlimited (but still counted).
     #[serde(default)]
     pub limit: Option<u64>,
-    /// The period the limit applies to.
-    pub period: QuotaPeriod,
+    /// The period the limit applies to: required for a counter, omitted for a gauge (which
+    /// never resets).
+    #[serde(default)]
+    pub period: Option<QuotaPeriod>,
 }
 
 /// A request rate.
@@ -390,6 +392,31 @@ pub struct Meter {
     /// What one unit is (a message, an export, a token…).
     #[serde(default)]
     pub unit: Option<String>,
+    /// A counter (usage per period, starting again at each period) or a gauge (a level
+    /// that goes up and down and never resets: seats, storage).
+    #[serde(default)]
+    pub kind: MeterKind,
+}
+
+/// What a meter counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MeterKind {
+    /// Units used per period; only goes up, and starts again from zero each period.
+    #[default]
+    Counter,
+    /// A level that goes up and down (units added and released) and never resets.
+    Gauge,
+}
+
+impl MeterKind {
+    /// `counter` or `gauge`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Counter => "counter",
+            Self::Gauge => "gauge",
+        }
+    }
 }
 
 /// An LLM provider.
@@ -797,11 +824,24 @@ impl Catalog {
             if !self.meters.contains_key(meter) {
                 p.add(&qkey, format!("unknown meter `{meter}`"));
             }
-            if rule.period == QuotaPeriod::BillingPeriod && !plan.is_paid() {
-                p.add(
+            let gauge = self
+                .meters
+                .get(meter)
+                .is_some_and(|m| m.kind == MeterKind::Gauge);
+            match rule.period {
+                Some(_) if gauge => p.add(
+                    format!("{qkey}.period"),
+                    "a gauge never resets; remove `period`",
+                ),
+                None if !gauge => p.add(
+                    format!("{qkey}.period"),
+                    "required: `day`, `month` or `billing_period`",
+                ),
+                Some(QuotaPeriod::BillingPeriod) if !plan.is_paid() => p.add(
                     format!("{qkey}.period"),
                     "`billing_period` needs a plan with prices; use `day` or `month`",
-                );
+                ),
+                _ => {}
             }
         }
         for (i, model) in plan.models.iter().enumerate() {
@@ -1060,6 +1100,41 @@ mod tests {
     }
 
     #[test]
+    fn a_gauge_takes_no_period_and_a_counter_needs_one() {
+        let mut c = base();
+        for (id, kind) in [("seats", MeterKind::Gauge), ("pages", MeterKind::Counter)] {
+            c.meters.insert(
+                id.into(),
+                Meter {
+                    name: None,
+                    unit: None,
+                    kind,
+                },
+            );
+        }
+        let free = c.plans.get_mut("free").unwrap();
+        let rule = |period| QuotaRule {
+            limit: Some(3),
+            period,
+        };
+        free.quotas.insert("seats".into(), rule(None));
+        free.quotas
+            .insert("pages".into(), rule(Some(QuotaPeriod::Day)));
+        assert_eq!(c.validate("catalog"), Ok(()));
+        let free = c.plans.get_mut("free").unwrap();
+        free.quotas
+            .insert("seats".into(), rule(Some(QuotaPeriod::Month)));
+        free.quotas.insert("pages".into(), rule(None));
+        assert_eq!(
+            keys(c.validate("catalog")),
+            [
+                "catalog.plans.free.quotas.pages.period",
+                "catalog.plans.free.quotas.seats.period"
+            ]
+        );
+    }
+
+    #[test]
     fn an_unknown_plan_in_a_pack_is_named() {
         let mut c = base();
         c.packs.get_mut("starter").unwrap().plans = Some(vec!["pro".into(), "gold".into()]);
@@ -1151,7 +1226,7 @@ mod tests {
             "pages".into(),
             QuotaRule {
                 limit: Some(1),
-                period: QuotaPeriod::Day,
+                period: Some(QuotaPeriod::Day),
             },
         );
         c.timezone = "Mars/Olympus".into();

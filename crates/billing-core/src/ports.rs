@@ -311,8 +311,8 @@ pub struct TrackRequest {
     pub account: AccountId,
     /// The meter.
     pub meter: String,
-    /// Units to add (≥ 1).
-    pub amount: u64,
+    /// Units to add (≥ 1), or, for a gauge, to release (≤ -1).
+    pub amount: i64,
     /// The period it counts in.
     pub window: Window,
     /// The limit to enforce atomically; `None` records without a limit.

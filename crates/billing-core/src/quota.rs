@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use time::{Date, Duration, Month, OffsetDateTime, UtcOffset};
 use time_tz::{OffsetDateTimeExt, PrimitiveDateTimeExt, Tz};
 
-use crate::catalog::QuotaRule;
+use crate::catalog::{MeterKind, QuotaRule};
 
 /// An IANA time zone.
 #[derive(Clone, Copy)]
@@ -115,6 +115,37 @@ impl Window {
         }
     }
 
+    /// All time: the window of a gauge, which never resets.
+    pub fn forever() -> Self {
+        Self {
+            start: OffsetDateTime::UNIX_EPOCH,
+            end: time::macros::datetime!(9999-12-31 00:00 UTC),
+        }
+    }
+
+    /// Whether this is [`Window::forever`].
+    pub fn is_forever(&self) -> bool {
+        *self == Self::forever()
+    }
+
+    /// The window that counts a meter of `kind` under `rule` at `now`: all time for a gauge,
+    /// else the rule's period (a month when no rule limits the meter).
+    pub fn for_meter(
+        kind: MeterKind,
+        rule: Option<&QuotaRule>,
+        now: OffsetDateTime,
+        tz: Timezone,
+        billing: Option<Window>,
+    ) -> Self {
+        match kind {
+            MeterKind::Gauge => Self::forever(),
+            MeterKind::Counter => {
+                let period = rule.and_then(|r| r.period).unwrap_or(QuotaPeriod::Month);
+                Self::of(period, now, tz, billing)
+            }
+        }
+    }
+
     /// The window of `period` containing `now`. `billing` is the subscription's current
     /// period, if there is one; without it a billing-period window is the calendar month.
     pub fn of(
@@ -193,6 +224,30 @@ pub enum QuotaError {
         #[serde(with = "time::serde::rfc3339")]
         resets_at: OffsetDateTime,
     },
+    /// Releasing more units of a gauge than it holds.
+    #[error("`{meter}` holds {used}; {released} cannot be released")]
+    BelowZero {
+        /// The meter.
+        meter: String,
+        /// Units it holds.
+        used: u64,
+        /// Units asked to be released.
+        released: u64,
+    },
+}
+
+/// Decides a release of `amount` units of a gauge holding `used`: the new level, or why
+/// not (never below zero).
+pub fn decide_release(meter: &str, used: u64, amount: u64) -> Result<u64, QuotaError> {
+    if amount == 0 {
+        return Err(QuotaError::InvalidAmount);
+    }
+    used.checked_sub(amount)
+        .ok_or_else(|| QuotaError::BelowZero {
+            meter: meter.to_owned(),
+            used,
+            released: amount,
+        })
 }
 
 /// Decides whether to record `amount` more units given what the period has used: the new
@@ -270,7 +325,7 @@ mod tests {
         let window = Window::month(datetime!(2026-05-10 12:00 UTC), Timezone::utc());
         let rule = QuotaRule {
             limit: Some(10),
-            period: QuotaPeriod::Month,
+            period: Some(QuotaPeriod::Month),
         };
         let ok = check("exports", Some(&rule), 8, 2, window);
         assert!(ok.allowed);
@@ -289,5 +344,32 @@ mod tests {
             decide_track(&check("exports", None, 0, 0, window)),
             Err(QuotaError::InvalidAmount)
         );
+    }
+
+    #[test]
+    fn a_gauge_goes_down_to_zero_and_no_further() {
+        assert_eq!(decide_release("seats", 3, 2), Ok(1));
+        assert_eq!(decide_release("seats", 3, 3), Ok(0));
+        assert_eq!(
+            decide_release("seats", 3, 4),
+            Err(QuotaError::BelowZero {
+                meter: "seats".into(),
+                used: 3,
+                released: 4
+            })
+        );
+        assert_eq!(
+            decide_release("seats", 3, 0),
+            Err(QuotaError::InvalidAmount)
+        );
+        let gauge = Window::for_meter(
+            MeterKind::Gauge,
+            None,
+            datetime!(2026-05-10 12:00 UTC),
+            Timezone::utc(),
+            None,
+        );
+        assert!(gauge.is_forever());
+        assert!(gauge.contains(datetime!(2126-05-10 12:00 UTC)));
     }
 }

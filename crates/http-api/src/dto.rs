@@ -210,10 +210,10 @@ pub struct AllowanceView {
 pub struct QuotaView {
     /// The meter.
     pub meter: String,
-    /// Units per period; absent means unlimited.
+    /// Units per period (for a gauge: at any time); absent means unlimited.
     pub limit: Option<u64>,
-    /// `day`, `month` or `billing_period`.
-    pub period: String,
+    /// `day`, `month` or `billing_period`; null for a gauge, which never resets.
+    pub period: Option<String>,
 }
 
 /// A public plan.
@@ -283,7 +283,7 @@ impl PlanView {
                 .map(|(meter, rule)| QuotaView {
                     meter: meter.clone(),
                     limit: rule.limit,
-                    period: snake(rule.period),
+                    period: rule.period.map(snake),
                 })
                 .collect(),
             models: plan.models.clone(),
@@ -551,27 +551,39 @@ impl Validate for AdjustRequest {
 pub struct QuotaStatusView {
     /// The meter.
     pub meter: String,
-    /// Units allowed per period; absent means unlimited.
+    /// `counter` (usage per period) or `gauge` (a level that goes up and down).
+    pub kind: String,
+    /// Units allowed per period (for a gauge: at any time); absent means unlimited.
     pub limit: Option<u64>,
-    /// Units used this period.
+    /// Units used this period (for a gauge: held now).
     pub used: u64,
     /// Units left; absent means unlimited.
     pub remaining: Option<u64>,
-    /// RFC 3339: when the period began.
-    pub period_start: String,
-    /// RFC 3339: when the period ends and usage starts again from zero.
-    pub resets_at: String,
+    /// RFC 3339: when the period began; null for a gauge.
+    pub period_start: Option<String>,
+    /// RFC 3339: when the period ends and usage starts again from zero; null for a gauge,
+    /// which never resets.
+    pub resets_at: Option<String>,
 }
 
-impl From<&billing_core::quota::QuotaCheck> for QuotaStatusView {
-    fn from(c: &billing_core::quota::QuotaCheck) -> Self {
+impl QuotaStatusView {
+    /// The view of `used` units of `meter` in `window`.
+    pub(crate) fn new(
+        meter: &str,
+        kind: billing_core::catalog::MeterKind,
+        limit: Option<u64>,
+        used: u64,
+        window: billing_core::quota::Window,
+    ) -> Self {
+        let periodic = !window.is_forever();
         Self {
-            meter: c.meter.clone(),
-            limit: c.limit,
-            used: c.used,
-            remaining: c.remaining,
-            period_start: rfc3339(c.window.start),
-            resets_at: rfc3339(c.window.end),
+            meter: meter.to_owned(),
+            kind: kind.as_str().to_owned(),
+            limit,
+            used,
+            remaining: limit.map(|l| l.saturating_sub(used)),
+            period_start: periodic.then(|| rfc3339(window.start)),
+            resets_at: periodic.then(|| rfc3339(window.end)),
         }
     }
 }
@@ -580,14 +592,28 @@ impl From<&billing_core::quota::QuotaCheck> for QuotaStatusView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrackRequestBody {
-    /// Units, 1 to 1,000,000,000 (default 1).
+    /// Units, 1 to 1,000,000,000 (default 1); for a gauge meter, -1 to -1,000,000,000
+    /// releases units.
     #[serde(default)]
-    #[schema(minimum = 1, maximum = 1_000_000_000)]
-    pub amount: Option<u64>,
+    #[schema(minimum = -1_000_000_000, maximum = 1_000_000_000)]
+    pub amount: Option<i64>,
 }
 
 /// The most units one request may track or ask about.
 pub const MAX_UNITS: u64 = 1_000_000_000;
+
+/// 422 naming `field` unless `amount` (if given) is 1 to [`MAX_UNITS`], or -1 to
+/// -[`MAX_UNITS`] (a release, which only a gauge takes: see `routes::quotas::amount_for`).
+pub(crate) fn signed_units(field: &str, amount: Option<i64>) -> Result<(), ApiError> {
+    match amount {
+        Some(0) => Err(ApiError::invalid_field(field, "must not be 0")),
+        Some(n) if n.unsigned_abs() > MAX_UNITS => Err(ApiError::invalid_field(
+            field,
+            "must be between -1000000000 and 1000000000",
+        )),
+        _ => Ok(()),
+    }
+}
 
 /// 422 naming `field` unless `amount` (if given) is 1 to [`MAX_UNITS`].
 pub(crate) fn units(field: &str, amount: Option<u64>) -> Result<(), ApiError> {
@@ -602,7 +628,7 @@ pub(crate) fn units(field: &str, amount: Option<u64>) -> Result<(), ApiError> {
 
 impl Validate for TrackRequestBody {
     fn validate(&self) -> Result<(), ApiError> {
-        units("amount", self.amount)
+        signed_units("amount", self.amount)
     }
 }
 

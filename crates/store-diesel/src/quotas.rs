@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use billing_core::catalog::QuotaRule;
 use billing_core::ports::{TrackOutcome, TrackRequest};
-use billing_core::quota::{QuotaPeriod, check, decide_track};
+use billing_core::quota::{QuotaPeriod, check, decide_release, decide_track};
 use diesel::prelude::*;
 
 use crate::db::{credits, signed, ts};
@@ -79,7 +79,7 @@ pub(crate) fn plan(
         let account = request.account.to_string();
         let id = (account.clone(), request.key.clone());
         if let Some(before) = seen.get(&id) {
-            let same = before.meter == request.meter && before.amount == signed(request.amount);
+            let same = before.meter == request.meter && before.amount == request.amount;
             out.outcomes.push(if same {
                 TrackOutcome::Replayed {
                     used: credits(before.used_after),
@@ -92,19 +92,23 @@ pub(crate) fn plan(
         let start = ts(request.window.start);
         let slot = (account.clone(), request.meter.clone(), start);
         let used = usage.get(&slot).copied().unwrap_or(0);
-        // Only the limit matters to the decision; the period is already in the window.
-        let rule = QuotaRule {
-            limit: request.limit,
-            period: QuotaPeriod::Day,
+        let decided = if request.amount < 0 {
+            decide_release(&request.meter, credits(used), request.amount.unsigned_abs())
+        } else {
+            // Only the limit matters to the decision; the period is already in the window.
+            let rule = QuotaRule {
+                limit: request.limit,
+                period: Some(QuotaPeriod::Day),
+            };
+            decide_track(&check(
+                &request.meter,
+                Some(&rule),
+                credits(used),
+                request.amount.unsigned_abs(),
+                request.window,
+            ))
         };
-        let decision = check(
-            &request.meter,
-            Some(&rule),
-            credits(used),
-            request.amount,
-            request.window,
-        );
-        let total = match decide_track(&decision) {
+        let total = match decided {
             Ok(total) => signed(total),
             Err(error) => {
                 out.outcomes.push(TrackOutcome::Rejected { error });
@@ -127,7 +131,7 @@ pub(crate) fn plan(
             id,
             Seen {
                 meter: request.meter.clone(),
-                amount: signed(request.amount),
+                amount: request.amount,
                 used_after: total,
             },
         );
@@ -135,7 +139,7 @@ pub(crate) fn plan(
             account_id: account,
             key: request.key.clone(),
             meter: request.meter.clone(),
-            amount: signed(request.amount),
+            amount: request.amount,
             window_start: start,
             used_after: total,
             created_at: now,
@@ -286,7 +290,7 @@ mod tests {
 
     use super::*;
 
-    fn request(account: &AccountId, key: &str, amount: u64) -> TrackRequest {
+    fn request(account: &AccountId, key: &str, amount: i64) -> TrackRequest {
         TrackRequest {
             account: account.clone(),
             meter: "exports".into(),
@@ -295,6 +299,52 @@ mod tests {
             limit: Some(5),
             key: key.into(),
         }
+    }
+
+    #[test]
+    fn a_gauge_release_is_decided_against_the_running_level_and_replays() {
+        let account = AccountId::from_ulid(billing_core::ids::Ulid::from_parts(1, 1));
+        let gauge = |key: &str, amount: i64| TrackRequest {
+            window: Window::forever(),
+            limit: Some(3),
+            meter: "seats".into(),
+            ..request(&account, key, amount)
+        };
+        let batch = [
+            gauge("add", 3),
+            gauge("more", 1),
+            gauge("drop", -2),
+            gauge("drop", -2),
+            gauge("too-many", -2),
+            gauge("back", 2),
+        ];
+        let plan = plan(&batch, SeenKeys::new(), &Usage::new(), 7);
+        assert_eq!(
+            plan.outcomes,
+            vec![
+                TrackOutcome::Recorded { used: 3 },
+                TrackOutcome::Rejected {
+                    error: QuotaError::QuotaExceeded {
+                        meter: "seats".into(),
+                        limit: 3,
+                        used: 3,
+                        requested: 1,
+                        resets_at: Window::forever().end,
+                    }
+                },
+                TrackOutcome::Recorded { used: 1 },
+                TrackOutcome::Replayed { used: 1 },
+                TrackOutcome::Rejected {
+                    error: QuotaError::BelowZero {
+                        meter: "seats".into(),
+                        used: 1,
+                        released: 2,
+                    }
+                },
+                TrackOutcome::Recorded { used: 3 },
+            ]
+        );
+        assert_eq!(plan.usage[0].used, 3);
     }
 
     #[test]

@@ -638,11 +638,74 @@ async fn quota_batches_race(db: &TestDb) {
     );
 }
 
+/// Seats on one account (a gauge capped at 10): every client takes a seat and gives one
+/// back, half of them twice over with the same keys. The level never passes the cap, never
+/// goes below zero, and ends where the recorded takes and releases say.
+async fn gauge_race(db: &TestDb) {
+    const CAP: u64 = 10;
+    const ROUNDS: usize = 5;
+    let store = db.store.clone();
+    let account = new_account(&store).await;
+    let started = Instant::now();
+    let seat = |account: &AccountId, key: String, amount: i64| TrackRequest {
+        account: account.clone(),
+        meter: "seats".into(),
+        amount,
+        window: Window::forever(),
+        limit: Some(CAP),
+        key,
+    };
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let store = store.clone();
+            let account = account.clone();
+            tokio::spawn(async move {
+                let mut net = 0_i64;
+                for round in 0..ROUNDS {
+                    // Tasks t and t + TASKS/2 send the same keys: one of each pair replays.
+                    let id = task % (TASKS / 2);
+                    for (kind, amount) in [("take", 1), ("give", -1)] {
+                        let key = format!("{kind}-{id}-{round}");
+                        match store.track(seat(&account, key, amount)).await.unwrap() {
+                            TrackOutcome::Recorded { used } => {
+                                assert!(used <= CAP, "past the cap: {used}");
+                                net += amount;
+                            }
+                            TrackOutcome::Replayed { used } => assert!(used <= CAP),
+                            TrackOutcome::Rejected { .. } => {}
+                            TrackOutcome::Conflict => panic!("no key was reused"),
+                        }
+                    }
+                }
+                net
+            })
+        })
+        .collect();
+    let mut net = 0;
+    for task in tasks {
+        net += task.await.unwrap();
+    }
+    report(
+        db,
+        "a gauge taken and released",
+        TASKS * ROUNDS * 2,
+        started,
+        &format!("net {net}"),
+    );
+    let level = store
+        .usage(&account, "seats", Window::forever().start)
+        .await
+        .unwrap();
+    assert_eq!(i64::try_from(level).unwrap(), net);
+    assert!(level <= CAP);
+}
+
 on_both_backends!(
     overdraft_race,
     idempotent_replay,
     resolve_once,
     conservation,
     one_bad_request_fails_alone,
-    quota_batches_race
+    quota_batches_race,
+    gauge_race
 );

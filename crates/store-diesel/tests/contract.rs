@@ -686,7 +686,7 @@ async fn unknown_accounts_are_not_found(db: &TestDb) {
 async fn quotas_track_idempotently_within_the_limit(db: &TestDb) {
     let (account, _) = new_account(db, "quo@ta.test", "free").await;
     let window = Window::month(T0, Timezone::utc());
-    let track = |key: &str, amount: u64| TrackRequest {
+    let track = |key: &str, amount: i64| TrackRequest {
         account: account.clone(),
         meter: "exports".into(),
         amount,
@@ -741,7 +741,7 @@ async fn quota_batches_record_in_order_in_one_step(db: &TestDb) {
     let month = Window::month(T0, Timezone::utc());
     let day = Window::day(T0, Timezone::utc());
     let event =
-        |account: &AccountId, meter: &str, window: Window, key: &str, amount: u64| TrackRequest {
+        |account: &AccountId, meter: &str, window: Window, key: &str, amount: i64| TrackRequest {
             account: account.clone(),
             meter: meter.into(),
             amount,

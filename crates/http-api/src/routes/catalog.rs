@@ -55,6 +55,8 @@ pub struct MeterView {
     pub name: Option<String>,
     /// What one unit is.
     pub unit: Option<String>,
+    /// `counter` (usage per period) or `gauge` (a level that goes up and down, never reset).
+    pub kind: String,
 }
 
 /// Everything a pricing page shows.
@@ -100,6 +102,7 @@ pub async fn catalog(state: web::Data<ApiState>) -> HttpResponse {
                 id: id.clone(),
                 name: meter.name.clone(),
                 unit: meter.unit.clone(),
+                kind: meter.kind.as_str().to_owned(),
             })
             .collect(),
     })

@@ -2,6 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
+use billing_core::catalog::{MeterKind, QuotaRule};
 use billing_core::entitlements::{self, AccountState, Ask};
 use billing_core::ids::AccountId;
 use billing_core::ports::{TrackOutcome, TrackRequest, quota_status};
@@ -30,31 +31,49 @@ pub(crate) async fn context(
     Ok((account, subscription))
 }
 
-fn window_for(
+/// The kind of `meter`, the plan's rule for it, and the window that counts it now: all time
+/// for a gauge, else the rule's period (a month when no rule limits the meter).
+pub(crate) fn meter_window<'a>(
     state: &ApiState,
-    period: billing_core::quota::QuotaPeriod,
-    billing: Option<Window>,
-) -> Result<Window, ApiError> {
-    let tz = state.billing.catalog.tz().map_err(ApiError::internal)?;
-    Ok(Window::of(period, state.billing.clock.now(), tz, billing))
-}
-
-/// A meter's limit under `plan` (`None`: unlimited) and the window it counts in now.
-pub(crate) fn limit_and_window(
-    state: &ApiState,
-    plan: Option<&billing_core::catalog::Plan>,
+    plan: Option<&'a billing_core::catalog::Plan>,
     meter: &str,
     billing: Option<Window>,
-) -> Result<(Option<u64>, Window), ApiError> {
+) -> Result<(MeterKind, Option<&'a QuotaRule>, Window), ApiError> {
+    let tz = state.billing.catalog.tz().map_err(ApiError::internal)?;
+    let kind = state
+        .billing
+        .catalog
+        .meters
+        .get(meter)
+        .map_or(MeterKind::Counter, |m| m.kind);
     let rule = plan.and_then(|p| p.quotas.get(meter));
-    let period = rule.map_or(billing_core::quota::QuotaPeriod::Month, |r| r.period);
-    Ok((
-        rule.and_then(|r| r.limit),
-        window_for(state, period, billing)?,
-    ))
+    let window = Window::for_meter(kind, rule, state.billing.clock.now(), tz, billing);
+    Ok((kind, rule, window))
 }
 
-/// Usage of every meter in the current period, against the caller's plan.
+/// 422 naming `field` when `amount` releases units of a meter that is not a gauge.
+pub(crate) fn amount_for(kind: MeterKind, field: &str, amount: i64) -> Result<i64, ApiError> {
+    if amount < 0 && kind != MeterKind::Gauge {
+        return Err(ApiError::invalid_field(
+            field,
+            "must be at least 1: only a gauge meter releases units",
+        ));
+    }
+    Ok(amount)
+}
+
+/// The 409 of a release below zero.
+pub(crate) fn below_zero(meter: &str, used: u64, released: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "gauge_below_zero",
+        "Releasing more than is held",
+        format!("`{meter}` holds {used}; {released} cannot be released"),
+    )
+    .with("meter", meter.to_owned())
+    .with("used", used)
+}
+
 #[utoipa::path(get, path = "/v1/quotas", tag = "quotas", security(("bearer" = [])),
     responses(
         (status = 200, description = "One entry per meter", body = [QuotaStatusView]),
@@ -70,18 +89,23 @@ pub async fn usage(state: web::Data<ApiState>, caller: Caller) -> Result<HttpRes
     let billing = subscription.and_then(|s| s.current_period);
     let mut out = Vec::new();
     for meter in catalog.meters.keys() {
-        let rule = plan.and_then(|p| p.quotas.get(meter));
-        let period = rule.map_or(billing_core::quota::QuotaPeriod::Month, |r| r.period);
-        let window = window_for(&state, period, billing)?;
+        let (kind, rule, window) = meter_window(&state, plan, meter, billing)?;
         let check =
             quota_status(state.quotas.as_ref(), &account.id, meter, rule, 0, window).await?;
-        out.push(QuotaStatusView::from(&check));
+        out.push(QuotaStatusView::new(
+            meter,
+            kind,
+            check.limit,
+            check.used,
+            window,
+        ));
     }
     Ok(HttpResponse::Ok().json(out))
 }
 
-/// Records usage of a meter, refusing what would pass the plan's limit. Idempotent with
-/// `Idempotency-Key`: the same key again records nothing more and returns the same total.
+/// Records usage of a meter, refusing what would pass the plan's limit; a negative amount
+/// releases units of a gauge (never below zero). Idempotent with `Idempotency-Key`: the same
+/// key again records nothing more and returns the same total.
 #[utoipa::path(post, path = "/v1/quotas/{meter}/track", tag = "quotas", security(("bearer" = [])),
     request_body = TrackRequestBody,
     params(
@@ -91,8 +115,9 @@ pub async fn usage(state: web::Data<ApiState>, caller: Caller) -> Result<HttpRes
     responses(
         (status = 200, description = "Recorded (or replayed)", body = QuotaStatusView),
         (status = 404, description = "No such meter", body = Problem),
-        (status = 409, description = "The key was used for another meter or amount", body = Problem),
-        (status = 429, description = "The period's quota is used up; `Retry-After` says when it resets", body = Problem),
+        (status = 409, description = "The key was used for another meter or amount, or a release would take a gauge below zero", body = Problem),
+        (status = 422, description = "A zero amount, or a negative one for a counter", body = Problem),
+        (status = 429, description = "The quota is used up; `Retry-After` says when a counter resets (a gauge frees up only by releases)", body = Problem),
     ))]
 pub async fn track(
     state: web::Data<ApiState>,
@@ -107,12 +132,8 @@ pub async fn track(
     if !catalog.meters.contains_key(&meter) {
         return Err(ApiError::not_found("meter"));
     }
-    let amount = body.amount.unwrap_or(1);
-    if amount == 0 {
-        return Err(ApiError::invalid_field("amount", "must be at least 1"));
-    }
     let (account, subscription) = context(&state, account).await?;
-    let (limit, window) = limit_and_window(
+    let (kind, rule, window) = meter_window(
         &state,
         catalog
             .plan(&account.plan)
@@ -120,6 +141,8 @@ pub async fn track(
         &meter,
         subscription.and_then(|s| s.current_period),
     )?;
+    let amount = amount_for(kind, "amount", body.amount.unwrap_or(1))?;
+    let limit = rule.and_then(|r| r.limit);
     let key = idempotency_key(&req, &state)?;
     let outcome = state
         .quotas
@@ -132,14 +155,7 @@ pub async fn track(
             key: format!("track:{key}"),
         })
         .await?;
-    let view = |used: u64| QuotaStatusView {
-        meter: meter.clone(),
-        limit,
-        used,
-        remaining: limit.map(|l| l.saturating_sub(used)),
-        period_start: rfc3339(window.start),
-        resets_at: rfc3339(window.end),
-    };
+    let view = |used: u64| QuotaStatusView::new(&meter, kind, limit, used, window);
     match outcome {
         TrackOutcome::Recorded { used } => Ok(HttpResponse::Ok().json(view(used))),
         TrackOutcome::Replayed { used } => Ok(HttpResponse::Ok()
@@ -151,6 +167,23 @@ pub async fn track(
             "Idempotency key reused",
             "this Idempotency-Key was used with a different meter or amount",
         )),
+        TrackOutcome::Rejected {
+            error:
+                QuotaError::QuotaExceeded {
+                    limit,
+                    used,
+                    requested,
+                    ..
+                },
+        } if kind == MeterKind::Gauge => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota_exceeded",
+            "Quota exceeded",
+            format!("`{meter}` allows {limit} at a time; {used} held, {requested} more requested"),
+        )
+        .with("meter", meter.clone())
+        .with("limit", limit)
+        .with("used", used)),
         TrackOutcome::Rejected {
             error:
                 QuotaError::QuotaExceeded {
@@ -179,8 +212,11 @@ pub async fn track(
             .with("retry_after", retry_after))
         }
         TrackOutcome::Rejected {
+            error: QuotaError::BelowZero { used, released, .. },
+        } => Err(below_zero(&meter, used, released)),
+        TrackOutcome::Rejected {
             error: QuotaError::InvalidAmount,
-        } => Err(ApiError::invalid_field("amount", "must be at least 1")),
+        } => Err(ApiError::invalid_field("amount", "must not be 0")),
     }
 }
 
@@ -219,13 +255,10 @@ pub async fn check(
     let balance = state.billing.ledger.balance(&account.id).await?.available;
     let quota: Option<QuotaCheck> = match &ask {
         Ask::Meter { meter, amount } if catalog.meters.contains_key(meter) => {
-            let rule = catalog
-                .plan(&account.plan)
-                .and_then(|p| p.quotas.get(meter));
-            let period = rule.map_or(billing_core::quota::QuotaPeriod::Month, |r| r.period);
-            let window = window_for(
+            let (_, rule, window) = meter_window(
                 &state,
-                period,
+                catalog.plan(&account.plan),
+                meter,
                 subscription.as_ref().and_then(|s| s.current_period),
             )?;
             Some(

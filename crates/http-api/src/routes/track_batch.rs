@@ -3,17 +3,18 @@
 use std::collections::HashMap;
 
 use actix_web::{HttpResponse, web};
+use billing_core::catalog::MeterKind;
 use billing_core::ports::{TrackOutcome, TrackRequest};
 use billing_core::quota::{QuotaError, Window};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::Caller;
-use crate::dto::{rfc3339, units};
+use crate::dto::{rfc3339, signed_units};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Validate};
 use crate::routes::client_key;
-use crate::routes::quotas::{context, limit_and_window};
+use crate::routes::quotas::{amount_for, context, meter_window};
 use crate::state::ApiState;
 
 /// The most events one request may carry.
@@ -37,8 +38,8 @@ pub struct TrackEventBody {
     pub meter: String,
     /// Units, 1 to 1,000,000,000 (default 1).
     #[serde(default)]
-    #[schema(minimum = 1, maximum = 1_000_000_000)]
-    pub amount: Option<u64>,
+    #[schema(minimum = -1_000_000_000, maximum = 1_000_000_000)]
+    pub amount: Option<i64>,
     /// The event's own idempotency key, 1 to 200 visible ASCII characters. The same key
     /// again records nothing more; it is the same key as an `Idempotency-Key` sent to
     /// `POST /v1/quotas/{meter}/track`.
@@ -55,7 +56,7 @@ impl Validate for TrackBatchBody {
             ));
         }
         for (i, event) in self.events.iter().enumerate() {
-            units(&format!("events[{i}].amount"), event.amount)?;
+            signed_units(&format!("events[{i}].amount"), event.amount)?;
             if client_key(&event.key).is_none() {
                 return Err(ApiError::invalid_field(
                     &format!("events[{i}].key"),
@@ -101,8 +102,8 @@ pub struct TrackEventResult {
     pub limit: Option<u64>,
     /// Units left then; absent means unlimited (or a conflict).
     pub remaining: Option<u64>,
-    /// RFC 3339: when the period ends.
-    pub resets_at: String,
+    /// RFC 3339: when the period ends; null for a gauge, which never resets.
+    pub resets_at: Option<String>,
 }
 
 /// The batch's results.
@@ -153,25 +154,30 @@ pub async fn track_batch(
         .plan(&account.plan)
         .or_else(|| catalog.default_plan());
     let billing = subscription.and_then(|s| s.current_period);
-    let mut rules: HashMap<&str, (Option<u64>, Window)> = HashMap::new();
+    let mut rules: HashMap<&str, (MeterKind, Option<u64>, Window)> = HashMap::new();
     for event in &body.events {
         if rules.contains_key(event.meter.as_str()) {
             continue;
         }
-        let resolved = limit_and_window(&state, plan, &event.meter, billing)?;
-        rules.insert(&event.meter, resolved);
+        let (kind, rule, window) = meter_window(&state, plan, &event.meter, billing)?;
+        rules.insert(&event.meter, (kind, rule.and_then(|r| r.limit), window));
     }
     let mut resolved = Vec::with_capacity(body.events.len());
     let mut requests = Vec::with_capacity(body.events.len());
-    for event in &body.events {
-        let (limit, window) = rules.get(event.meter.as_str()).copied().ok_or_else(|| {
+    for (i, event) in body.events.iter().enumerate() {
+        let (kind, limit, window) = rules.get(event.meter.as_str()).copied().ok_or_else(|| {
             ApiError::internal(format!("no rule was resolved for `{}`", event.meter))
         })?;
+        let amount = amount_for(
+            kind,
+            &format!("events[{i}].amount"),
+            event.amount.unwrap_or(1),
+        )?;
         resolved.push((limit, window));
         requests.push(TrackRequest {
             account: account.id.clone(),
             meter: event.meter.clone(),
-            amount: event.amount.unwrap_or(1),
+            amount,
             window,
             limit,
             key: format!("track:{}", event.key),
@@ -204,11 +210,12 @@ pub async fn track_batch(
             }
             TrackOutcome::Rejected { error } => {
                 view.rejected += 1;
-                let used = match error {
-                    QuotaError::QuotaExceeded { used, .. } => Some(used),
-                    QuotaError::InvalidAmount => None,
+                let (code, used) = match error {
+                    QuotaError::QuotaExceeded { used, .. } => ("quota_exceeded", Some(used)),
+                    QuotaError::BelowZero { used, .. } => ("gauge_below_zero", Some(used)),
+                    QuotaError::InvalidAmount => ("invalid_field", None),
                 };
-                (TrackStatus::Rejected, Some("quota_exceeded"), used)
+                (TrackStatus::Rejected, Some(code), used)
             }
             TrackOutcome::Conflict => {
                 view.conflicts += 1;
@@ -223,7 +230,7 @@ pub async fn track_batch(
             used,
             limit,
             remaining: limit.zip(used).map(|(l, u)| l.saturating_sub(u)),
-            resets_at: rfc3339(window.end),
+            resets_at: (!window.is_forever()).then(|| rfc3339(window.end)),
         });
     }
     Ok(HttpResponse::Ok().json(view))

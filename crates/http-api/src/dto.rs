@@ -595,8 +595,29 @@ pub struct TrackRequestBody {
     /// Units, 1 to 1,000,000,000 (default 1); for a gauge meter, -1 to -1,000,000,000
     /// releases units.
     #[serde(default)]
-    #[schema(minimum = -1_000_000_000, maximum = 1_000_000_000)]
+    #[schema(schema_with = signed_units_schema)]
     pub amount: Option<i64>,
+}
+
+/// 1 to [`MAX_UNITS`], or -1 to -[`MAX_UNITS`]: a signed amount that is never 0 (or null,
+/// for the default).
+pub(crate) fn signed_units_schema() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    let range = |min: i64, max: i64| {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Int64,
+            )))
+            .minimum(Some(min))
+            .maximum(Some(max))
+    };
+    let max = i64::try_from(MAX_UNITS).unwrap_or(i64::MAX);
+    OneOfBuilder::new()
+        .item(range(1, max))
+        .item(range(-max, -1))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .into()
 }
 
 /// The most units one request may track or ask about.

@@ -38,7 +38,7 @@ pub struct TrackEventBody {
     pub meter: String,
     /// Units, 1 to 1,000,000,000 (default 1).
     #[serde(default)]
-    #[schema(minimum = -1_000_000_000, maximum = 1_000_000_000)]
+    #[schema(schema_with = crate::dto::signed_units_schema)]
     pub amount: Option<i64>,
     /// The event's own idempotency key, 1 to 200 visible ASCII characters. The same key
     /// again records nothing more; it is the same key as an `Idempotency-Key` sent to

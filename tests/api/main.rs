@@ -18,6 +18,7 @@ mod operations;
 mod password;
 mod payment_scenarios;
 mod payments;
+mod products;
 mod quotas;
 mod rewards;
 mod sessions;

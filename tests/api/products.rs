@@ -6,6 +6,8 @@ use api_tests::identity::{Key, Provider};
 use api_tests::{ADMIN_KEY, Db, TestApp, WORKER_KEY};
 use serde_json::{Value, json};
 
+use crate::quotas::track;
+
 /// Where the local pay page says it lives; replaced by the test server's address.
 const PUBLIC: &str = "http://127.0.0.1:1";
 
@@ -409,36 +411,23 @@ async fn pain_tracker_subscribes_with_a_trial_and_counts_what_its_plan_allows() 
             .await;
         assert_eq!(check["allowed"], false, "{check}");
         // The free plan allows one export a month.
-        let track = |meter: &str, amount: i64, key: &str| {
-            let app = &app;
-            let token = token.clone();
-            let path = format!("/v1/quotas/{meter}/track");
-            let key = key.to_owned();
-            async move {
-                let response = app
-                    .send(
-                        reqwest::Method::POST,
-                        &path,
-                        Some(&token),
-                        Some(json!({"amount": amount})),
-                        &[("Idempotency-Key", key.as_str())],
-                    )
-                    .await;
-                let status = response.status().as_u16();
-                (status, response.json::<Value>().await.unwrap())
-            }
-        };
-        assert_eq!(track("export", 1, "x1").await.0, 200);
-        let (status, full) = track("export", 1, "x2").await;
+        assert_eq!(track(&app, &token, "export", 1, "x1").await.0, 200);
+        let (status, full, _, _) = track(&app, &token, "export", 1, "x2").await;
         assert_eq!(
             (status, &full["code"]),
             (429, &json!("quota_exceeded")),
             "{full}"
         );
         // Storage: 40 MB uploaded, 15 deleted, 30 more would pass the free 50.
-        assert_eq!(track("storage", 40, "up-1").await.1["used"], 40);
-        assert_eq!(track("storage", -15, "rm-1").await.1["used"], 25);
-        assert_eq!(track("storage", 30, "up-2").await.0, 429);
+        assert_eq!(
+            track(&app, &token, "storage", 40, "up-1").await.1["used"],
+            40
+        );
+        assert_eq!(
+            track(&app, &token, "storage", -15, "rm-1").await.1["used"],
+            25
+        );
+        assert_eq!(track(&app, &token, "storage", 30, "up-2").await.0, 429);
 
         // `POST /api/stripe/create-checkout-session`: Basic, yearly, 14-day trial.
         let page = buy(
@@ -467,7 +456,10 @@ async fn pain_tracker_subscribes_with_a_trial_and_counts_what_its_plan_allows() 
             )
             .await;
         assert_eq!(check["allowed"], true, "{check}");
-        assert_eq!(track("storage", 30, "up-2").await.1["used"], 55);
+        assert_eq!(
+            track(&app, &token, "storage", 30, "up-2").await.1["used"],
+            55
+        );
         let (_, quotas) = app.get_as("/v1/quotas", &token).await;
         let export = quotas
             .as_array()

@@ -2,7 +2,8 @@ use api_tests::{Db, TestApp};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-async fn track(
+/// `POST /v1/quotas/{meter}/track` with `key`: status, body, `Retry-After`, whether replayed.
+pub(crate) async fn track(
     app: &TestApp,
     token: &str,
     meter: &str,

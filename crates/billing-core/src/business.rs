@@ -221,6 +221,8 @@ pub struct BusinessDay {
 /// The business view of a period.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusinessMetrics {
+    /// The moment the figures that describe "now" were taken.
+    pub as_of: OffsetDateTime,
     /// Recurring revenue by currency, from the subscriptions active or past due now.
     pub recurring: Vec<Recurring>,
     /// Active or past-due subscriptions whose plan or interval has no price in the catalog
@@ -272,6 +274,7 @@ pub fn business_metrics(
         *entry = entry.saturating_add(o.credits);
     }
     BusinessMetrics {
+        as_of: now,
         recurring,
         unpriced,
         by_plan,

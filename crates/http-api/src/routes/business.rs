@@ -155,11 +155,11 @@ fn revenue(r: &Revenue) -> RevenueView {
 }
 
 impl BusinessMetricsView {
-    fn new(m: BusinessMetrics, from: String, to: String, as_of: String) -> Self {
+    fn new(m: BusinessMetrics, from: String, to: String) -> Self {
         Self {
             from,
             to,
-            as_of,
+            as_of: crate::dto::rfc3339(m.as_of),
             recurring: m
                 .recurring
                 .iter()
@@ -249,11 +249,9 @@ pub async fn business_metrics(
         .billing
         .business_metrics(state.reports.as_ref(), start, end)
         .await?;
-    let as_of = crate::dto::rfc3339(state.billing.clock.now());
     Ok(HttpResponse::Ok().json(BusinessMetricsView::new(
         metrics,
         from.to_string(),
         to.to_string(),
-        as_of,
     )))
 }

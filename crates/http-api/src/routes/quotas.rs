@@ -173,43 +173,35 @@ pub async fn track(
                     limit,
                     used,
                     requested,
-                    ..
-                },
-        } if kind == MeterKind::Gauge => Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "quota_exceeded",
-            "Quota exceeded",
-            format!("`{meter}` allows {limit} at a time; {used} held, {requested} more requested"),
-        )
-        .with("meter", meter.clone())
-        .with("limit", limit)
-        .with("used", used)),
-        TrackOutcome::Rejected {
-            error:
-                QuotaError::QuotaExceeded {
-                    limit,
-                    used,
-                    requested,
                     resets_at,
                     ..
                 },
         } => {
-            let retry_after = (resets_at - state.billing.clock.now())
-                .whole_seconds()
-                .max(1);
-            Err(ApiError::new(
+            let gauge = kind == MeterKind::Gauge;
+            let (per, had) = if gauge {
+                ("at a time", "held")
+            } else {
+                ("per period", "used")
+            };
+            let problem = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "quota_exceeded",
                 "Quota exceeded",
-                format!(
-                    "`{meter}` allows {limit} per period; {used} used, {requested} more requested"
-                ),
+                format!("`{meter}` allows {limit} {per}; {used} {had}, {requested} more requested"),
             )
             .with("meter", meter.clone())
             .with("limit", limit)
-            .with("used", used)
-            .with("resets_at", rfc3339(resets_at))
-            .with("retry_after", retry_after))
+            .with("used", used);
+            if gauge {
+                // Nothing resets: only a release frees room, so there is no time to wait.
+                return Err(problem);
+            }
+            let retry_after = (resets_at - state.billing.clock.now())
+                .whole_seconds()
+                .max(1);
+            Err(problem
+                .with("resets_at", rfc3339(resets_at))
+                .with("retry_after", retry_after))
         }
         TrackOutcome::Rejected {
             error: QuotaError::BelowZero { used, released, .. },

@@ -307,3 +307,37 @@ async fn racing_claims_in_the_use_case_take_one_place_on_both_databases() {
         assert_eq!(claims.len(), 1, "{db:?}: {claims:?}");
     }
 }
+
+/// The cooldown is measured on the server's clock (the use cases'), not the machine's: an
+/// hour after a claim of a 24-hour reward, Retry-After is 23 hours to the second.
+#[tokio::test]
+async fn a_cooldown_counts_on_the_servers_clock() {
+    use std::sync::Arc;
+    // Ahead of the real time: an access token's expiry is checked on the real clock.
+    let start = (time::OffsetDateTime::now_utc() + time::Duration::days(10))
+        .replace_nanosecond(0)
+        .unwrap();
+    let clock = Arc::new(billing_core::testing::FixedClock::new(start));
+    let app = TestApp::spawn_at(Db::Sqlite, &[], clock.clone(), |loaded| {
+        loaded.catalog.rewards.insert(
+            "share_track".into(),
+            Reward {
+                name: None,
+                credits: 5,
+                max_per_account: 3,
+                cooldown_hours: 24,
+                approval: false,
+            },
+        );
+    })
+    .await
+    .unwrap();
+    let (token, _, _) = app.sign_up("clocked@example.com").await;
+    let (status, _, _) = claim(&app, &token, "share_track", json!({"post": "p1"})).await;
+    assert_eq!(status, 201);
+    clock.set(start + time::Duration::hours(1));
+    let (status, body, retry) = claim(&app, &token, "share_track", json!({"post": "p2"})).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(retry.as_deref(), Some("82800"), "{body}");
+    assert_eq!(body["retry_after"], 82_800);
+}

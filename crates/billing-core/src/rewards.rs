@@ -78,6 +78,8 @@ pub enum Ineligible {
     Cooldown {
         /// When it may claim again.
         until: OffsetDateTime,
+        /// Whole seconds from the decision until then (at least 1), for `Retry-After`.
+        wait_seconds: i64,
     },
 }
 
@@ -105,7 +107,10 @@ pub fn eligibility(
     {
         let until = last + Duration::hours(i64::from(reward.cooldown_hours));
         if now < until {
-            return Err(Ineligible::Cooldown { until });
+            return Err(Ineligible::Cooldown {
+                until,
+                wait_seconds: (until - now).whole_seconds().max(1),
+            });
         }
     }
     let taken = claims.iter().map(|c| c.seq).max().unwrap_or(0);
@@ -170,7 +175,8 @@ mod tests {
         assert_eq!(
             eligibility(&daily, &one, NOW),
             Err(Ineligible::Cooldown {
-                until: NOW + Duration::hours(1)
+                until: NOW + Duration::hours(1),
+                wait_seconds: 3600,
             })
         );
         let one = [claim(1, ClaimStatus::Granted, 24)];

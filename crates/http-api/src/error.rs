@@ -303,17 +303,18 @@ impl From<BillingError> for ApiError {
                     "Claim pending",
                     "a claim of this reward is waiting for an admin's decision",
                 ),
-                billing_core::rewards::Ineligible::Cooldown { until } => {
-                    let wait = (until - time::OffsetDateTime::now_utc())
-                        .whole_seconds()
-                        .max(1);
+                billing_core::rewards::Ineligible::Cooldown {
+                    until,
+                    wait_seconds,
+                } => {
+                    // Measured by the use case on its own clock, at the decision.
                     Self::new(
                         StatusCode::TOO_MANY_REQUESTS,
                         "reward_cooldown",
                         "Too soon",
                         "this reward may be claimed again after its cooldown",
                     )
-                    .with("retry_after", wait)
+                    .with("retry_after", wait_seconds)
                     .with("next_claim_at", crate::dto::rfc3339(until))
                 }
             },

@@ -111,7 +111,7 @@ pub async fn list(state: web::Data<ApiState>, caller: Caller) -> Result<HttpResp
                 .unwrap_or(u32::MAX),
                 claimable: decision.is_ok(),
                 next_claim_at: match decision {
-                    Err(billing_core::rewards::Ineligible::Cooldown { until }) => {
+                    Err(billing_core::rewards::Ineligible::Cooldown { until, .. }) => {
                         Some(rfc3339(until))
                     }
                     _ => None,

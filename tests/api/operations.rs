@@ -106,6 +106,54 @@ async fn two_instances_run_each_scheduled_period_once_on_both_databases() {
             assert_eq!(distinct.len(), list.len(), "{db:?} {job}");
         }
         assert!(periods["expire_holds"].len() >= 3, "{db:?}: {periods:?}");
+
+        // The operator's view, from either instance: the same runs, newest first (a run may
+        // start between the reads, so the view lies between the store before and after).
+        let stored_before = first
+            .store
+            .recent_runs(Some("expire_holds".into()), 200)
+            .await
+            .unwrap();
+        let (status, view) = second
+            .get_as("/v1/admin/jobs?job=expire_holds&limit=200", ADMIN_KEY)
+            .await;
+        assert_eq!(status, 200, "{view}");
+        let listed: Vec<(&str, &str)> = view["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["job"].as_str().unwrap(), r["instance"].as_str().unwrap()))
+            .collect();
+        let stored = first
+            .store
+            .recent_runs(Some("expire_holds".into()), 200)
+            .await
+            .unwrap();
+        assert!(
+            (stored_before.len()..=stored.len()).contains(&listed.len()),
+            "{db:?}: {view}"
+        );
+        assert!(
+            listed
+                .iter()
+                .rev()
+                .zip(stored.iter().rev())
+                .all(|(l, s)| *l == ("expire_holds", s.instance.as_str())),
+            "{db:?}: {view}"
+        );
+        let queues: BTreeSet<&str> = view["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q["queue"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            queues,
+            BTreeSet::from(["payment_events", "task_webhooks", "tasks"]),
+            "{db:?}"
+        );
+        let (token, _, _) = first.sign_up(&format!("nosy-{db:?}@example.com")).await;
+        assert_eq!(first.get_as("/v1/admin/jobs", &token).await.0, 403);
     }
 }
 

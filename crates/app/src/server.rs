@@ -471,6 +471,7 @@ pub fn api_state(
         metrics,
         rewards: store.clone(),
         reports: store.clone(),
+        jobs: store.clone(),
         openapi,
         webhook_intake: webhook_intake(settings),
         webhooks: store.clone(),

@@ -95,6 +95,7 @@ routes! {
     post "/v1/quotas/track" => routes::track_batch::track_batch,
     post "/v1/entitlements/check" => routes::quotas::check,
     get "/v1/admin/metrics" => routes::business::business_metrics,
+    get "/v1/admin/jobs" => routes::jobs::jobs,
     get "/v1/admin/users" => routes::admin::list_users,
     get "/v1/admin/accounts/{account_id}" => routes::admin::get_account,
     post "/v1/admin/accounts/{account_id}/credits" => routes::admin::adjust_credits,

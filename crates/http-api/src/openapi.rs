@@ -5,8 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    admin, auth, billing, business, catalog, credits, gateway, local_pay, me, password, quotas,
-    rewards, system, tasks, track_batch, webhooks,
+    admin, auth, billing, business, catalog, credits, gateway, jobs, local_pay, me, password,
+    quotas, rewards, system, tasks, track_batch, webhooks,
 };
 
 /// Tollgate's API description, served at `/openapi.json`.
@@ -31,7 +31,7 @@ use crate::routes::{
         quotas::usage, quotas::track, track_batch::track_batch, quotas::check,
         admin::list_users, admin::get_account, admin::adjust_credits, admin::audit_log,
         admin::list_webhooks, admin::get_webhook, admin::retry_webhook,
-        business::business_metrics,
+        business::business_metrics, jobs::jobs,
         webhooks::stripe,
         gateway::openai::chat_completions, gateway::anthropic::messages,
         gateway::usage::models, gateway::usage::simple_chat, gateway::usage::usage,

@@ -37,6 +37,8 @@ pub struct ApiState {
     pub limits: crate::limits::Limits,
     /// Sign-ins (and external identities) recently found live.
     pub session_cache: crate::session_cache::SessionCache,
+    /// Scheduled jobs' runs and the background queues.
+    pub jobs: Arc<dyn billing_core::ports::JobStore>,
     /// The business view's aggregates.
     pub reports: Arc<dyn billing_core::ports::ReportStore>,
     /// Reward claims.

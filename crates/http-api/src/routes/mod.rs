@@ -7,6 +7,7 @@ pub mod business;
 pub mod catalog;
 pub mod credits;
 pub mod gateway;
+pub mod jobs;
 pub mod local_pay;
 pub mod me;
 pub mod password;

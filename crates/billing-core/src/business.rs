@@ -353,11 +353,21 @@ fn movement(facts: &BusinessFacts, from: OffsetDateTime, to: OffsetDateTime) -> 
         paying_at_start: subs.iter().filter(|s| paying_at(s, from)).count() as u64,
         ..Movement::default()
     };
+    // Each account's subscriptions, so that a new one is compared with its own account's
+    // only (linear in the subscriptions, not quadratic).
+    let mut by_account: BTreeMap<&AccountId, Vec<&SubscriptionFact>> = BTreeMap::new();
+    for s in subs {
+        by_account.entry(&s.account).or_default().push(s);
+    }
     for s in subs.iter().filter(|s| within(s.created_at, from, to)) {
-        let earlier: Vec<&SubscriptionFact> = subs
-            .iter()
-            .filter(|o| o.account == s.account && o.created_at < s.created_at)
-            .collect();
+        let earlier: Vec<&&SubscriptionFact> = by_account
+            .get(&s.account)
+            .map(|mine| {
+                mine.iter()
+                    .filter(|o| o.created_at < s.created_at)
+                    .collect()
+            })
+            .unwrap_or_default();
         if earlier.is_empty() && !facts.lapsed_accounts.contains(&s.account) {
             m.new += 1;
         } else if earlier

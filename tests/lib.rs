@@ -51,6 +51,16 @@ pub enum Db {
     Postgres,
 }
 
+/// Lifts every rate limit (per address, per user, per plan), so that a test measures what
+/// it tests rather than the limiter; for the tweak of [`TestApp::spawn_with`].
+pub fn lift_rate_limits(loaded: &mut app::settings::Loaded) {
+    loaded.settings.http.anonymous_rate_limit = None;
+    loaded.settings.http.user_rate_limit = None;
+    for plan in loaded.catalog.plans.values_mut() {
+        plan.rate_limit = None;
+    }
+}
+
 /// A running server and a client for it.
 #[derive(Debug)]
 pub struct TestApp {
@@ -77,14 +87,7 @@ impl TestApp {
     /// A server on the given database; `None` for PostgreSQL when it is not configured.
     /// Rate limits are lifted so that tests measure what they test; see [`TestApp::spawn_with`].
     pub async fn spawn_on(db: Db, files: &[&str]) -> Option<Self> {
-        Self::spawn_with(db, files, |loaded| {
-            loaded.settings.http.anonymous_rate_limit = None;
-            loaded.settings.http.user_rate_limit = None;
-            for plan in loaded.catalog.plans.values_mut() {
-                plan.rate_limit = None;
-            }
-        })
-        .await
+        Self::spawn_with(db, files, lift_rate_limits).await
     }
 
     /// A server whose loaded configuration `tweak` adjusts first.
@@ -348,6 +351,26 @@ impl TestApp {
             )
             .await;
         assert_eq!(status, 200, "{body}");
+    }
+
+    /// The caller's spendable credits (`GET /v1/credits`, `available`).
+    pub async fn available(&self, token: &str) -> i64 {
+        let (status, credits) = self.get_as("/v1/credits", token).await;
+        assert_eq!(status, 200, "{credits}");
+        credits["available"].as_i64().expect("available")
+    }
+
+    /// Proves the account against its journal (what `tollgate ledger verify` does).
+    pub async fn assert_ledger_sound(&self, account: &str) {
+        let id: billing_core::ids::AccountId = account.parse().expect("an account id");
+        let snapshot = billing_core::ports::LedgerStore::snapshot(&self.store, &id)
+            .await
+            .expect("snapshot");
+        assert_eq!(
+            billing_core::ledger::verify(&snapshot, 0),
+            vec![],
+            "{account}"
+        );
     }
 
     /// Signs a new user up; returns (access token, refresh token, account id).

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use api_tests::{ADMIN_KEY, Db, STRIPE_SECRET, TestApp, stripe_signature_at};
+use api_tests::{ADMIN_KEY, Db, STRIPE_SECRET, TestApp, lift_rate_limits, stripe_signature_at};
 use billing_core::testing::FixedClock;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -18,11 +18,7 @@ async fn app(db: Db, clock: Arc<FixedClock>) -> Option<TestApp> {
     TestApp::spawn_at(db, &[], clock, |loaded| {
         loaded.settings.payments.stripe_webhook_secret = Some(STRIPE_SECRET.to_owned().into());
         loaded.settings.payments.webhook_sweep_ms = 50;
-        loaded.settings.http.anonymous_rate_limit = None;
-        loaded.settings.http.user_rate_limit = None;
-        for plan in loaded.catalog.plans.values_mut() {
-            plan.rate_limit = None;
-        }
+        lift_rate_limits(loaded);
     })
     .await
 }

@@ -2,7 +2,7 @@
 //! serves sign users in, provision them once, follow key rotation and refuse forgeries.
 
 use api_tests::identity::{Key, Provider, sign};
-use api_tests::{ADMIN_KEY, Db, TestApp};
+use api_tests::{ADMIN_KEY, Db, TestApp, lift_rate_limits};
 use serde_json::{Value, json};
 
 /// A server on `db` accepting `provider`'s tokens as `clerk`, its settings adjusted by `tweak`.
@@ -14,8 +14,7 @@ async fn server(
     let mut settings = provider.settings();
     tweak(&mut settings);
     TestApp::spawn_with(db, &[], |loaded| {
-        loaded.settings.http.anonymous_rate_limit = None;
-        loaded.settings.http.user_rate_limit = None;
+        lift_rate_limits(loaded);
         loaded
             .settings
             .auth

@@ -35,12 +35,6 @@ fn invoice(id: &str, account: &str, plan: &str, amount: i64, period: (i64, i64))
            "lines": {"data": [{"period": {"start": period.0, "end": period.1}}]}})
 }
 
-async fn available(app: &TestApp, token: &str) -> i64 {
-    app.get_as("/v1/credits", token).await.1["available"]
-        .as_i64()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn framium_grants_the_token_allowance_per_paid_invoice_and_rolls_it_over() {
     let start = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
@@ -63,7 +57,7 @@ async fn framium_grants_the_token_allowance_per_paid_invoice_and_rolls_it_over()
         app.get_as("/v1/subscription", &token).await.1["plan"],
         "basic"
     );
-    assert_eq!(available(&app, &token).await, 50_000);
+    assert_eq!(app.available(&token).await, 50_000);
     spend(&app, &account, 45_000).await;
     // A month later the renewal is paid: a new 50K, and 5,000 of the old carry over (the
     // cap is 10,000).
@@ -101,7 +95,7 @@ async fn flirt_studio_sells_packs_with_bonus_by_checkout_and_by_payment_intent()
     let clock = Arc::new(FixedClock::new(OffsetDateTime::now_utc()));
     let app = stripe_app(&["config/examples/flirt-studio.toml"], clock).await;
     let (token, _, account) = app.sign_up("flirt@example.com").await;
-    let before = available(&app, &token).await;
+    let before = app.available(&token).await;
     let now = OffsetDateTime::now_utc().unix_timestamp();
     // `buy_pack`: a Checkout session for the medium pack (500 + 50 bonus).
     let checkout = pack_checkout("flirt", &account, now).replace("\"small\"", "\"medium\"");
@@ -116,7 +110,7 @@ async fn flirt_studio_sells_packs_with_bonus_by_checkout_and_by_payment_intent()
     );
     deliver_all(&app, &[checkout.clone(), intent.clone(), checkout, intent]).await;
     app.settle_webhooks().await;
-    assert_eq!(available(&app, &token).await, before + 550 + 1400);
+    assert_eq!(app.available(&token).await, before + 550 + 1400);
     let (_, history) = app.get_as("/v1/billing/history", &token).await;
     let amounts: Vec<&str> = history["items"]
         .as_array()

@@ -3,7 +3,7 @@
 //! moves through the local pay page (the same events Stripe's webhooks would give).
 
 use api_tests::identity::{Key, Provider};
-use api_tests::{ADMIN_KEY, Db, TestApp, WORKER_KEY};
+use api_tests::{ADMIN_KEY, Db, TestApp, WORKER_KEY, lift_rate_limits};
 use serde_json::{Value, json};
 
 use crate::quotas::track;
@@ -15,11 +15,7 @@ async fn product(db: Db, file: &str) -> Option<TestApp> {
     let file = format!("config/examples/{file}.toml");
     TestApp::spawn_with(db, &[file.as_str()], |loaded| {
         loaded.settings.payments.public_url = PUBLIC.into();
-        loaded.settings.http.anonymous_rate_limit = None;
-        loaded.settings.http.user_rate_limit = None;
-        for plan in loaded.catalog.plans.values_mut() {
-            plan.rate_limit = None;
-        }
+        lift_rate_limits(loaded);
     })
     .await
 }
@@ -59,20 +55,6 @@ async fn buy(app: &TestApp, token: &str, path: &str, body: Value) -> String {
     text
 }
 
-async fn available(app: &TestApp, token: &str) -> i64 {
-    let (status, credits) = app.get_as("/v1/credits", token).await;
-    assert_eq!(status, 200, "{credits}");
-    credits["available"].as_i64().unwrap()
-}
-
-async fn ledger_verifies(app: &TestApp, account: &str) {
-    let id: billing_core::ids::AccountId = account.parse().unwrap();
-    let snapshot = billing_core::ports::LedgerStore::snapshot(&app.store, &id)
-        .await
-        .unwrap();
-    assert_eq!(billing_core::ledger::verify(&snapshot, 0), vec![]);
-}
-
 /// Framium (seed 000): no chat before a plan; BASIC bought, its token allowance granted;
 /// chat charged by the tokens used and shown in usage; preferences and saved prompts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,13 +88,13 @@ async fn framium_subscribes_then_chats_within_its_token_allowance() {
         assert!(page.contains("Plan `basic`: 9.00 usd per month"), "{page}");
         let (_, state) = app.get_as("/v1/subscription", &token).await;
         assert_eq!(state["plan"], "basic", "{state}");
-        assert_eq!(available(&app, &token).await, 50_000);
+        assert_eq!(app.available(&token).await, 50_000);
 
         // `POST /api/chat`: tokens used are charged one credit each.
         let (status, reply) = app.post("/v1/chat/completions", Some(&token), chat).await;
         assert_eq!(status, 200, "{reply}");
         let used = reply["usage"]["total_tokens"].as_i64().unwrap();
-        assert_eq!(available(&app, &token).await, 50_000 - used);
+        assert_eq!(app.available(&token).await, 50_000 - used);
         // `GET /api/user/usage`.
         let (_, usage) = app.get_as("/v1/usage", &token).await;
         assert_eq!(usage["days"][0]["credits"], used, "{usage}");
@@ -140,7 +122,7 @@ async fn framium_subscribes_then_chats_within_its_token_allowance() {
         assert_eq!(status, 201, "{saved}");
         let (_, items) = app.get_as("/v1/saved-items?kind=prompt", &token).await;
         assert_eq!(items["items"][0]["title"], "Hero", "{items}");
-        ledger_verifies(&app, &account).await;
+        app.assert_ledger_sound(&account).await;
     }
 }
 
@@ -155,7 +137,7 @@ async fn flirt_studio_spends_actions_buys_a_pack_and_the_admin_sees_it() {
         let email = format!("flirt-{db:?}@example.com").to_lowercase();
         let (token, _, account) = app.sign_up(&email).await;
         // `GET /api/user/credits`: 100 welcome + 25 for today.
-        assert_eq!(available(&app, &token).await, 125);
+        assert_eq!(app.available(&token).await, 125);
         // `POST /api/user/action`: six long chats (20 each), then a 402 saying what is short.
         for _ in 0..6 {
             assert_eq!(app.spend(&token, "long_chat", None).await.status(), 200);
@@ -170,7 +152,7 @@ async fn flirt_studio_spends_actions_buys_a_pack_and_the_admin_sees_it() {
         );
         // `POST /api/user/buy_pack`: the medium pack, 500 + 50 bonus.
         buy(&app, &token, "/v1/checkout/pack", json!({"pack": "medium"})).await;
-        assert_eq!(available(&app, &token).await, 5 + 550);
+        assert_eq!(app.available(&token).await, 5 + 550);
         let (_, history) = app.get_as("/v1/billing/history", &token).await;
         assert_eq!(history["items"][0]["amount"], "19.99", "{history}");
 
@@ -199,7 +181,7 @@ async fn flirt_studio_spends_actions_buys_a_pack_and_the_admin_sees_it() {
             )
             .await;
         assert_eq!(status, 200);
-        assert_eq!(available(&app, &token).await, 600);
+        assert_eq!(app.available(&token).await, 600);
         let (_, metrics) = app.get_as("/v1/admin/metrics", ADMIN_KEY).await;
         assert_eq!(
             metrics["revenue"],
@@ -208,7 +190,7 @@ async fn flirt_studio_spends_actions_buys_a_pack_and_the_admin_sees_it() {
         );
         assert_eq!(metrics["days"][0]["by_action"]["long_chat"]["count"], 6);
         assert_eq!(metrics["liability"], 550);
-        ledger_verifies(&app, &account).await;
+        app.assert_ledger_sound(&account).await;
     }
 }
 
@@ -222,7 +204,7 @@ async fn audio_studio_uses_buys_and_earns_tokens_and_subscribes() {
         };
         let (token, _, account) = app.sign_up(&format!("audio-{db:?}@example.com")).await;
         // `GET /api/tokens/balance`: 50 welcome + 20 for the month.
-        assert_eq!(available(&app, &token).await, 70);
+        assert_eq!(app.available(&token).await, 70);
         // `GET /api/tokens/packs`, `POST /api/tokens/purchase`.
         let (_, packs) = app.get_as("/v1/packs", &token).await;
         assert_eq!(packs.as_array().unwrap().len(), 3, "{packs}");
@@ -233,12 +215,12 @@ async fn audio_studio_uses_buys_and_earns_tokens_and_subscribes() {
             json!({"pack": "tokens_100"}),
         )
         .await;
-        assert_eq!(available(&app, &token).await, 170);
+        assert_eq!(app.available(&token).await, 170);
         // `POST /api/tokens/use`: a transcription (3) and a mastering (10).
         for action in ["transcription", "audio_mastering"] {
             assert_eq!(app.spend(&token, action, None).await.status(), 200);
         }
-        assert_eq!(available(&app, &token).await, 157);
+        assert_eq!(app.available(&token).await, 157);
         // `POST /api/tokens/social`: following on X, once.
         let (status, claimed) = app
             .post(
@@ -256,7 +238,7 @@ async fn audio_studio_uses_buys_and_earns_tokens_and_subscribes() {
             )
             .await;
         assert_eq!((status, &again["code"]), (409, &json!("reward_claimed")));
-        assert_eq!(available(&app, &token).await, 167);
+        assert_eq!(app.available(&token).await, 167);
         // `GET /api/tokens/transactions`, `GET /api/tokens/analytics`.
         let (_, journal) = app.get_as("/v1/credits/journal", &token).await;
         assert!(journal["items"].as_array().unwrap().len() >= 5, "{journal}");
@@ -295,7 +277,7 @@ async fn audio_studio_uses_buys_and_earns_tokens_and_subscribes() {
             state["subscription"]["cancel_at_period_end"], true,
             "{state}"
         );
-        ledger_verifies(&app, &account).await;
+        app.assert_ledger_sound(&account).await;
     }
 }
 
@@ -308,8 +290,7 @@ async fn studiox_signs_in_with_clerk_runs_tasks_and_buys_credits() {
         let provider = Provider::start(&[(Key::RsaA, "ins_studiox")]).await;
         let Some(app) = TestApp::spawn_with(db, &["config/examples/studiox.toml"], |loaded| {
             loaded.settings.payments.public_url = PUBLIC.into();
-            loaded.settings.http.anonymous_rate_limit = None;
-            loaded.settings.http.user_rate_limit = None;
+            lift_rate_limits(loaded);
             loaded
                 .settings
                 .auth
@@ -340,19 +321,19 @@ async fn studiox_signs_in_with_clerk_runs_tasks_and_buys_credits() {
         assert_eq!(status, 200, "{me}");
         assert_eq!(me["user"]["email"], "maker@studiox.example", "{me}");
         // `GET /api/users/credits`.
-        assert_eq!(available(&app, &token).await, 10);
+        assert_eq!(app.available(&token).await, 10);
 
         // `POST /api/tasks/create`: held at once; cancelled, refunded.
         let task = json!({"type": "image_analysis", "input": {"image_url": "https://x/y.png"}});
         let (status, queued) = app.post("/v1/tasks", Some(&token), task.clone()).await;
         assert_eq!(status, 201, "{queued}");
-        assert_eq!(available(&app, &token).await, 9);
+        assert_eq!(app.available(&token).await, 9);
         let id = queued["id"].as_str().unwrap();
         let (status, _) = app
             .post(&format!("/v1/tasks/{id}/cancel"), Some(&token), json!({}))
             .await;
         assert_eq!(status, 200);
-        assert_eq!(available(&app, &token).await, 10);
+        assert_eq!(app.available(&token).await, 10);
         // Another, run by StudioX's own worker, is charged when it completes.
         let (_, queued) = app.post("/v1/tasks", Some(&token), task).await;
         let id = queued["id"].as_str().unwrap();
@@ -376,7 +357,7 @@ async fn studiox_signs_in_with_clerk_runs_tasks_and_buys_credits() {
         // `GET /api/tasks`.
         let (_, tasks) = app.get_as("/v1/tasks", &token).await;
         assert_eq!(tasks["items"][0]["status"], "succeeded", "{tasks}");
-        assert_eq!(available(&app, &token).await, 9);
+        assert_eq!(app.available(&token).await, 9);
 
         // `POST /api/billing/purchase-credits`: 250 + 25 bonus.
         buy(
@@ -386,9 +367,9 @@ async fn studiox_signs_in_with_clerk_runs_tasks_and_buys_credits() {
             json!({"pack": "credits_250"}),
         )
         .await;
-        assert_eq!(available(&app, &token).await, 9 + 275);
+        assert_eq!(app.available(&token).await, 9 + 275);
         let account = me["account"]["id"].as_str().unwrap().to_owned();
-        ledger_verifies(&app, &account).await;
+        app.assert_ledger_sound(&account).await;
     }
 }
 

@@ -1,7 +1,7 @@
 //! Engagement rewards (seed 002): claimed with evidence, granted once per place (or per
 //! cooldown), optionally held for an admin; every grant journaled.
 
-use api_tests::{ADMIN_KEY, Db, TestApp};
+use api_tests::{ADMIN_KEY, Db, TestApp, lift_rate_limits};
 use billing_core::catalog::Reward;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -19,8 +19,7 @@ async fn app(db: Db) -> Option<TestApp> {
         rewards.insert("follow_x".into(), reward(10, 1, 0, false));
         rewards.insert("share_track".into(), reward(5, 3, 24, false));
         rewards.insert("review".into(), reward(25, 1, 0, true));
-        loaded.settings.http.anonymous_rate_limit = None;
-        loaded.settings.http.user_rate_limit = None;
+        lift_rate_limits(loaded);
     })
     .await
 }
@@ -48,18 +47,12 @@ async fn claim(
     (status, response.json().await.unwrap(), retry)
 }
 
-async fn available(app: &TestApp, token: &str) -> i64 {
-    app.get_as("/v1/credits", token).await.1["available"]
-        .as_i64()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn racing_claims_of_a_once_reward_grant_it_once_on_both_databases() {
     for db in [Db::Sqlite, Db::Postgres] {
         let Some(app) = app(db).await else { continue };
         let (token, _, _) = app.sign_up(&format!("fan-{db:?}@example.com")).await;
-        let before = available(&app, &token).await;
+        let before = app.available(&token).await;
         let evidence = json!({"handle": "@fan"});
         let answers = futures_util::future::join_all(
             (0..16).map(|_| claim(&app, &token, "follow_x", evidence.clone())),
@@ -80,7 +73,7 @@ async fn racing_claims_of_a_once_reward_grant_it_once_on_both_databases() {
                 "{db:?}: {status} {body}"
             );
         }
-        assert_eq!(available(&app, &token).await, before + 10, "{db:?}");
+        assert_eq!(app.available(&token).await, before + 10, "{db:?}");
         let (_, journal) = app.get_as("/v1/credits/journal?limit=200", &token).await;
         let grants = journal["items"]
             .as_array()
@@ -113,7 +106,7 @@ async fn approval_holds_the_grant_until_an_admin_decides() {
     for db in [Db::Sqlite, Db::Postgres] {
         let Some(app) = app(db).await else { continue };
         let (token, _, account) = app.sign_up(&format!("critic-{db:?}@example.com")).await;
-        let before = available(&app, &token).await;
+        let before = app.available(&token).await;
         let (status, first, _) = claim(
             &app,
             &token,
@@ -127,7 +120,7 @@ async fn approval_holds_the_grant_until_an_admin_decides() {
             "{first}"
         );
         assert_eq!(
-            available(&app, &token).await,
+            app.available(&token).await,
             before,
             "nothing before approval"
         );
@@ -187,7 +180,7 @@ async fn approval_holds_the_grant_until_an_admin_decides() {
             (200, Some("granted")),
             "{approved}"
         );
-        assert_eq!(available(&app, &token).await, before + 25, "{db:?}");
+        assert_eq!(app.available(&token).await, before + 25, "{db:?}");
         for decision in ["approve", "reject"] {
             let (status, body) = app
                 .post(
@@ -202,7 +195,7 @@ async fn approval_holds_the_grant_until_an_admin_decides() {
                 "{body}"
             );
         }
-        assert_eq!(available(&app, &token).await, before + 25, "granted once");
+        assert_eq!(app.available(&token).await, before + 25, "granted once");
         let (_, audit) = app
             .get_as(&format!("/v1/admin/audit?target={account}"), ADMIN_KEY)
             .await;
@@ -226,7 +219,7 @@ async fn approval_holds_the_grant_until_an_admin_decides() {
 async fn a_repeatable_reward_waits_out_its_cooldown_and_bad_claims_change_nothing() {
     let app = app(Db::Sqlite).await.unwrap();
     let (token, _, _) = app.sign_up("sharer@example.com").await;
-    let before = available(&app, &token).await;
+    let before = app.available(&token).await;
     let (status, _, _) = claim(&app, &token, "share_track", json!({"post": "p1"})).await;
     assert_eq!(status, 201);
     let (status, body, retry) = claim(&app, &token, "share_track", json!({"post": "p2"})).await;
@@ -264,7 +257,7 @@ async fn a_repeatable_reward_waits_out_its_cooldown_and_bad_claims_change_nothin
     let (status, body, _) = claim(&app, &token, "follow_x", json!("not an object")).await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(
-        available(&app, &token).await,
+        app.available(&token).await,
         before + 5,
         "only the one grant"
     );

@@ -102,12 +102,6 @@ async fn stripe_app(db: Db, stripe: &MockServer) -> Option<TestApp> {
     .await
 }
 
-async fn available(app: &TestApp, token: &str) -> i64 {
-    app.get_as("/v1/credits", token).await.1["available"]
-        .as_i64()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stripe_backed_server_sells_through_stripe() {
     for db in [Db::Sqlite, Db::Postgres] {
@@ -154,7 +148,7 @@ async fn a_stripe_backed_server_sells_through_stripe() {
 
         // Stripe reports the payment; the pack is granted once.
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        let before = available(&app, &token).await;
+        let before = app.available(&token).await;
         let paid = event(
             "evt_fake_cs",
             "checkout.session.completed",
@@ -166,7 +160,7 @@ async fn a_stripe_backed_server_sells_through_stripe() {
         );
         deliver_all(&app, &[paid.clone(), paid]).await;
         app.settle_webhooks().await;
-        assert_eq!(available(&app, &token).await, before + 5000);
+        assert_eq!(app.available(&token).await, before + 5000);
 
         // The portal.
         let (status, portal) = app
@@ -211,7 +205,7 @@ async fn a_stripe_backed_server_sells_through_stripe() {
             .respond_with(ResponseTemplate::new(200).set_body_json(team))
             .mount(&stripe)
             .await;
-        let before = available(&app, &token).await;
+        let before = app.available(&token).await;
         let (status, sub) = app
             .post(
                 "/v1/subscription/change",
@@ -220,7 +214,7 @@ async fn a_stripe_backed_server_sells_through_stripe() {
             )
             .await;
         assert_eq!((status, &sub["plan"]), (200, &json!("team")), "{sub}");
-        assert_eq!(available(&app, &token).await, before + 40_000);
+        assert_eq!(app.available(&token).await, before + 40_000);
         let sent = stripe.received_requests().await.unwrap();
         let update = requests_to(&sent, "POST", "/v1/subscriptions/sub_fake");
         let form = String::from_utf8_lossy(&update[0].body).into_owned();

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use api_tests::{ADMIN_KEY, Db, TASK_WEBHOOK_SECRET, TestApp, WORKER_KEY};
+use api_tests::{ADMIN_KEY, Db, TASK_WEBHOOK_SECRET, TestApp, WORKER_KEY, lift_rate_limits};
 use billing_core::catalog::{TaskRun, TaskType};
 use billing_core::ids::AccountId;
 use billing_core::ledger::verify;
@@ -34,11 +34,7 @@ fn external(action: &str, timeout: u32, attempts: u32) -> TaskType {
 /// `research` (needs the `tasks` feature, which the free plan lacks).
 async fn app_with(db: Db, tweak: impl FnOnce(&mut app::settings::Loaded)) -> Option<TestApp> {
     TestApp::spawn_with(db, &[], |loaded| {
-        loaded.settings.http.anonymous_rate_limit = None;
-        loaded.settings.http.user_rate_limit = None;
-        for plan in loaded.catalog.plans.values_mut() {
-            plan.rate_limit = None;
-        }
+        lift_rate_limits(loaded);
         let tasks = &mut loaded.catalog.tasks;
         tasks.insert("quick".into(), external("short_chat", 1, 3));
         tasks.insert("flaky".into(), external("long_chat", 600, 2));

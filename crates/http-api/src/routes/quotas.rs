@@ -129,11 +129,13 @@ pub async fn track(
     let (_, account) = caller.user()?;
     let meter = path.into_inner();
     let catalog = &state.billing.catalog;
-    if !catalog.meters.contains_key(&meter) {
+    let Some(kind) = catalog.meters.get(&meter).map(|m| m.kind) else {
         return Err(ApiError::not_found("meter"));
-    }
+    };
+    // Refused before anything is read: the amount's sign is the meter kind's business.
+    let amount = amount_for(kind, "amount", body.amount.unwrap_or(1))?;
     let (account, subscription) = context(&state, account).await?;
-    let (kind, rule, window) = meter_window(
+    let (_, rule, window) = meter_window(
         &state,
         catalog
             .plan(&account.plan)
@@ -141,7 +143,6 @@ pub async fn track(
         &meter,
         subscription.and_then(|s| s.current_period),
     )?;
-    let amount = amount_for(kind, "amount", body.amount.unwrap_or(1))?;
     let limit = rule.and_then(|r| r.limit);
     let key = idempotency_key(&req, &state)?;
     let outcome = state

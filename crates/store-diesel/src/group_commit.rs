@@ -90,7 +90,7 @@ impl DieselStore {
             })
             .await;
         for (request, _) in &requests {
-            self.cache.changed(request.account.as_str());
+            self.cache.balance_changed(request.account.as_str());
         }
         outcomes
     }

@@ -6,11 +6,12 @@
 //! TTL (`database.read_cache_ms`; 0 turns the cache off).
 //!
 //! * Every write path of this store that can change what is cached drops the account's
-//!   entry: a ledger request, a task's hold or settlement, a plan change, a subscription
-//!   saved, an account created.
-//! * A read that started before such a change never stores what it read: each entry has a
-//!   version that every change bumps, and a read stores its result only if the version is
-//!   still the one it saw when it started.
+//!   entry: a task's hold or settlement, a plan change, a subscription saved, an account
+//!   created. A ledger request moves only the balance, so it drops only the balance: the
+//!   plan and subscription stay cached while an account spends.
+//! * A read that started before such a change never stores what it read: each entry has
+//!   versions that every change bumps (the balance's own, for a ledger request), and a read
+//!   stores its result only if the version is still the one it saw when it started.
 //! * The balance is cached as rows (grants, holds, debt) and computed at each read with the
 //!   current time, so a grant that expires is never counted after its expiry.
 //!
@@ -37,7 +38,10 @@ pub(crate) type BalanceRows = (i64, Vec<GrantRow>, Vec<HoldRow>);
 /// What may be cached about one account, each with when it was read.
 #[derive(Default)]
 pub(crate) struct Entry {
+    /// Bumped by every change.
     version: u64,
+    /// Bumped as well when only the balance changed.
+    balance_version: u64,
     account: Option<(Instant, Option<Account>)>,
     subscription: Option<(Instant, Option<Subscription>)>,
     balance: Option<(Instant, BalanceRows)>,
@@ -76,6 +80,10 @@ pub(crate) trait Slot {
     type Value: Clone;
     fn get(entry: &Entry) -> &Option<(Instant, Self::Value)>;
     fn set(entry: &mut Entry, value: Option<(Instant, Self::Value)>);
+    /// The version a read of this value must still see to store what it read.
+    fn version(entry: &Entry) -> u64 {
+        entry.version
+    }
 }
 
 /// The account row.
@@ -113,6 +121,9 @@ impl Slot for BalanceSlot {
     fn set(entry: &mut Entry, value: Option<(Instant, Self::Value)>) {
         entry.balance = value;
     }
+    fn version(entry: &Entry) -> u64 {
+        entry.version + entry.balance_version
+    }
 }
 
 impl ReadCache {
@@ -145,7 +156,7 @@ impl ReadCache {
         }
         Err(Ticket {
             generation: inner.generation,
-            version: entry.map_or(0, |e| e.version),
+            version: entry.map_or(0, S::version),
         })
     }
 
@@ -164,7 +175,7 @@ impl ReadCache {
             return;
         }
         let entry = inner.entries.entry(account.to_owned()).or_default();
-        if entry.version == ticket.version {
+        if S::version(entry) == ticket.version {
             S::set(entry, Some((Instant::now(), value.clone())));
         }
     }
@@ -195,8 +206,21 @@ impl ReadCache {
         let entry = inner.entries.entry(account.to_owned()).or_default();
         *entry = Entry {
             version: entry.version + 1,
+            balance_version: entry.balance_version,
             ..Entry::default()
         };
+    }
+
+    /// Only the account's balance changed (a ledger request): forget the balance, and keep
+    /// any balance read that started before from storing. Its plan and subscription stay.
+    pub(crate) fn balance_changed(&self, account: &str) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut inner = self.lock();
+        let entry = inner.entries.entry(account.to_owned()).or_default();
+        entry.balance_version += 1;
+        entry.balance = None;
     }
 
     /// Something changed whose accounts are not known here: forget everything.
@@ -212,6 +236,8 @@ impl ReadCache {
 
 #[cfg(test)]
 mod tests {
+    use billing_core::ids::PrefixedId;
+
     use super::*;
 
     fn rows(debt: i64) -> BalanceRows {
@@ -245,6 +271,44 @@ mod tests {
         assert!(cache.get::<BalanceSlot>("acc_2").is_err());
         cache.put::<BalanceSlot>("acc_3", ticket, &rows(3));
         assert!(cache.get::<BalanceSlot>("acc_3").is_err());
+    }
+
+    #[test]
+    fn a_balance_change_keeps_the_plan_and_stops_only_balance_reads_in_flight() {
+        let cache = ReadCache::new(Duration::from_secs(60));
+        let account = Account {
+            id: billing_core::ids::AccountId::from_ulid(billing_core::ids::Ulid::from_parts(1, 1)),
+            plan: "pro".into(),
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+        };
+        let ticket = cache.get::<AccountSlot>("acc_1").unwrap_err();
+        cache.put::<AccountSlot>("acc_1", ticket, &Some(account));
+        let ticket = cache.get::<BalanceSlot>("acc_1").unwrap_err();
+        cache.put::<BalanceSlot>("acc_1", ticket, &rows(1));
+        let balance_read = cache.get::<BalanceSlot>("acc_2").unwrap_err();
+        let plan_read = cache.get::<AccountSlot>("acc_2").unwrap_err();
+        cache.balance_changed("acc_1");
+        assert!(cache.get::<BalanceSlot>("acc_1").is_err());
+        assert_eq!(
+            cache.get::<AccountSlot>("acc_1").unwrap().map(|a| a.plan),
+            Some("pro".to_owned())
+        );
+        let ticket = cache.get::<BalanceSlot>("acc_1").unwrap_err();
+        cache.balance_changed("acc_1");
+        cache.put::<BalanceSlot>("acc_1", ticket, &rows(2));
+        assert!(cache.get::<BalanceSlot>("acc_1").is_err());
+        // A full change after a balance change still stops a balance read begun before it.
+        let ticket = cache.get::<BalanceSlot>("acc_1").unwrap_err();
+        cache.changed("acc_1");
+        cache.put::<BalanceSlot>("acc_1", ticket, &rows(3));
+        assert!(cache.get::<BalanceSlot>("acc_1").is_err());
+        // An account with nothing cached yet: its balance read in flight may not store, its
+        // plan read may.
+        cache.balance_changed("acc_2");
+        cache.put::<BalanceSlot>("acc_2", balance_read, &rows(4));
+        cache.put::<AccountSlot>("acc_2", plan_read, &None);
+        assert!(cache.get::<BalanceSlot>("acc_2").is_err());
+        assert_eq!(cache.get::<AccountSlot>("acc_2").unwrap(), None);
     }
 
     #[test]

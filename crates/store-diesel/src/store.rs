@@ -148,7 +148,7 @@ impl DieselStore {
             })
             .await;
         // Even after a failure: a commit whose answer was lost may have changed it.
-        self.cache.changed(request.account.as_str());
+        self.cache.balance_changed(request.account.as_str());
         outcome
     }
 

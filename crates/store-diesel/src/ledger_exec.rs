@@ -12,7 +12,8 @@
 //! A group (see [`crate::group_commit`]) locks all its accounts at once, in id order. If no
 //! request in it resolves a hold or refunds, it reads every account's grants and every
 //! idempotency record once, decides each request in memory against what the ones before it
-//! left ([`BatchView`]), and writes everything at once ([`Write::coalesce`]); otherwise it
+//! left ([`BatchView`]), and writes everything at once ([`Write::coalesce`]; on PostgreSQL
+//! the rows of each kind in one statement, see [`Bulk`]); otherwise it
 //! runs each request's reads and writes in turn. Either way each request sees the ones
 //! before it, exactly as if they had committed one by one.
 
@@ -224,6 +225,51 @@ impl Write {
                 .map(|(account, delta)| Self::Debt { account, delta }),
         );
         merged
+    }
+}
+
+/// A decision's (or a group's) writes as PostgreSQL sends them: the rows of each kind
+/// that come in numbers in one statement (see [`crate::bulk`]), the rest one by one.
+/// Statements go out in this order: the ones in `first`, journal transactions, legs, grant
+/// changes, debt changes, the ones in `last`, idempotency records. Nothing here reads what
+/// an earlier statement of the same writes changed, and the journal's foreign keys are
+/// checked at COMMIT, so the order is only the natural one.
+#[derive(Default)]
+pub(crate) struct Bulk<'a> {
+    /// New grants and holds, and hold resolutions.
+    pub first: Vec<&'a Write>,
+    pub txns: crate::bulk::InsertTxns,
+    pub legs: crate::bulk::InsertLegs,
+    pub grants: crate::bulk::MoveGrants,
+    pub debts: crate::bulk::MoveDebts,
+    /// Refunded amounts.
+    pub last: Vec<&'a Write>,
+    pub outcomes: crate::bulk::InsertOutcomes,
+}
+
+impl<'a> Bulk<'a> {
+    pub(crate) fn of(writes: &'a [Write]) -> Self {
+        let mut bulk = Self::default();
+        for write in writes {
+            match write {
+                Write::Grant(_) | Write::Hold(_) | Write::ResolveHold { .. } => {
+                    bulk.first.push(write);
+                }
+                Write::Txn(row) => bulk.txns.push(row),
+                Write::Leg(row) => bulk.legs.push(row),
+                Write::GrantDelta { id, account, delta } => bulk.grants.push(id, account, *delta),
+                Write::Debt { account, delta } => bulk.debts.push(account, *delta),
+                Write::Refunded { .. } => bulk.last.push(write),
+                Write::Outcome {
+                    account,
+                    key,
+                    fingerprint,
+                    outcome,
+                    at,
+                } => bulk.outcomes.push(account, key, fingerprint, outcome, *at),
+            }
+        }
+        bulk
     }
 }
 
@@ -714,8 +760,9 @@ macro_rules! ledger_pipelined_io {
             Ok(found)
         }
 
-        /// A batch's reads, pipelined: the accounts' live grants, and the idempotency record
-        /// of each (account, key), each an exact primary-key lookup.
+        /// A batch's reads, pipelined: the accounts' live grants, and the idempotency
+        /// records of the (account, key) pairs in one statement, each pair an exact
+        /// primary-key lookup.
         #[allow(clippy::type_complexity)]
         pub(crate) async fn ledger_batch_reads(
             c: &mut Conn,
@@ -724,26 +771,28 @@ macro_rules! ledger_pipelined_io {
         ) -> Result<(Vec<GrantRow>, Vec<Option<(String, String)>>), TxError> {
             let conn: &Conn = c;
             let grants = async move { read::grants_of(&mut { conn }, accounts).await };
-            let stored =
-                futures_util::future::join_all(keys.iter().map(|(account, key)| async move {
-                    read::stored(&mut { conn }, account, key).await
-                }));
+            let stored = async move {
+                crate::bulk::StoredOutcomes::new(keys)
+                    .load::<(String, String, String, String)>(&mut { conn })
+                    .await
+            };
             let (grants, stored) = futures_util::future::join(grants, stored).await;
             let mut errors = Vec::new();
             let grants = grants.map_err(|e| errors.push(TxError::Db(e))).ok();
-            let stored: Vec<Option<(String, String)>> = stored
+            let mut found: std::collections::HashMap<(String, String), (String, String)> = stored
+                .map_err(|e| errors.push(TxError::Db(e)))
+                .ok()
+                .unwrap_or_default()
                 .into_iter()
-                .map(|found| {
-                    found
-                        .map_err(|e| errors.push(TxError::Db(e)))
-                        .ok()
-                        .flatten()
+                .map(|(account, key, fingerprint, outcome)| {
+                    ((account, key), (fingerprint, outcome))
                 })
                 .collect();
-            match crate::ledger_exec::first_cause(errors) {
-                Some(err) => Err(err),
-                None => Ok((grants.unwrap_or_default(), stored)),
+            if let Some(err) = crate::ledger_exec::first_cause(errors) {
+                return Err(err);
             }
+            let stored = keys.iter().map(|pair| found.remove(pair)).collect();
+            Ok((grants.unwrap_or_default(), stored))
         }
 
         /// A request's reads, pipelined.
@@ -785,15 +834,64 @@ macro_rules! ledger_pipelined_io {
             }
         }
 
-        /// A decision's writes, pipelined.
+        /// A decision's (or a group's) writes, pipelined, the rows of each kind in one
+        /// statement (see [`crate::ledger_exec::Bulk`]).
         pub(crate) async fn ledger_writes(c: &mut Conn, writes: &[Write]) -> Result<(), TxError> {
+            use futures_util::future::BoxFuture;
+            let crate::ledger_exec::Bulk {
+                first,
+                txns,
+                legs,
+                grants,
+                debts,
+                last,
+                outcomes,
+            } = crate::ledger_exec::Bulk::of(writes);
             let conn: &Conn = c;
-            let results = futures_util::future::join_all(
-                writes
-                    .iter()
-                    .map(|w| async move { ledger_write_one(&mut { conn }, w).await }),
-            )
-            .await;
+            fn one<'a>(conn: &'a Conn, w: &'a Write) -> BoxFuture<'a, Result<(), TxError>> {
+                Box::pin(async move { ledger_write_one(&mut { conn }, w).await })
+            }
+            let mut statements: Vec<BoxFuture<'_, Result<(), TxError>>> =
+                first.iter().map(|w| one(conn, w)).collect();
+            if !txns.is_empty() {
+                statements.push(Box::pin(async move {
+                    txns.execute(&mut { conn }).await?;
+                    Ok(())
+                }));
+            }
+            if !legs.is_empty() {
+                statements.push(Box::pin(async move {
+                    legs.execute(&mut { conn }).await?;
+                    Ok(())
+                }));
+            }
+            if !grants.is_empty() {
+                statements.push(Box::pin(async move {
+                    let expected = grants.len();
+                    let changed = grants.execute(&mut { conn }).await?;
+                    if changed != expected {
+                        return Err(ledger_corrupt(
+                            "grant",
+                            format!("{changed} of {expected} grants to move were found"),
+                        ));
+                    }
+                    Ok(())
+                }));
+            }
+            if !debts.is_empty() {
+                statements.push(Box::pin(async move {
+                    debts.execute(&mut { conn }).await?;
+                    Ok(())
+                }));
+            }
+            statements.extend(last.iter().map(|w| one(conn, w)));
+            if !outcomes.is_empty() {
+                statements.push(Box::pin(async move {
+                    outcomes.execute(&mut { conn }).await?;
+                    Ok(())
+                }));
+            }
+            let results = futures_util::future::join_all(statements).await;
             let errors: Vec<TxError> = results.into_iter().filter_map(Result::err).collect();
             match crate::ledger_exec::first_cause(errors) {
                 Some(err) => Err(err),

@@ -9,6 +9,7 @@
 mod accounts;
 mod audit_writer;
 mod background;
+mod bulk;
 mod db;
 mod group_commit;
 mod jobs;

@@ -477,13 +477,7 @@ macro_rules! record_queries {
             c: &mut Conn,
             rows: Vec<AuditRow>,
         ) -> Result<(), TxError> {
-            for row in &rows {
-                diesel::insert_into(audit_log::table)
-                    .values(row)
-                    .execute(c)
-                    .await?;
-            }
-            Ok(())
+            insert_audit_rows(c, &rows).await
         }
 
         pub(crate) async fn audit_list(

@@ -60,6 +60,12 @@ pub(crate) mod pg {
         Ok(())
     }
 
+    /// Audit rows, all in one statement (see [`crate::bulk`]), not one round trip per row.
+    pub(crate) async fn insert_audit_rows(c: &mut Conn, rows: &[AuditRow]) -> Result<(), TxError> {
+        crate::bulk::InsertAudit::of(rows).execute(c).await?;
+        Ok(())
+    }
+
     crate::ledger::ledger_queries!();
     crate::ledger_exec::ledger_exec!();
     crate::ledger_exec::ledger_pipelined_io!();
@@ -134,6 +140,17 @@ pub(crate) mod sqlite {
             .first::<i64>(c)
             .await
             .optional()?)
+    }
+
+    /// Audit rows, a row at a time (see `insert_quota_events`).
+    pub(crate) async fn insert_audit_rows(c: &mut Conn, rows: &[AuditRow]) -> Result<(), TxError> {
+        for row in rows {
+            diesel::insert_into(audit_log::table)
+                .values(row)
+                .execute(c)
+                .await?;
+        }
+        Ok(())
     }
 
     /// New quota events, a row at a time: diesel has no multi-row insert for SQLite

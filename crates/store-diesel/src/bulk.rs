@@ -1,0 +1,381 @@
+//! PostgreSQL statements that write (or look up) many rows of one kind in one statement.
+//!
+//! Each column goes to the server as one array parameter, and `unnest` turns the arrays back
+//! into rows. The SQL is the same whatever the number of rows, so each statement is
+//! prepared once per connection and cached like any other query (diesel's multi-row
+//! `VALUES` is new SQL for every row count, so it would be parsed and planned every time
+//! and, not being cached, would wait for its own prepare round trip in a pipeline).
+//!
+//! A group of ledger requests (see [`crate::group_commit`]) writes its journal
+//! transactions, legs, idempotency records, grant and debt changes with one statement of
+//! each kind instead of one per row: the server's cost per statement (parse, bind,
+//! executor start, network message) is paid once per group.
+
+use diesel::QueryResult;
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
+
+use crate::ledger::{LegRow, TxnRow};
+use crate::records::AuditRow;
+
+/// Writes `INSERT INTO table (columns) SELECT * FROM unnest(` … `)` around the binds.
+fn unnest_insert<'b>(
+    out: &mut AstPass<'_, 'b, Pg>,
+    table: &str,
+    columns: &[&str],
+    binds: impl FnOnce(&mut AstPass<'_, 'b, Pg>) -> QueryResult<()>,
+) -> QueryResult<()> {
+    out.push_sql("INSERT INTO ");
+    out.push_identifier(table)?;
+    out.push_sql(" (");
+    for (i, column) in columns.iter().enumerate() {
+        if i > 0 {
+            out.push_sql(", ");
+        }
+        out.push_identifier(column)?;
+    }
+    out.push_sql(") SELECT * FROM unnest(");
+    binds(out)?;
+    out.push_sql(")");
+    Ok(())
+}
+
+/// Journal transactions, many at once.
+#[derive(Debug, Default, QueryId)]
+pub(crate) struct InsertTxns {
+    id: Vec<String>,
+    account_id: Vec<String>,
+    kind: Vec<String>,
+    amount: Vec<i64>,
+    delta: Vec<i64>,
+    hold_id: Vec<Option<String>>,
+    grant_id: Vec<Option<String>>,
+    refund_of: Vec<Option<String>>,
+    refunded: Vec<i64>,
+    refund_expires_at: Vec<Option<i64>>,
+    reference: Vec<Option<String>>,
+    memo: Vec<Option<String>>,
+    created_at: Vec<i64>,
+}
+
+impl InsertTxns {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.id.is_empty()
+    }
+
+    pub(crate) fn push(&mut self, row: &TxnRow) {
+        self.id.push(row.id.clone());
+        self.account_id.push(row.account_id.clone());
+        self.kind.push(row.kind.clone());
+        self.amount.push(row.amount);
+        self.delta.push(row.delta);
+        self.hold_id.push(row.hold_id.clone());
+        self.grant_id.push(row.grant_id.clone());
+        self.refund_of.push(row.refund_of.clone());
+        self.refunded.push(row.refunded);
+        self.refund_expires_at.push(row.refund_expires_at);
+        self.reference.push(row.reference.clone());
+        self.memo.push(row.memo.clone());
+        self.created_at.push(row.created_at);
+    }
+}
+
+impl QueryFragment<Pg> for InsertTxns {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        let columns = [
+            "id",
+            "account_id",
+            "kind",
+            "amount",
+            "delta",
+            "hold_id",
+            "grant_id",
+            "refund_of",
+            "refunded",
+            "refund_expires_at",
+            "reference",
+            "memo",
+            "created_at",
+        ];
+        unnest_insert(&mut out, "ledger_transactions", &columns, |out| {
+            out.push_bind_param::<Array<Text>, _>(&self.id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Text>, _>(&self.account_id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Text>, _>(&self.kind)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<BigInt>, _>(&self.amount)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<BigInt>, _>(&self.delta)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Nullable<Text>>, _>(&self.hold_id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Nullable<Text>>, _>(&self.grant_id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Nullable<Text>>, _>(&self.refund_of)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<BigInt>, _>(&self.refunded)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Nullable<BigInt>>, _>(&self.refund_expires_at)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Nullable<Text>>, _>(&self.reference)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Nullable<Text>>, _>(&self.memo)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<BigInt>, _>(&self.created_at)
+        })
+    }
+}
+
+/// Journal legs, many at once.
+#[derive(Debug, Default, QueryId)]
+pub(crate) struct InsertLegs {
+    txn_id: Vec<String>,
+    position: Vec<i32>,
+    account_id: Vec<String>,
+    grant_id: Vec<Option<String>>,
+    delta: Vec<i64>,
+}
+
+impl InsertLegs {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.txn_id.is_empty()
+    }
+
+    pub(crate) fn push(&mut self, row: &LegRow) {
+        self.txn_id.push(row.txn_id.clone());
+        self.position.push(row.position);
+        self.account_id.push(row.account_id.clone());
+        self.grant_id.push(row.grant_id.clone());
+        self.delta.push(row.delta);
+    }
+}
+
+impl QueryFragment<Pg> for InsertLegs {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        let columns = ["txn_id", "position", "account_id", "grant_id", "delta"];
+        unnest_insert(&mut out, "ledger_legs", &columns, |out| {
+            out.push_bind_param::<Array<Text>, _>(&self.txn_id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Integer>, _>(&self.position)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Text>, _>(&self.account_id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Nullable<Text>>, _>(&self.grant_id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<BigInt>, _>(&self.delta)
+        })
+    }
+}
+
+/// Idempotency records (the outcome of each request under its key), many at once.
+#[derive(Debug, Default, QueryId)]
+pub(crate) struct InsertOutcomes {
+    account_id: Vec<String>,
+    key: Vec<String>,
+    fingerprint: Vec<String>,
+    outcome: Vec<String>,
+    created_at: Vec<i64>,
+}
+
+impl InsertOutcomes {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.account_id.is_empty()
+    }
+
+    pub(crate) fn push(
+        &mut self,
+        account: &str,
+        key: &str,
+        fingerprint: &str,
+        outcome: &str,
+        at: i64,
+    ) {
+        self.account_id.push(account.to_owned());
+        self.key.push(key.to_owned());
+        self.fingerprint.push(fingerprint.to_owned());
+        self.outcome.push(outcome.to_owned());
+        self.created_at.push(at);
+    }
+}
+
+impl QueryFragment<Pg> for InsertOutcomes {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        let columns = ["account_id", "key", "fingerprint", "outcome", "created_at"];
+        unnest_insert(&mut out, "ledger_idempotency", &columns, |out| {
+            out.push_bind_param::<Array<Text>, _>(&self.account_id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Text>, _>(&self.key)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Text>, _>(&self.fingerprint)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Text>, _>(&self.outcome)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<BigInt>, _>(&self.created_at)
+        })
+    }
+}
+
+/// Audit records, many at once.
+#[derive(Debug, Default, QueryId)]
+pub(crate) struct InsertAudit {
+    id: Vec<String>,
+    actor: Vec<String>,
+    action: Vec<String>,
+    target: Vec<Option<String>>,
+    request_id: Vec<Option<String>>,
+    details: Vec<String>,
+    at: Vec<i64>,
+}
+
+impl InsertAudit {
+    pub(crate) fn of(rows: &[AuditRow]) -> Self {
+        let mut bulk = Self::default();
+        for row in rows {
+            bulk.id.push(row.id.clone());
+            bulk.actor.push(row.actor.clone());
+            bulk.action.push(row.action.clone());
+            bulk.target.push(row.target.clone());
+            bulk.request_id.push(row.request_id.clone());
+            bulk.details.push(row.details.clone());
+            bulk.at.push(row.at);
+        }
+        bulk
+    }
+}
+
+impl QueryFragment<Pg> for InsertAudit {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        let columns = [
+            "id",
+            "actor",
+            "action",
+            "target",
+            "request_id",
+            "details",
+            "at",
+        ];
+        unnest_insert(&mut out, "audit_log", &columns, |out| {
+            out.push_bind_param::<Array<Text>, _>(&self.id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Text>, _>(&self.actor)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Text>, _>(&self.action)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Nullable<Text>>, _>(&self.target)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Nullable<Text>>, _>(&self.request_id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Text>, _>(&self.details)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<BigInt>, _>(&self.at)
+        })
+    }
+}
+
+/// Moves many grants' `remaining`, each by its own delta. Each (grant, account) must appear
+/// once; the statement's row count says how many were found.
+#[derive(Debug, Default, QueryId)]
+pub(crate) struct MoveGrants {
+    id: Vec<String>,
+    account_id: Vec<String>,
+    delta: Vec<i64>,
+}
+
+impl MoveGrants {
+    pub(crate) fn push(&mut self, id: &str, account: &str, delta: i64) {
+        self.id.push(id.to_owned());
+        self.account_id.push(account.to_owned());
+        self.delta.push(delta);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.id.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.id.is_empty()
+    }
+}
+
+impl QueryFragment<Pg> for MoveGrants {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "UPDATE grants AS g SET remaining = g.remaining + d.delta \
+             FROM unnest(",
+        );
+        out.push_bind_param::<Array<Text>, _>(&self.id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.account_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.delta)?;
+        out.push_sql(
+            ") AS d (id, account_id, delta) WHERE g.id = d.id AND g.account_id = d.account_id",
+        );
+        Ok(())
+    }
+}
+
+/// Moves many accounts' debt, each by its own delta (each account once).
+#[derive(Debug, Default, QueryId)]
+pub(crate) struct MoveDebts {
+    id: Vec<String>,
+    delta: Vec<i64>,
+}
+
+impl MoveDebts {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.id.is_empty()
+    }
+
+    pub(crate) fn push(&mut self, account: &str, delta: i64) {
+        self.id.push(account.to_owned());
+        self.delta.push(delta);
+    }
+}
+
+impl QueryFragment<Pg> for MoveDebts {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("UPDATE accounts AS a SET debt = a.debt + d.delta FROM unnest(");
+        out.push_bind_param::<Array<Text>, _>(&self.id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.delta)?;
+        out.push_sql(") AS d (id, delta) WHERE a.id = d.id");
+        Ok(())
+    }
+}
+
+/// The stored idempotency records of many (account, key) pairs: account, key, fingerprint
+/// and outcome of each one found. Each pair is an exact primary-key lookup (the arrays are
+/// the outer side of a nested loop), whatever the accounts' histories hold.
+#[derive(Debug, Default, QueryId)]
+pub(crate) struct StoredOutcomes {
+    account_id: Vec<String>,
+    key: Vec<String>,
+}
+
+impl StoredOutcomes {
+    pub(crate) fn new(pairs: &[(String, String)]) -> Self {
+        let (account_id, key) = pairs.iter().cloned().unzip();
+        Self { account_id, key }
+    }
+}
+
+impl QueryFragment<Pg> for StoredOutcomes {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("SELECT i.account_id, i.key, i.fingerprint, i.outcome FROM unnest(");
+        out.push_bind_param::<Array<Text>, _>(&self.account_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.key)?;
+        out.push_sql(
+            ") AS k (account_id, key) JOIN ledger_idempotency AS i \
+             ON i.account_id = k.account_id AND i.key = k.key",
+        );
+        Ok(())
+    }
+}
+
+impl Query for StoredOutcomes {
+    type SqlType = (Text, Text, Text, Text);
+}

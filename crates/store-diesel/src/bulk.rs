@@ -347,8 +347,13 @@ impl QueryFragment<Pg> for MoveDebts {
 }
 
 /// The stored idempotency records of many (account, key) pairs: account, key, fingerprint
-/// and outcome of each one found. Each pair is an exact primary-key lookup (the arrays are
-/// the outer side of a nested loop), whatever the accounts' histories hold.
+/// and outcome of each one found.
+///
+/// Each pair is looked up on its own by primary key, whatever the table holds: the lookup
+/// is a `LATERAL` subquery with a `LIMIT`, which the planner cannot merge into a join. As a
+/// plain join, a plan prepared while the table was small (a fresh database) hashed the
+/// pairs and scanned the whole table, and a connection kept that plan as the table grew:
+/// a hot account's spends fell from 3,700 to 1,100 a second within a minute.
 #[derive(Debug, Default, QueryId)]
 pub(crate) struct StoredOutcomes {
     account_id: Vec<String>,
@@ -364,13 +369,14 @@ impl StoredOutcomes {
 
 impl QueryFragment<Pg> for StoredOutcomes {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql("SELECT i.account_id, i.key, i.fingerprint, i.outcome FROM unnest(");
+        out.push_sql("SELECT k.account_id, k.key, i.fingerprint, i.outcome FROM unnest(");
         out.push_bind_param::<Array<Text>, _>(&self.account_id)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Text>, _>(&self.key)?;
         out.push_sql(
-            ") AS k (account_id, key) JOIN ledger_idempotency AS i \
-             ON i.account_id = k.account_id AND i.key = k.key",
+            ") AS k (account_id, key) CROSS JOIN LATERAL \
+             (SELECT fingerprint, outcome FROM ledger_idempotency \
+             WHERE account_id = k.account_id AND key = k.key LIMIT 1) AS i",
         );
         Ok(())
     }

@@ -385,3 +385,59 @@ impl QueryFragment<Pg> for StoredOutcomes {
 impl Query for StoredOutcomes {
     type SqlType = (Text, Text, Text, Text);
 }
+
+#[cfg(test)]
+mod tests {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+
+    use super::*;
+
+    #[derive(diesel::QueryableByName)]
+    struct PlanLine {
+        #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
+        line: String,
+    }
+
+    /// The plan PostgreSQL keeps for the lookup once it stops planning it afresh
+    /// (`force_generic_plan`), prepared against an empty table, as on a fresh database.
+    async fn kept_plan(conn: &mut AsyncPgConnection) -> String {
+        let lookup = StoredOutcomes::new(&[("acc_1".into(), "spend:k".into())]);
+        let sql = diesel::debug_query::<Pg, _>(&lookup).to_string();
+        let sql = sql.split(" -- binds").next().unwrap_or_default();
+        conn.batch_execute(&format!(
+            "CREATE TEMPORARY TABLE ledger_idempotency (account_id TEXT, key TEXT, \
+             fingerprint TEXT NOT NULL, outcome TEXT NOT NULL, created_at BIGINT NOT NULL, \
+             PRIMARY KEY (account_id, key)); \
+             SET plan_cache_mode = force_generic_plan; \
+             PREPARE lookup (TEXT[], TEXT[]) AS {sql}"
+        ))
+        .await
+        .expect("prepare the lookup");
+        diesel::sql_query("EXPLAIN EXECUTE lookup ('{acc_1}', '{spend:k}')")
+            .load::<PlanLine>(conn)
+            .await
+            .expect("explain")
+            .into_iter()
+            .map(|p| p.line)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[tokio::test]
+    async fn the_idempotency_lookup_is_planned_as_primary_key_lookups_even_on_an_empty_table() {
+        let Ok(url) = std::env::var("TOLLGATE_TEST_DATABASE_URL") else {
+            assert!(
+                !std::env::var("TOLLGATE_REQUIRE_POSTGRES").is_ok_and(|v| v == "1"),
+                "TOLLGATE_REQUIRE_POSTGRES=1 but TOLLGATE_TEST_DATABASE_URL is not set"
+            );
+            return;
+        };
+        let mut conn = AsyncPgConnection::establish(&url).await.expect("connect");
+        let plan = kept_plan(&mut conn).await;
+        assert!(
+            plan.contains("Index Scan using ledger_idempotency_pkey"),
+            "{plan}"
+        );
+        assert!(!plan.contains("Seq Scan on ledger_idempotency"), "{plan}");
+    }
+}

@@ -779,7 +779,7 @@ macro_rules! ledger_pipelined_io {
             let (grants, stored) = futures_util::future::join(grants, stored).await;
             let mut errors = Vec::new();
             let grants = grants.map_err(|e| errors.push(TxError::Db(e))).ok();
-            let mut found: std::collections::HashMap<(String, String), (String, String)> = stored
+            let found: std::collections::HashMap<(String, String), (String, String)> = stored
                 .map_err(|e| errors.push(TxError::Db(e)))
                 .ok()
                 .unwrap_or_default()
@@ -791,7 +791,8 @@ macro_rules! ledger_pipelined_io {
             if let Some(err) = crate::ledger_exec::first_cause(errors) {
                 return Err(err);
             }
-            let stored = keys.iter().map(|pair| found.remove(pair)).collect();
+            // A pair asked twice (a key replayed within the group) gets its record twice.
+            let stored = keys.iter().map(|pair| found.get(pair).cloned()).collect();
             Ok((grants.unwrap_or_default(), stored))
         }
 

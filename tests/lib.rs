@@ -313,6 +313,13 @@ impl TestApp {
 
     /// Waits until the worker has taken up every stored webhook event (none is left
     /// `received`); panics after 20 s.
+    /// Waits as long as another instance's change may still be answered from this one's read
+    /// cache (`database.read_cache_ms`, the documented rule for several instances).
+    pub async fn outwait_read_cache(&self) {
+        let ttl = self.loaded.settings.database.read_cache_ms;
+        tokio::time::sleep(std::time::Duration::from_millis(ttl + 100)).await;
+    }
+
     pub async fn settle_webhooks(&self) {
         for _ in 0..800 {
             let (_, page) = self

@@ -672,6 +672,9 @@ async fn two_instances_apply_one_stream_once() {
         );
     }
     first.settle_webhooks().await;
+    // Half the events were applied by the other instance: this one sees them within its
+    // read cache's TTL.
+    first.outwait_read_cache().await;
     let state = state_of(&first, &token, &account, "dual").await;
     assert_eq!(state["plan"], "pro", "{state}");
     assert_eq!(state["subscription"]["status"], "active", "{state}");

@@ -64,19 +64,19 @@ impl InsertTxns {
         self.id.is_empty()
     }
 
-    pub(crate) fn push(&mut self, row: &TxnRow) {
-        self.id.push(row.id.clone());
-        self.account_id.push(row.account_id.clone());
-        self.kind.push(row.kind.clone());
+    pub(crate) fn push(&mut self, row: TxnRow) {
+        self.id.push(row.id);
+        self.account_id.push(row.account_id);
+        self.kind.push(row.kind);
         self.amount.push(row.amount);
         self.delta.push(row.delta);
-        self.hold_id.push(row.hold_id.clone());
-        self.grant_id.push(row.grant_id.clone());
-        self.refund_of.push(row.refund_of.clone());
+        self.hold_id.push(row.hold_id);
+        self.grant_id.push(row.grant_id);
+        self.refund_of.push(row.refund_of);
         self.refunded.push(row.refunded);
         self.refund_expires_at.push(row.refund_expires_at);
-        self.reference.push(row.reference.clone());
-        self.memo.push(row.memo.clone());
+        self.reference.push(row.reference);
+        self.memo.push(row.memo);
         self.created_at.push(row.created_at);
     }
 }
@@ -143,11 +143,11 @@ impl InsertLegs {
         self.txn_id.is_empty()
     }
 
-    pub(crate) fn push(&mut self, row: &LegRow) {
-        self.txn_id.push(row.txn_id.clone());
+    pub(crate) fn push(&mut self, row: LegRow) {
+        self.txn_id.push(row.txn_id);
         self.position.push(row.position);
-        self.account_id.push(row.account_id.clone());
-        self.grant_id.push(row.grant_id.clone());
+        self.account_id.push(row.account_id);
+        self.grant_id.push(row.grant_id);
         self.delta.push(row.delta);
     }
 }
@@ -186,16 +186,16 @@ impl InsertOutcomes {
 
     pub(crate) fn push(
         &mut self,
-        account: &str,
-        key: &str,
-        fingerprint: &str,
-        outcome: &str,
+        account: String,
+        key: String,
+        fingerprint: String,
+        outcome: String,
         at: i64,
     ) {
-        self.account_id.push(account.to_owned());
-        self.key.push(key.to_owned());
-        self.fingerprint.push(fingerprint.to_owned());
-        self.outcome.push(outcome.to_owned());
+        self.account_id.push(account);
+        self.key.push(key);
+        self.fingerprint.push(fingerprint);
+        self.outcome.push(outcome);
         self.created_at.push(at);
     }
 }
@@ -284,9 +284,9 @@ pub(crate) struct MoveGrants {
 }
 
 impl MoveGrants {
-    pub(crate) fn push(&mut self, id: &str, account: &str, delta: i64) {
-        self.id.push(id.to_owned());
-        self.account_id.push(account.to_owned());
+    pub(crate) fn push(&mut self, id: String, account: String, delta: i64) {
+        self.id.push(id);
+        self.account_id.push(account);
         self.delta.push(delta);
     }
 
@@ -329,8 +329,8 @@ impl MoveDebts {
         self.id.is_empty()
     }
 
-    pub(crate) fn push(&mut self, account: &str, delta: i64) {
-        self.id.push(account.to_owned());
+    pub(crate) fn push(&mut self, account: String, delta: i64) {
+        self.id.push(account);
         self.delta.push(delta);
     }
 }
@@ -429,6 +429,12 @@ mod tests {
             assert!(
                 !std::env::var("TOLLGATE_REQUIRE_POSTGRES").is_ok_and(|v| v == "1"),
                 "TOLLGATE_REQUIRE_POSTGRES=1 but TOLLGATE_TEST_DATABASE_URL is not set"
+            );
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "NOTE: the plan check of the idempotency lookup was SKIPPED: it needs \
+                 TOLLGATE_TEST_DATABASE_URL"
             );
             return;
         };

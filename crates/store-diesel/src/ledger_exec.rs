@@ -235,20 +235,21 @@ impl Write {
 /// an earlier statement of the same writes changed, and the journal's foreign keys are
 /// checked at COMMIT, so the order is only the natural one.
 #[derive(Default)]
-pub(crate) struct Bulk<'a> {
+pub(crate) struct Bulk {
     /// New grants and holds, and hold resolutions.
-    pub first: Vec<&'a Write>,
+    pub first: Vec<Write>,
     pub txns: crate::bulk::InsertTxns,
     pub legs: crate::bulk::InsertLegs,
     pub grants: crate::bulk::MoveGrants,
     pub debts: crate::bulk::MoveDebts,
     /// Refunded amounts.
-    pub last: Vec<&'a Write>,
+    pub last: Vec<Write>,
     pub outcomes: crate::bulk::InsertOutcomes,
 }
 
-impl<'a> Bulk<'a> {
-    pub(crate) fn of(writes: &'a [Write]) -> Self {
+impl Bulk {
+    /// Sorts the writes into their statements, moving each row's values, not copying them.
+    pub(crate) fn of(writes: Vec<Write>) -> Self {
         let mut bulk = Self::default();
         for write in writes {
             match write {
@@ -257,8 +258,8 @@ impl<'a> Bulk<'a> {
                 }
                 Write::Txn(row) => bulk.txns.push(row),
                 Write::Leg(row) => bulk.legs.push(row),
-                Write::GrantDelta { id, account, delta } => bulk.grants.push(id, account, *delta),
-                Write::Debt { account, delta } => bulk.debts.push(account, *delta),
+                Write::GrantDelta { id, account, delta } => bulk.grants.push(id, account, delta),
+                Write::Debt { account, delta } => bulk.debts.push(account, delta),
                 Write::Refunded { .. } => bulk.last.push(write),
                 Write::Outcome {
                     account,
@@ -266,7 +267,7 @@ impl<'a> Bulk<'a> {
                     fingerprint,
                     outcome,
                     at,
-                } => bulk.outcomes.push(account, key, fingerprint, outcome, *at),
+                } => bulk.outcomes.push(account, key, fingerprint, outcome, at),
             }
         }
         bulk
@@ -657,7 +658,7 @@ macro_rules! ledger_exec {
                 seen.insert(key, (fingerprint.as_str().to_owned(), json));
                 outcomes.push(LedgerOutcome::Executed(outcome));
             }
-            ledger_writes(c, &Write::coalesce(writes)).await?;
+            ledger_writes(c, Write::coalesce(writes)).await?;
             Ok(outcomes)
         }
 
@@ -731,7 +732,7 @@ macro_rules! ledger_exec {
                     Err(refusal) => (Err(refusal), Vec::new()),
                 };
             writes.push(Write::outcome(request, fingerprint, &outcome, now)?.0);
-            ledger_writes(c, &writes).await?;
+            ledger_writes(c, writes).await?;
             Ok(LedgerOutcome::Executed(outcome))
         }
     };
@@ -837,7 +838,7 @@ macro_rules! ledger_pipelined_io {
 
         /// A decision's (or a group's) writes, pipelined, the rows of each kind in one
         /// statement (see [`crate::ledger_exec::Bulk`]).
-        pub(crate) async fn ledger_writes(c: &mut Conn, writes: &[Write]) -> Result<(), TxError> {
+        pub(crate) async fn ledger_writes(c: &mut Conn, writes: Vec<Write>) -> Result<(), TxError> {
             use futures_util::future::BoxFuture;
             let crate::ledger_exec::Bulk {
                 first,
@@ -960,8 +961,8 @@ macro_rules! ledger_sequential_io {
         }
 
         /// A decision's writes.
-        pub(crate) async fn ledger_writes(c: &mut Conn, writes: &[Write]) -> Result<(), TxError> {
-            for write in writes {
+        pub(crate) async fn ledger_writes(c: &mut Conn, writes: Vec<Write>) -> Result<(), TxError> {
+            for write in &writes {
                 ledger_write_one(c, write).await?;
             }
             Ok(())

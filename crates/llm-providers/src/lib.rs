@@ -13,6 +13,7 @@ mod http;
 pub mod mock;
 mod openai;
 pub mod sse;
+pub mod tokens;
 
 pub use anthropic::Anthropic;
 use billing_core::ports::LlmProvider;
@@ -129,34 +130,35 @@ impl Providers {
     }
 }
 
-/// Loads, on a thread of its own, the tokenizer tables the given OpenAI models use, so that
-/// the first call to each is not slowed by loading one. Only these are loaded: each table
-/// takes tens of megabytes that are never given back, so a catalog without OpenAI models
-/// loads none.
+/// Builds, on a thread of its own, the token tables of the encodings the given OpenAI models
+/// use, so that the first call to each is not slowed by building one (tens of milliseconds;
+/// about 5 MB each, see [`tokens`]). A catalog without OpenAI models builds none.
 pub fn warm_tokenizers<'a>(upstream_models: impl IntoIterator<Item = &'a str>) {
-    let tokenizers: std::collections::HashSet<tiktoken_rs::tokenizer::Tokenizer> = upstream_models
+    let encodings: std::collections::HashSet<tokens::Encoding> = upstream_models
         .into_iter()
-        .filter_map(tiktoken_rs::tokenizer::get_tokenizer)
+        .filter_map(tokens::Encoding::for_model)
         .collect();
-    if tokenizers.is_empty() {
+    if encodings.is_empty() {
         return;
     }
     std::thread::spawn(move || {
-        for tokenizer in tokenizers {
-            let _ = tiktoken_rs::bpe_for_tokenizer(tokenizer);
+        for encoding in encodings {
+            encoding.vocabulary();
         }
     });
 }
 
-/// OpenAI's models are counted with tiktoken (the tokenizer OpenAI publishes); other
-/// providers publish none that runs offline, so their input is bounded by its bytes.
+/// OpenAI's models are counted as tiktoken (the tokenizer OpenAI publishes) counts them;
+/// other providers publish none that runs offline, so their input is bounded by its bytes.
 impl billing_core::ports::TokenCounter for Providers {
     fn count_tokens(&self, model: &billing_core::catalog::Model, text: &str) -> Option<u64> {
         if model.provider != billing_core::catalog::Provider::Openai {
             return None;
         }
-        let bpe = tiktoken_rs::bpe_for_model(&model.upstream).ok()?;
-        u64::try_from(bpe.encode_ordinary(text).len()).ok()
+        let count = tokens::Encoding::for_model(&model.upstream)?
+            .vocabulary()
+            .count(text)?;
+        u64::try_from(count).ok()
     }
 }
 

@@ -696,6 +696,69 @@ async fn two_instances_apply_one_stream_once() {
     assert_eq!(failed_events(&first).await, json!([]));
 }
 
+/// A plan is decided from the subscription as stored, not from an instance's read cache.
+/// One instance ends a subscription; another, which still has it cached (any check there
+/// reads it), refreshes the plan at once (a late invoice applied there, say): the account
+/// goes to the default plan, not back onto the plan that ended.
+async fn a_plan_is_not_decided_from_another_instances_cache(db: Db) {
+    use billing_core::ids::Ulid;
+    use billing_core::ports::{AccountStore, SubscriptionStore};
+    use billing_core::subscription::SubscriptionStatus;
+
+    let Some(first) = TestApp::spawn_on(db, &[]).await else {
+        return;
+    };
+    let second = first.twin().await;
+    let (_, _, account) = first.sign_up("cached-plan@example.com").await;
+    let account: AccountId = account.parse().unwrap();
+    // Whole seconds: the database keeps microseconds, and the records are compared whole.
+    let now =
+        OffsetDateTime::from_unix_timestamp(OffsetDateTime::now_utc().unix_timestamp()).unwrap();
+    let live = billing_core::testing::pro_subscription(
+        Ulid::from_parts(1, 1),
+        &account,
+        SubscriptionStatus::Active,
+        "sub_cached_plan",
+        now,
+    );
+    first.store.save(&live, None).await.unwrap();
+    assert_eq!(first.billing().refresh_plan(&account).await.unwrap(), "pro");
+    assert_eq!(
+        second.store.current(&account).await.unwrap(),
+        Some(live.clone())
+    );
+    let mut ended = live.clone();
+    ended.status = SubscriptionStatus::Canceled;
+    ended.canceled_at = Some(now);
+    first
+        .store
+        .save(&ended, Some(live.expected()))
+        .await
+        .unwrap();
+    let default_plan = first.billing().catalog.default_plan.clone();
+    assert_eq!(
+        first.billing().refresh_plan(&account).await.unwrap(),
+        default_plan
+    );
+    assert_eq!(
+        second.billing().refresh_plan(&account).await.unwrap(),
+        default_plan
+    );
+    first.outwait_read_cache().await;
+    let stored = first.store.account(&account).await.unwrap().unwrap();
+    assert_eq!(stored.plan, default_plan);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_is_not_decided_from_another_instances_cache_sqlite() {
+    a_plan_is_not_decided_from_another_instances_cache(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_is_not_decided_from_another_instances_cache_postgres() {
+    a_plan_is_not_decided_from_another_instances_cache(Db::Postgres).await;
+}
+
 /// `trial_will_end` and a failed payment mail the account's users, once per event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trial_ending_and_a_failed_payment_are_mailed() {

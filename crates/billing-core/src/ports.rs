@@ -503,8 +503,15 @@ pub trait QuotaStore: Send + Sync {
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait SubscriptionStore: Send + Sync {
-    /// The account's live subscription, if any.
+    /// The account's live subscription, if any. May be answered from a read cache, so
+    /// another instance's change can be up to its TTL late: for showing and checking.
     async fn current(&self, account: &AccountId) -> Result<Option<Subscription>, StoreError>;
+    /// The same, read from the database past any cache: for deciding (the plan an account
+    /// is put on), where another instance's change must count.
+    async fn current_uncached(
+        &self,
+        account: &AccountId,
+    ) -> Result<Option<Subscription>, StoreError>;
     /// Whether the account ever had a trial (a trial is given once per account).
     async fn trialed(&self, account: &AccountId) -> Result<bool, StoreError>;
     /// A subscription by id.

@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use time::OffsetDateTime;
 
-use crate::catalog::Catalog;
-use crate::ids::Ulid;
+use crate::catalog::{Catalog, Interval};
+use crate::ids::{AccountId, PrefixedId, SubscriptionId, Ulid};
 use crate::ports::{Clock, IdGenerator};
+use crate::subscription::{Subscription, SubscriptionStatus};
 
 /// Ids from a counter: the same sequence every run.
 #[derive(Debug, Default)]
@@ -46,6 +47,34 @@ impl Clock for FixedClock {
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A monthly subscription of `account` to `pro` with the provider id `external_id`, in
+/// `status`, as a payment webhook would first save it (no period yet); tests change the
+/// rest as they need.
+pub fn pro_subscription(
+    id: Ulid,
+    account: &AccountId,
+    status: SubscriptionStatus,
+    external_id: &str,
+    created_at: OffsetDateTime,
+) -> Subscription {
+    Subscription {
+        id: SubscriptionId::from_ulid(id),
+        account: account.clone(),
+        plan: "pro".into(),
+        interval: Interval::Month,
+        status,
+        current_period: None,
+        trial_end: None,
+        cancel_at_period_end: false,
+        pending_plan: None,
+        external_id: Some(external_id.into()),
+        created_at,
+        canceled_at: None,
+        version: 0,
+        past_due_since: None,
     }
 }
 

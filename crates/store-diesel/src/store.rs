@@ -459,17 +459,22 @@ impl QuotaStore for DieselStore {
 impl SubscriptionStore for DieselStore {
     async fn current(&self, account: &AccountId) -> Result<Option<Subscription>, StoreError> {
         self.cache
-            .get_or_load::<SubscriptionSlot, _, _>(account.as_str(), async {
-                let mut conn = self.pool.get().await?;
-                call!(
-                    conn,
-                    subscription_by(SubscriptionField::LiveForAccount, account.to_string())
-                )
-                .map_err(tx_error)?
-                .map(SubscriptionRow::into_domain)
-                .transpose()
-            })
+            .get_or_load::<SubscriptionSlot, _, _>(account.as_str(), self.current_uncached(account))
             .await
+    }
+
+    async fn current_uncached(
+        &self,
+        account: &AccountId,
+    ) -> Result<Option<Subscription>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(
+            conn,
+            subscription_by(SubscriptionField::LiveForAccount, account.to_string())
+        )
+        .map_err(tx_error)?
+        .map(SubscriptionRow::into_domain)
+        .transpose()
     }
 
     async fn trialed(&self, account: &AccountId) -> Result<bool, StoreError> {

@@ -837,24 +837,17 @@ async fn quota_batches_record_in_order_in_one_step(db: &TestDb) {
     assert_eq!(db.store.track_many(Vec::new()).await, Ok(Vec::new()));
 }
 
+fn subscription(
+    account: &AccountId,
+    status: SubscriptionStatus,
+    external_id: &str,
+) -> Subscription {
+    billing_core::testing::pro_subscription(ulid(), account, status, external_id, T0)
+}
+
 async fn subscriptions_save_with_optimistic_checks(db: &TestDb) {
     let (account, _) = new_account(db, "sub@scriber.test", "free").await;
-    let mut sub = Subscription {
-        id: SubscriptionId::from_ulid(ulid()),
-        account: account.clone(),
-        plan: "pro".into(),
-        interval: billing_core::catalog::Interval::Month,
-        status: SubscriptionStatus::Incomplete,
-        current_period: None,
-        trial_end: None,
-        cancel_at_period_end: false,
-        pending_plan: None,
-        external_id: Some("sub_stripe_1".into()),
-        created_at: T0,
-        canceled_at: None,
-        version: 0,
-        past_due_since: None,
-    };
+    let mut sub = subscription(&account, SubscriptionStatus::Incomplete, "sub_stripe_1");
     db.store.save(&sub, None).await.unwrap();
     let read = sub.expected();
     sub.status = SubscriptionStatus::PastDue;
@@ -910,6 +903,26 @@ async fn subscriptions_save_with_optimistic_checks(db: &TestDb) {
         db.store.save(&second, None).await,
         Err(StoreError::Conflict(_))
     ));
+}
+
+/// Another instance's read cache may answer `current` with a subscription changed elsewhere
+/// since (for up to its TTL, the documented rule); `current_uncached`, which decides the
+/// account's plan, reads what is stored.
+async fn a_plan_decision_reads_the_subscription_past_the_cache(db: &TestDb) {
+    let (account, _) = new_account(db, "cached@scriber.test", "pro").await;
+    let live = subscription(&account, SubscriptionStatus::Active, "sub_cached");
+    db.store.save(&live, None).await.unwrap();
+    let other = db
+        .another_instance(std::time::Duration::from_secs(600))
+        .await;
+    assert_eq!(other.current(&account).await.unwrap(), Some(live.clone()));
+    let mut ended = live.clone();
+    ended.status = SubscriptionStatus::Canceled;
+    ended.canceled_at = Some(T0);
+    db.store.save(&ended, Some(live.expected())).await.unwrap();
+    assert_eq!(other.current(&account).await.unwrap(), Some(live.clone()));
+    assert_eq!(other.current_uncached(&account).await.unwrap(), None);
+    assert_eq!(db.store.current_uncached(&account).await.unwrap(), None);
 }
 
 /// Idempotency records are pruned by age, and nothing else with them: the balance, the
@@ -1584,6 +1597,7 @@ on_both_backends!(
     quotas_track_idempotently_within_the_limit,
     quota_batches_record_in_order_in_one_step,
     subscriptions_save_with_optimistic_checks,
+    a_plan_decision_reads_the_subscription_past_the_cache,
     api_idempotency_claims_once,
     old_idempotency_records_are_pruned_and_nothing_else,
     webhooks_are_stored_once,

@@ -169,15 +169,16 @@ impl Billing {
     }
 
     /// Sets the account's plan from its live subscription (the default plan without one).
+    /// Both are read and written past the read cache: another instance may have just
+    /// changed either, and a plan decided from a cached subscription (or skipped because a
+    /// cached plan already matched) would stand until the next change.
     pub async fn refresh_plan(&self, account: &AccountId) -> Result<String, BillingError> {
         let now = self.clock.now();
-        let plan = match self.subscriptions.current(account).await? {
+        let plan = match self.subscriptions.current_uncached(account).await? {
             Some(sub) => self.plan_in_force(&sub, now),
             None => self.catalog.default_plan.clone(),
         };
-        if self.account(account).await?.plan != plan {
-            self.accounts.set_plan(account, &plan).await?;
-        }
+        self.accounts.set_plan(account, &plan).await?;
         Ok(plan)
     }
 
@@ -194,7 +195,8 @@ impl Billing {
             .await
         {
             Err(StoreError::Conflict(Conflict::LiveSubscription)) if sub.external_id.is_some() => {
-                let Some(live) = self.subscriptions.current(&sub.account).await? else {
+                // The live one the database just named, not a cached copy.
+                let Some(live) = self.subscriptions.current_uncached(&sub.account).await? else {
                     return Err(StoreError::Conflict(Conflict::ChangedMeanwhile).into());
                 };
                 if live.external_id.is_some() {

@@ -100,6 +100,19 @@ impl TestDb {
         Some(Self::finish(config, "postgres", Cleanup::Postgres { admin_url, schema }).await)
     }
 
+    /// A second store on the same database, as another instance of the server would have,
+    /// with a read cache of `read_cache`.
+    pub async fn another_instance(&self, read_cache: Duration) -> DieselStore {
+        let config = DatabaseConfig {
+            read_cache,
+            ..self.config.clone()
+        };
+        let ids: Arc<dyn IdGenerator> = Arc::new(SequentialIds::default());
+        DieselStore::connect(&config, self.clock.clone() as Arc<dyn Clock>, ids)
+            .await
+            .expect("connect another instance")
+    }
+
     async fn finish(config: DatabaseConfig, backend: &'static str, cleanup: Cleanup) -> Self {
         let clock = Arc::new(FixedClock::new(T0));
         let ids: Arc<dyn IdGenerator> = Arc::new(SequentialIds::default());

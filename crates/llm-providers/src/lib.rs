@@ -131,8 +131,8 @@ impl Providers {
 }
 
 /// Builds, on a thread of its own, the token tables of the encodings the given OpenAI models
-/// use, so that the first call to each is not slowed by building one (tens of milliseconds;
-/// about 5 MB each, see [`tokens`]). A catalog without OpenAI models builds none.
+/// use, so that the first call to each is not slowed by building one (about 7 MB for
+/// `o200k_base`, see [`tokens`]). A catalog without OpenAI models builds none.
 pub fn warm_tokenizers<'a>(upstream_models: impl IntoIterator<Item = &'a str>) {
     let encodings: std::collections::HashSet<tokens::Encoding> = upstream_models
         .into_iter()

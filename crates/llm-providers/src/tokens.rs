@@ -4,8 +4,9 @@
 //! tiktoken-rs keeps a vocabulary as three tables with a heap allocation per token, about
 //! 50 MB for `o200k_base`, for the life of the process. Counting needs only each token's
 //! rank: here the tokens' bytes stay in the binary (`build.rs` writes them from tiktoken-rs
-//! itself) and the one table built at run time maps slices of those bytes to ranks, about
-//! 5 MB. The tests check every count against tiktoken-rs.
+//! itself) and the one table built at run time maps slices of those bytes to ranks: for
+//! `o200k_base`, 262,144 buckets of 24 bytes (6.5 MB) beside 2 MB of embedded bytes. The
+//! tests check every count against tiktoken-rs.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

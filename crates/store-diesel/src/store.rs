@@ -155,6 +155,19 @@ impl DieselStore {
     /// Verifies every account's ledger against its journal (see
     /// [`billing_core::ledger::verify`]); `overdraft_of` gives each plan's overdraft limit.
     /// Returns the accounts checked and those that fail, with why.
+    /// One subscription found by `field`, read from the database (never cached).
+    async fn subscription_by(
+        &self,
+        field: SubscriptionField,
+        value: String,
+    ) -> Result<Option<Subscription>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        call!(conn, subscription_by(field, value))
+            .map_err(tx_error)?
+            .map(SubscriptionRow::into_domain)
+            .transpose()
+    }
+
     pub async fn verify_ledger(
         &self,
         overdraft_of: impl Fn(&str) -> u64,
@@ -467,14 +480,8 @@ impl SubscriptionStore for DieselStore {
         &self,
         account: &AccountId,
     ) -> Result<Option<Subscription>, StoreError> {
-        let mut conn = self.pool.get().await?;
-        call!(
-            conn,
-            subscription_by(SubscriptionField::LiveForAccount, account.to_string())
-        )
-        .map_err(tx_error)?
-        .map(SubscriptionRow::into_domain)
-        .transpose()
+        self.subscription_by(SubscriptionField::LiveForAccount, account.to_string())
+            .await
     }
 
     async fn trialed(&self, account: &AccountId) -> Result<bool, StoreError> {
@@ -483,22 +490,13 @@ impl SubscriptionStore for DieselStore {
     }
 
     async fn get(&self, id: &SubscriptionId) -> Result<Option<Subscription>, StoreError> {
-        let mut conn = self.pool.get().await?;
-        call!(conn, subscription_by(SubscriptionField::Id, id.to_string()))
-            .map_err(tx_error)?
-            .map(SubscriptionRow::into_domain)
-            .transpose()
+        self.subscription_by(SubscriptionField::Id, id.to_string())
+            .await
     }
 
     async fn by_external_id(&self, external_id: &str) -> Result<Option<Subscription>, StoreError> {
-        let mut conn = self.pool.get().await?;
-        call!(
-            conn,
-            subscription_by(SubscriptionField::External, external_id.to_owned())
-        )
-        .map_err(tx_error)?
-        .map(SubscriptionRow::into_domain)
-        .transpose()
+        self.subscription_by(SubscriptionField::External, external_id.to_owned())
+            .await
     }
 
     async fn save(

@@ -49,6 +49,14 @@ fn config(url: String) -> DatabaseConfig {
     }
 }
 
+/// A store on `config` with ids from a counter and the given test clock.
+async fn connect(config: &DatabaseConfig, clock: &Arc<FixedClock>) -> DieselStore {
+    let ids: Arc<dyn IdGenerator> = Arc::new(SequentialIds::default());
+    DieselStore::connect(config, clock.clone() as Arc<dyn Clock>, ids)
+        .await
+        .expect("connect")
+}
+
 impl TestDb {
     pub async fn sqlite() -> Self {
         let dir = tempfile::tempdir().unwrap();
@@ -107,18 +115,12 @@ impl TestDb {
             read_cache,
             ..self.config.clone()
         };
-        let ids: Arc<dyn IdGenerator> = Arc::new(SequentialIds::default());
-        DieselStore::connect(&config, self.clock.clone() as Arc<dyn Clock>, ids)
-            .await
-            .expect("connect another instance")
+        connect(&config, &self.clock).await
     }
 
     async fn finish(config: DatabaseConfig, backend: &'static str, cleanup: Cleanup) -> Self {
         let clock = Arc::new(FixedClock::new(T0));
-        let ids: Arc<dyn IdGenerator> = Arc::new(SequentialIds::default());
-        let store = DieselStore::connect(&config, clock.clone() as Arc<dyn Clock>, ids)
-            .await
-            .expect("connect");
+        let store = connect(&config, &clock).await;
         Self {
             store,
             config,
